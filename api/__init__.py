@@ -1,0 +1,1 @@
+"""Liudong's composition root: settings, adapters, the Litestar app and the ``liudong`` CLI."""

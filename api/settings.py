@@ -1,0 +1,90 @@
+"""Typed settings, read once from the environment.
+
+=================================  ===========================================================
+variable                           meaning (default)
+=================================  ===========================================================
+``LIUDONG_ENV``                    ``development`` | ``production`` | ``test`` (development)
+``DATABASE_URL``                   PostgreSQL URL; unset → embedded PostgreSQL (pgserver)
+``NATS_URL``                       NATS URL; unset → embedded nats-server with JetStream
+``LIUDONG_DATA_DIR``               folder of the embedded servers' data (per-user data dir)
+``LIUDONG_HOST`` / ``LIUDONG_PORT`` where ``liudong serve`` listens (127.0.0.1 / 8000)
+``LIUDONG_WECHAT_APPID``           mini-program AppID (production login)
+``LIUDONG_WECHAT_SECRET``          mini-program AppSecret (production login)
+``LIUDONG_WECHAT_BASE_URL``        base URL of the WeChat API (https://api.weixin.qq.com)
+``LIUDONG_WECHAT_TIMEOUT``         seconds per jscode2session call (5)
+``LIUDONG_TOKEN_TTL``              session token lifetime in seconds (2,592,000 = 30 days)
+``LIUDONG_RUN_PROJECTIONS``        run the projection runners in this process (true)
+``LIUDONG_CONSISTENCY_TIMEOUT``    seconds a command waits for its read models (5)
+``LIUDONG_DB_POOL_SIZE``           connections in the read-model pool (10)
+=================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import platformdirs
+
+Environment = Literal["development", "production", "test"]
+
+
+class SettingsError(ValueError):
+    """A setting has an unusable value; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    env: Environment = "development"
+    database_url: str | None = None
+    nats_url: str | None = None
+    data_dir: Path = Path(platformdirs.user_data_dir("liudong"))
+    host: str = "127.0.0.1"
+    port: int = 8000
+    wechat_appid: str = ""
+    wechat_secret: str = ""
+    wechat_base_url: str = "https://api.weixin.qq.com"
+    wechat_timeout: float = 5.0
+    token_ttl: int = 30 * 24 * 3600
+    run_projections: bool = True
+    consistency_timeout: float = 5.0
+    db_pool_size: int = 10
+
+    @property
+    def dev_login_allowed(self) -> bool:
+        """Dev-mode login (``dev:<name>`` codes) is refused in production."""
+        return self.env != "production"
+
+    def with_(self, **changes: object) -> Settings:
+        return msgspec.structs.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        Raises ``SettingsError`` naming the variable when a value has the wrong type."""
+        env = os.environ if environ is None else environ
+        names = {
+            "env": "LIUDONG_ENV",
+            "database_url": "DATABASE_URL",
+            "nats_url": "NATS_URL",
+            "data_dir": "LIUDONG_DATA_DIR",
+            "host": "LIUDONG_HOST",
+            "port": "LIUDONG_PORT",
+            "wechat_appid": "LIUDONG_WECHAT_APPID",
+            "wechat_secret": "LIUDONG_WECHAT_SECRET",
+            "wechat_base_url": "LIUDONG_WECHAT_BASE_URL",
+            "wechat_timeout": "LIUDONG_WECHAT_TIMEOUT",
+            "token_ttl": "LIUDONG_TOKEN_TTL",
+            "run_projections": "LIUDONG_RUN_PROJECTIONS",
+            "consistency_timeout": "LIUDONG_CONSISTENCY_TIMEOUT",
+            "db_pool_size": "LIUDONG_DB_POOL_SIZE",
+        }
+        raw = {field: env[var] for field, var in names.items() if env.get(var)}
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
+            raise SettingsError(f"{names.get(field, field)}: {exc}") from exc

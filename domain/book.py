@@ -1,0 +1,143 @@
+"""The ``Book`` aggregate: one physical copy on one reader's shelf.
+
+Status: ``available`` → (``Lent``) ``on_loan`` → (``Returned``) ``available``;
+``available`` ⇄ ``withdrawn`` (``Withdrawn`` / ``Relisted``). A book on loan cannot be
+withdrawn, and a book is lent to at most one borrower at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import (
+    BookNotWithdrawn,
+    BookOnLoan,
+    BookWithdrawn,
+    CannotBorrowOwnBook,
+    NotTheOwner,
+)
+
+AVAILABLE = "available"
+ON_LOAN = "on_loan"
+WITHDRAWN = "withdrawn"
+
+REVISABLE_FIELDS = ("title", "author", "publisher", "tags", "cover_url", "summary")
+
+
+class Book(Aggregate):
+    """Events: ``Published``, ``DetailsRevised``, ``Withdrawn``, ``Relisted``, ``Lent``,
+    ``Returned``."""
+
+    @event("Published")
+    def __init__(  # noqa: PLR0913
+        self,
+        id: UUID,  # noqa: A002
+        owner_id: UUID,
+        isbn: str,
+        title: str,
+        author: str,
+        publisher: str,
+        tags: list[str],
+        cover_url: str,
+        summary: str,
+    ) -> None:
+        self.owner_id = owner_id
+        self.isbn = isbn
+        self.title = title
+        self.author = author
+        self.publisher = publisher
+        self.tags = list(tags)
+        self.cover_url = cover_url
+        self.summary = summary
+        self.status = AVAILABLE
+        self.loan_id: UUID | None = None
+        self.borrower_id: UUID | None = None
+
+    # -- guards -----------------------------------------------------------------------------
+
+    def _require_owner(self, actor_id: UUID) -> None:
+        if actor_id != self.owner_id:
+            raise NotTheOwner
+
+    def check_can_be_requested_by(self, borrower_id: UUID) -> None:
+        """Raise unless ``borrower_id`` may ask to borrow this book.
+
+        Raises ``CannotBorrowOwnBook`` or ``BookWithdrawn``.
+        """
+        if borrower_id == self.owner_id:
+            raise CannotBorrowOwnBook
+        if self.status == WITHDRAWN:
+            raise BookWithdrawn
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def revise(self, actor_id: UUID, changes: dict[str, Any]) -> None:
+        """Revise details (only the fields of ``REVISABLE_FIELDS``); raises ``NotTheOwner``.
+        Fields whose value does not change are ignored; if nothing changes, nothing is
+        recorded."""
+        self._require_owner(actor_id)
+        effective = {
+            k: v for k, v in changes.items() if k in REVISABLE_FIELDS and getattr(self, k) != v
+        }
+        if effective:
+            self._details_revised(changes=effective)
+
+    @event("DetailsRevised")
+    def _details_revised(self, changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            setattr(self, key, list(value) if key == "tags" else value)
+
+    def withdraw(self, actor_id: UUID) -> None:
+        """Take the book off the shelf. Raises ``NotTheOwner``, ``BookOnLoan``; withdrawing a
+        withdrawn book records nothing."""
+        self._require_owner(actor_id)
+        if self.status == ON_LOAN:
+            raise BookOnLoan
+        if self.status != WITHDRAWN:
+            self._withdrawn()
+
+    @event("Withdrawn")
+    def _withdrawn(self) -> None:
+        self.status = WITHDRAWN
+
+    def relist(self, actor_id: UUID) -> None:
+        """Put a withdrawn book back. Raises ``NotTheOwner``, ``BookNotWithdrawn``."""
+        self._require_owner(actor_id)
+        if self.status != WITHDRAWN:
+            raise BookNotWithdrawn
+        self._relisted()
+
+    @event("Relisted")
+    def _relisted(self) -> None:
+        self.status = AVAILABLE
+
+    def lend(self, loan_id: UUID, borrower_id: UUID) -> None:
+        """Hand the book to the borrower of an approved loan.
+        Raises ``BookWithdrawn`` or ``BookOnLoan`` (already lent to someone)."""
+        if self.status == WITHDRAWN:
+            raise BookWithdrawn
+        if self.status == ON_LOAN:
+            raise BookOnLoan
+        self._lent(loan_id=loan_id, borrower_id=borrower_id)
+
+    @event("Lent")
+    def _lent(self, loan_id: UUID, borrower_id: UUID) -> None:
+        self.status = ON_LOAN
+        self.loan_id = loan_id
+        self.borrower_id = borrower_id
+
+    def take_back(self, loan_id: UUID) -> None:
+        """The lender has the book again. Raises ``BookOnLoan`` if it is lent under another
+        loan (which cannot happen through the Library application)."""
+        if self.status != ON_LOAN or self.loan_id != loan_id:
+            raise BookOnLoan("The book is not on loan under this loan.")
+        self._returned(loan_id=loan_id)
+
+    @event("Returned")
+    def _returned(self, loan_id: UUID) -> None:
+        self.status = AVAILABLE
+        self.loan_id = None
+        self.borrower_id = None

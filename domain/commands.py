@@ -1,0 +1,122 @@
+"""Commands of the Library context: imperative, immutable msgspec Structs.
+
+The API builds them from request bodies (adding the authenticated actor), the demo loader and
+the WebSocket gateway build the same types; ``domain.library.Library.handle`` executes them.
+Limits here are the contract's limits (the API turns a violation into a 422).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+Nickname = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Url = Annotated[str, msgspec.Meta(max_length=1024)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+Name = Annotated[str, msgspec.Meta(max_length=300)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=20)]
+Summary = Annotated[str, msgspec.Meta(max_length=5000)]
+Note = Annotated[str, msgspec.Meta(max_length=500)]
+Isbn13 = Annotated[str, msgspec.Meta(pattern=r"^97[89][0-9]{10}$")]
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of all commands."""
+
+
+class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the lender can reach the borrower. Personal data: shown to the lender only."""
+
+    wechat_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+
+
+class RegisterReader(Command, frozen=True):
+    reader_id: UUID
+    nickname: Nickname
+    avatar_url: Url = ""
+
+
+class ChangeProfile(Command, frozen=True):
+    reader_id: UUID
+    nickname: Nickname | None = None
+    avatar_url: Url | None = None
+
+
+class PublishBook(Command, frozen=True):
+    book_id: UUID
+    owner_id: UUID
+    isbn: Isbn13
+    title: Title
+    author: Name = ""
+    publisher: Name = ""
+    tags: Tags = []
+    cover_url: Url = ""
+    summary: Summary = ""
+
+
+class ReviseBook(Command, frozen=True):
+    book_id: UUID
+    actor_id: UUID
+    title: Title | None = None
+    author: Name | None = None
+    publisher: Name | None = None
+    tags: Tags | None = None
+    cover_url: Url | None = None
+    summary: Summary | None = None
+
+
+class WithdrawBook(Command, frozen=True):
+    book_id: UUID
+    actor_id: UUID
+
+
+class RelistBook(Command, frozen=True):
+    book_id: UUID
+    actor_id: UUID
+
+
+class RequestLoan(Command, frozen=True):
+    loan_id: UUID
+    book_id: UUID
+    borrower_id: UUID
+    note: Note = ""
+    contact: Contact | None = None
+
+
+class ApproveLoan(Command, frozen=True):
+    loan_id: UUID
+    actor_id: UUID
+
+
+class DeclineLoan(Command, frozen=True):
+    loan_id: UUID
+    actor_id: UUID
+    reason: Note = ""
+
+
+class CancelLoan(Command, frozen=True):
+    loan_id: UUID
+    actor_id: UUID
+
+
+class StartReturn(Command, frozen=True):
+    loan_id: UUID
+    actor_id: UUID
+
+
+class ConfirmReturn(Command, frozen=True):
+    loan_id: UUID
+    actor_id: UUID
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command recorded: the aggregate it concerns and the log position of its last
+    event (``None`` when the command changed nothing). ``position`` lets a reader wait for
+    the projections (read-your-writes)."""
+
+    id: UUID
+    position: int | None

@@ -1,0 +1,210 @@
+"""The Library bounded context: the eventsourcing Application for readers, books and loans.
+
+Each command is one load → act → ``save`` on one consistent boundary. Approving a loan saves
+the ``Loan`` and the ``Book`` in one ``save()``, so optimistic concurrency (the events table's
+``(originator_id, originator_version)`` key) lets only one of two concurrent approvals of the
+same book succeed; the loser gets ``ConcurrentUpdate``.
+
+Its events table is ``library_events`` (the Application's name, lower case).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import singledispatchmethod
+from typing import Any, ClassVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain import commands as c
+from domain.book import Book
+from domain.errors import (
+    BookNotFound,
+    ConcurrentUpdate,
+    DomainError,
+    LoanNotFound,
+    NotFound,
+    ReaderNotFound,
+)
+from domain.loan import Loan
+from domain.reader import Reader
+
+
+class Library(Application[UUID]):
+    """Command side of the Library context. ``handle(command) -> Recorded``.
+
+    Raises a ``DomainError`` subclass for every refusal (see ``domain.errors``).
+    """
+
+    name = "Library"
+    env: ClassVar[dict[str, str]] = {"ORIGINATOR_ID_TYPE": "uuid"}
+
+    # -- generic helpers --------------------------------------------------------------------
+
+    def _load(self, aggregate_id: UUID, kind: type[Aggregate], missing: type[NotFound]) -> Any:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise missing from None
+        if not isinstance(aggregate, kind):
+            raise missing
+        return aggregate
+
+    def _commit(self, subject_id: UUID, *aggregates: Aggregate) -> c.Recorded:
+        try:
+            recordings = self.save(*aggregates)
+        except IntegrityError as exc:
+            raise ConcurrentUpdate from exc
+        position = max((r.notification.id for r in recordings), default=None)
+        return c.Recorded(id=subject_id, position=position)
+
+    def book(self, book_id: UUID) -> Book:
+        """Load a book (command side only). Raises ``BookNotFound``."""
+        return self._load(book_id, Book, BookNotFound)  # type: ignore[no-any-return]
+
+    def loan(self, loan_id: UUID) -> Loan:
+        """Load a loan (command side only). Raises ``LoanNotFound``."""
+        return self._load(loan_id, Loan, LoanNotFound)  # type: ignore[no-any-return]
+
+    def reader(self, reader_id: UUID) -> Reader:
+        """Load a reader (command side only). Raises ``ReaderNotFound``."""
+        return self._load(reader_id, Reader, ReaderNotFound)  # type: ignore[no-any-return]
+
+    def reader_exists(self, reader_id: UUID) -> bool:
+        try:
+            self.reader(reader_id)
+        except ReaderNotFound:
+            return False
+        return True
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @singledispatchmethod
+    def handle(self, command: c.Command) -> c.Recorded:
+        """Execute ``command``; returns what it recorded. Raises ``DomainError``."""
+        raise TypeError(f"Unknown command {type(command).__name__}")
+
+    @handle.register
+    def _register(self, command: c.RegisterReader) -> c.Recorded:
+        reader = Reader(
+            id=command.reader_id, nickname=command.nickname, avatar_url=command.avatar_url
+        )
+        try:
+            return self._commit(reader.id, reader)
+        except ConcurrentUpdate:
+            # Already registered (a concurrent first login): registering is idempotent.
+            return c.Recorded(id=reader.id, position=None)
+
+    @handle.register
+    def _change_profile(self, command: c.ChangeProfile) -> c.Recorded:
+        reader = self.reader(command.reader_id)
+        reader.change_profile(nickname=command.nickname, avatar_url=command.avatar_url)
+        return self._commit(reader.id, reader)
+
+    @handle.register
+    def _publish(self, command: c.PublishBook) -> c.Recorded:
+        self.reader(command.owner_id)
+        book = Book(
+            id=command.book_id,
+            owner_id=command.owner_id,
+            isbn=command.isbn,
+            title=command.title,
+            author=command.author,
+            publisher=command.publisher,
+            tags=list(command.tags),
+            cover_url=command.cover_url,
+            summary=command.summary,
+        )
+        return self._commit(book.id, book)
+
+    @handle.register
+    def _revise(self, command: c.ReviseBook) -> c.Recorded:
+        book = self.book(command.book_id)
+        changes = {
+            k: v
+            for k, v in msgspec.structs.asdict(command).items()
+            if k not in ("book_id", "actor_id") and v is not None
+        }
+        book.revise(command.actor_id, changes)
+        return self._commit(book.id, book)
+
+    @handle.register
+    def _withdraw(self, command: c.WithdrawBook) -> c.Recorded:
+        book = self.book(command.book_id)
+        book.withdraw(command.actor_id)
+        return self._commit(book.id, book)
+
+    @handle.register
+    def _relist(self, command: c.RelistBook) -> c.Recorded:
+        book = self.book(command.book_id)
+        book.relist(command.actor_id)
+        return self._commit(book.id, book)
+
+    @handle.register
+    def _request(self, command: c.RequestLoan) -> c.Recorded:
+        book = self.book(command.book_id)
+        book.check_can_be_requested_by(command.borrower_id)
+        contact = (
+            {k: v for k, v in msgspec.structs.asdict(command.contact).items() if v}
+            if command.contact
+            else None
+        )
+        loan = Loan(
+            id=command.loan_id,
+            book_id=book.id,
+            borrower_id=command.borrower_id,
+            lender_id=book.owner_id,
+            note=command.note,
+            contact=contact or None,
+        )
+        return self._commit(loan.id, loan)
+
+    def _transition(
+        self, loan_id: UUID, act: Callable[[Loan], None], book_act: Callable[[Book, Loan], None]
+    ) -> c.Recorded:
+        loan = self.loan(loan_id)
+        act(loan)
+        book = self.book(loan.book_id)
+        book_act(book, loan)
+        return self._commit(loan.id, loan, book)
+
+    @handle.register
+    def _approve(self, command: c.ApproveLoan) -> c.Recorded:
+        return self._transition(
+            command.loan_id,
+            lambda loan: loan.approve(command.actor_id),
+            lambda book, loan: book.lend(loan.id, loan.borrower_id),
+        )
+
+    @handle.register
+    def _confirm_return(self, command: c.ConfirmReturn) -> c.Recorded:
+        return self._transition(
+            command.loan_id,
+            lambda loan: loan.confirm_return(command.actor_id),
+            lambda book, loan: book.take_back(loan.id),
+        )
+
+    @handle.register
+    def _decline(self, command: c.DeclineLoan) -> c.Recorded:
+        loan = self.loan(command.loan_id)
+        loan.decline(command.actor_id, command.reason)
+        return self._commit(loan.id, loan)
+
+    @handle.register
+    def _cancel(self, command: c.CancelLoan) -> c.Recorded:
+        loan = self.loan(command.loan_id)
+        loan.cancel(command.actor_id)
+        return self._commit(loan.id, loan)
+
+    @handle.register
+    def _start_return(self, command: c.StartReturn) -> c.Recorded:
+        loan = self.loan(command.loan_id)
+        loan.start_return(command.actor_id)
+        return self._commit(loan.id, loan)
+
+
+__all__ = ["Library", "DomainError"]

@@ -1,0 +1,39 @@
+"""The ``Reader`` aggregate: one person using the mini-program.
+
+The id is derived from the WeChat openId (``reader_id_for``) so that a login finds the same
+reader without a lookup table; the openId itself is never stored in an event.
+"""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+READER_NAMESPACE = uuid5(NAMESPACE_URL, "https://liudong.example/readers")
+
+
+def reader_id_for(open_id: str) -> UUID:
+    """The reader id of a WeChat openId: ``uuid5(READER_NAMESPACE, "wechat:" + open_id)``."""
+    return uuid5(READER_NAMESPACE, "wechat:" + open_id)
+
+
+class Reader(Aggregate):
+    """A reader. Events: ``Registered``, ``ProfileChanged``."""
+
+    @event("Registered")
+    def __init__(self, id: UUID, nickname: str, avatar_url: str) -> None:  # noqa: A002
+        self.nickname = nickname
+        self.avatar_url = avatar_url
+
+    def change_profile(self, nickname: str | None, avatar_url: str | None) -> None:
+        """Change nickname and/or avatar; a change to the same values records nothing."""
+        new_nickname = self.nickname if nickname is None else nickname
+        new_avatar = self.avatar_url if avatar_url is None else avatar_url
+        if (new_nickname, new_avatar) != (self.nickname, self.avatar_url):
+            self._profile_changed(nickname=new_nickname, avatar_url=new_avatar)
+
+    @event("ProfileChanged")
+    def _profile_changed(self, nickname: str, avatar_url: str) -> None:
+        self.nickname = nickname
+        self.avatar_url = avatar_url

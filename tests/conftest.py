@@ -1,0 +1,58 @@
+"""Session-wide real services for integration and e2e tests.
+
+``DATABASE_URL`` / ``NATS_URL`` are used when set (CI exports the machine's services);
+otherwise the embedded PostgreSQL and nats-server are started once per session. Either way
+the session gets its own fresh database, migrated, and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from api.db import migrate
+from api.embedded import EmbeddedNats, start_postgres
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("liudong-services")
+
+
+@pytest.fixture(scope="session")
+def server_url(services_dir: Path) -> str:
+    """URL of a PostgreSQL server's maintenance database."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        return configured
+    return start_postgres(services_dir)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test session."""
+    name = f"liudong_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_conninfo(**{**conninfo_to_dict(server_url), "dbname": name})
+    migrate(url)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def nats_url(services_dir: Path) -> Iterator[str]:
+    configured = os.environ.get("NATS_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedNats(services_dir)
+    yield server.start()
+    server.stop()
