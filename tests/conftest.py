@@ -56,3 +56,28 @@ def nats_url(services_dir: Path) -> Iterator[str]:
     server = EmbeddedNats(services_dir)
     yield server.start()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def library(database_url: str) -> Iterator[object]:
+    """The Library Application on the session database."""
+    from api.db import eventsourcing_env
+    from domain.library import Library
+
+    app = Library(env=eventsourcing_env(database_url))
+    yield app
+    app.close()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,1 @@
+"""Read models built from the notification logs, their runner and operations."""
