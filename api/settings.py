@@ -32,6 +32,12 @@ import platformdirs
 Environment = Literal["development", "production", "test"]
 
 
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value).expanduser()
+    raise NotImplementedError(kind)
+
+
 class SettingsError(ValueError):
     """A setting has an unusable value; the message names the variable."""
 
@@ -84,7 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         }
         raw = {field: env[var] for field, var in names.items() if env.get(var)}
         try:
-            return msgspec.convert(raw, cls, strict=False)
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
         except msgspec.ValidationError as exc:
             field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
             raise SettingsError(f"{names.get(field, field)}: {exc}") from exc

@@ -34,19 +34,19 @@ class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
 
 
-class RegisterReader(Command, frozen=True):
+class RegisterReader(Command, frozen=True, kw_only=True):
     reader_id: UUID
     nickname: Nickname
     avatar_url: Url = ""
 
 
-class ChangeProfile(Command, frozen=True):
+class ChangeProfile(Command, frozen=True, kw_only=True):
     reader_id: UUID
     nickname: Nickname | None = None
     avatar_url: Url | None = None
 
 
-class PublishBook(Command, frozen=True):
+class PublishBook(Command, frozen=True, kw_only=True):
     book_id: UUID
     owner_id: UUID
     isbn: Isbn13
@@ -58,7 +58,7 @@ class PublishBook(Command, frozen=True):
     summary: Summary = ""
 
 
-class ReviseBook(Command, frozen=True):
+class ReviseBook(Command, frozen=True, kw_only=True):
     book_id: UUID
     actor_id: UUID
     title: Title | None = None
@@ -69,17 +69,17 @@ class ReviseBook(Command, frozen=True):
     summary: Summary | None = None
 
 
-class WithdrawBook(Command, frozen=True):
+class WithdrawBook(Command, frozen=True, kw_only=True):
     book_id: UUID
     actor_id: UUID
 
 
-class RelistBook(Command, frozen=True):
+class RelistBook(Command, frozen=True, kw_only=True):
     book_id: UUID
     actor_id: UUID
 
 
-class RequestLoan(Command, frozen=True):
+class RequestLoan(Command, frozen=True, kw_only=True):
     loan_id: UUID
     book_id: UUID
     borrower_id: UUID
@@ -87,28 +87,28 @@ class RequestLoan(Command, frozen=True):
     contact: Contact | None = None
 
 
-class ApproveLoan(Command, frozen=True):
+class ApproveLoan(Command, frozen=True, kw_only=True):
     loan_id: UUID
     actor_id: UUID
 
 
-class DeclineLoan(Command, frozen=True):
+class DeclineLoan(Command, frozen=True, kw_only=True):
     loan_id: UUID
     actor_id: UUID
     reason: Note = ""
 
 
-class CancelLoan(Command, frozen=True):
+class CancelLoan(Command, frozen=True, kw_only=True):
     loan_id: UUID
     actor_id: UUID
 
 
-class StartReturn(Command, frozen=True):
+class StartReturn(Command, frozen=True, kw_only=True):
     loan_id: UUID
     actor_id: UUID
 
 
-class ConfirmReturn(Command, frozen=True):
+class ConfirmReturn(Command, frozen=True, kw_only=True):
     loan_id: UUID
     actor_id: UUID
 

@@ -47,7 +47,7 @@ class Library(Application[UUID]):
 
     def _load(self, aggregate_id: UUID, kind: type[Aggregate], missing: type[NotFound]) -> Any:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise missing from None
         if not isinstance(aggregate, kind):

@@ -1,0 +1,511 @@
+"""The Chat bounded context: one-to-one conversations, public rooms, and their Application.
+
+Aggregates (each one stream of events in the ``chat_events`` table, apart from the Library's):
+
+``Conversation``
+    Two readers. Its id comes from the unordered pair (``conversation_id_for``), so opening
+    it twice gives the same conversation. Events: ``Opened(members, loan_id)``,
+    ``MessageSent(message_id, sender_id, text, client_msg_id, seq)``,
+    ``MessagesRead(reader_id, up_to_seq)``, ``MessageHidden(reader_id, message_id)``.
+    Only its two members may send, read or hide (``NotAMember``).
+
+``Room``
+    A public room created by an operator; its id comes from its stable slug name
+    (``room_id_for``). Events: ``Created(name, title)``, ``MessageSent(...)`` (same fields).
+    Joining and leaving are presence (realtime, from NATS), not history, so not events.
+
+Messages
+    ``seq`` is the message's number in its conversation or room (1, 2, 3…), assigned here.
+    ``message_id`` is assigned by the server but deterministic:
+    ``uuid5(stream id, f"{sender_id}:{client_msg_id}")`` (``message_id_for``), so a client's
+    retry maps to the same id. The timestamp is the event's (server UTC clock).
+
+Constant cost per message
+    An aggregate keeps only O(1) state: members, ``last_seq``, read positions, and a bounded
+    window of the last ``DEDUPE_WINDOW`` (1,000) messages as ``message_id → (seq, at)``. With
+    ``snapshotting_intervals`` every ``SNAPSHOT_INTERVAL`` (100) versions, loading a stream
+    reads one snapshot and at most 99 events, whether it holds 10 messages or 10,000. A send
+    at a version divisible by 100 also takes a snapshot (it reads the previous snapshot and
+    ≤ 100 events again). Snapshots go to ``chat_snapshots``; only the newest is ever read, so
+    older rows may be pruned. A snapshot with a full window is about 60 kB.
+
+De-duplication window
+    A retried send (same sender and ``client_msg_id``) that is among the stream's last
+    ``DEDUPE_WINDOW`` messages returns the first message (same id, seq and timestamp) and
+    records nothing, even if its text differs. A retry of an older message is not recognised
+    here and records a new ``MessageSent`` with the same ``message_id`` and a new ``seq``: the
+    read models must treat ``message_id`` as unique (keep the first), and the API may look
+    the deterministic id up in its read model before sending.
+
+All state kept on the aggregates is plain JSON (str, int, list, dict with str keys), so a
+snapshot round-trips through any transcoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import singledispatchmethod
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProjectorFunction,
+    project_aggregate,
+)
+from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate, event
+from eventsourcing.persistence import IntegrityError
+
+from domain import chat_commands as cc
+from domain.chat_errors import (
+    CannotChatWithSelf,
+    ConversationNotFound,
+    InvalidMessage,
+    InvalidRoom,
+    NotAMember,
+    RoomAlreadyExists,
+    RoomNotFound,
+)
+from domain.commands import Command, Recorded
+from domain.errors import ConcurrentUpdate, NotFound
+
+CHAT_NAMESPACE = uuid5(NAMESPACE_URL, "https://liudong.example/chat")
+DEDUPE_WINDOW = 1000
+"""How many recent messages per stream a retried send is recognised among."""
+SNAPSHOT_INTERVAL = 100
+"""A snapshot every this many versions of a conversation or room."""
+
+_ROOM_NAME = re.compile(cc.ROOM_NAME_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def conversation_id_for(a: UUID, b: UUID) -> UUID:
+    """The id of the conversation of readers ``a`` and ``b`` (order does not matter):
+    ``uuid5(CHAT_NAMESPACE, "pair:" + ":".join(sorted([str(a), str(b)])))``."""
+    return uuid5(CHAT_NAMESPACE, "pair:" + ":".join(sorted([str(a), str(b)])))
+
+
+def room_id_for(name: str) -> UUID:
+    """The id of the room named ``name``: ``uuid5(CHAT_NAMESPACE, "room:" + name)``."""
+    return uuid5(CHAT_NAMESPACE, "room:" + name)
+
+
+def message_id_for(stream_id: UUID, sender_id: UUID, client_msg_id: str) -> UUID:
+    """The id of the message ``sender_id`` sends as ``client_msg_id`` in a conversation or
+    room: ``uuid5(stream_id, f"{sender_id}:{client_msg_id}")``."""
+    return uuid5(stream_id, f"{sender_id}:{client_msg_id}")
+
+
+class SentMessage(NamedTuple):
+    """What a send stands for: the new message, or (``created=False``) the earlier one that
+    a retry maps to. ``at`` is the message's UTC timestamp."""
+
+    message_id: UUID
+    seq: int
+    at: datetime
+    created: bool
+
+
+def check_text(text: str) -> None:
+    """Raise ``InvalidMessage`` unless ``text`` has 1..2000 characters and is not blank."""
+    if not 1 <= len(text) <= cc.MAX_TEXT_LENGTH:
+        raise InvalidMessage(f"A message has 1 to {cc.MAX_TEXT_LENGTH} characters.")
+    if not text.strip():
+        raise InvalidMessage("A message cannot be blank.")
+
+
+def check_client_msg_id(client_msg_id: str) -> None:
+    """Raise ``InvalidMessage`` unless ``client_msg_id`` has 1..64 characters."""
+    if not 1 <= len(client_msg_id) <= cc.MAX_CLIENT_MSG_ID_LENGTH:
+        raise InvalidMessage(f"A client_msg_id has 1 to {cc.MAX_CLIENT_MSG_ID_LENGTH} characters.")
+
+
+def _to_microseconds(at: datetime) -> int:
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def _from_microseconds(microseconds: int) -> datetime:
+    return _EPOCH + microseconds * _MICROSECOND
+
+
+# -- messages: shared by Conversation and Room --------------------------------------------------
+
+if TYPE_CHECKING:
+    _StreamBase = Aggregate
+else:
+    _StreamBase = object
+
+
+class _MessageStream(_StreamBase):
+    """Mixin: the message numbering and retry window of a conversation or a room.
+
+    State (plain JSON): ``last_seq: int``; ``_recent: dict[message_id.hex, [seq, at_µs]]``
+    in the order sent, at most ``dedupe_window`` entries.
+    """
+
+    dedupe_window: ClassVar[int] = DEDUPE_WINDOW
+
+    def _start_stream(self) -> None:
+        self.last_seq = 0
+        self._recent: dict[str, list[int]] = {}
+
+    def _send(
+        self, event_class: type[Aggregate.Event], sender_id: UUID, text: str, client_msg_id: str
+    ) -> SentMessage:
+        check_text(text)
+        check_client_msg_id(client_msg_id)
+        message_id = message_id_for(self.id, sender_id, client_msg_id)
+        known = self._recent.get(message_id.hex)
+        if known is not None:
+            seq, at = known
+            return SentMessage(message_id, seq, _from_microseconds(at), created=False)
+        self.trigger_event(
+            event_class,
+            message_id=message_id,
+            sender_id=sender_id,
+            text=text,
+            client_msg_id=client_msg_id,
+            seq=self.last_seq + 1,
+        )
+        return SentMessage(message_id, self.last_seq, self.modified_on, created=True)
+
+    def _note_message(self, message_id: UUID, seq: int, at: datetime) -> None:
+        self.last_seq = seq
+        self._recent.pop(message_id.hex, None)  # an old retry beyond the window: now recent
+        self._recent[message_id.hex] = [seq, _to_microseconds(at)]
+        while len(self._recent) > self.dedupe_window:
+            del self._recent[next(iter(self._recent))]
+
+    def recent_message(self, message_id: UUID) -> tuple[int, datetime] | None:
+        """``(seq, at)`` of ``message_id`` if it is among the last ``dedupe_window``
+        messages, else ``None`` (which does not mean it does not exist)."""
+        known = self._recent.get(message_id.hex)
+        return None if known is None else (known[0], _from_microseconds(known[1]))
+
+
+class _MessageSent(Aggregate.Event):
+    """Base of ``Conversation.MessageSent`` and ``Room.MessageSent`` (an explicit event class,
+    because applying it needs the event's own timestamp for the retry window)."""
+
+    message_id: UUID
+    sender_id: UUID
+    text: str
+    client_msg_id: str
+    seq: int
+
+    def apply(self, aggregate: Any) -> None:
+        stream: _MessageStream = aggregate
+        stream._note_message(self.message_id, self.seq, self.timestamp)
+
+
+# -- Conversation -----------------------------------------------------------------------------
+
+
+class Conversation(_MessageStream, Aggregate):
+    """A one-to-one conversation. Events: ``Opened``, ``MessageSent``, ``MessagesRead``,
+    ``MessageHidden``."""
+
+    class MessageSent(_MessageSent):
+        pass
+
+    @event("Opened")
+    def __init__(
+        self,
+        id: UUID,  # noqa: A002
+        members: list[UUID],
+        loan_id: UUID | None = None,
+    ) -> None:
+        self._members = [str(m) for m in members]
+        self._loan_id = None if loan_id is None else str(loan_id)
+        self._read = dict.fromkeys(self._members, 0)
+        self._start_stream()
+
+    @classmethod
+    def open(cls, reader_id: UUID, peer_id: UUID, loan_id: UUID | None = None) -> Conversation:
+        """A new conversation of the two readers, id ``conversation_id_for(reader, peer)``,
+        members sorted by their string form. Raises ``CannotChatWithSelf``."""
+        if reader_id == peer_id:
+            raise CannotChatWithSelf
+        return cls(
+            id=conversation_id_for(reader_id, peer_id),
+            members=sorted([reader_id, peer_id], key=str),
+            loan_id=loan_id,
+        )
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def members(self) -> tuple[UUID, ...]:
+        """The two members, sorted by their string form."""
+        return tuple(UUID(m) for m in self._members)
+
+    @property
+    def loan_id(self) -> UUID | None:
+        """The loan whose request opened this conversation, if any."""
+        return None if self._loan_id is None else UUID(self._loan_id)
+
+    def is_member(self, reader_id: UUID) -> bool:
+        return str(reader_id) in self._read
+
+    def read_up_to(self, reader_id: UUID) -> int:
+        """The ``seq`` up to which ``reader_id`` has read (0: nothing). Raises
+        ``NotAMember``."""
+        self._require_member(reader_id)
+        return self._read[str(reader_id)]
+
+    def _require_member(self, reader_id: UUID) -> None:
+        if not self.is_member(reader_id):
+            raise NotAMember
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def send(self, sender_id: UUID, text: str, client_msg_id: str) -> SentMessage:
+        """Send a message. A retry (same sender and ``client_msg_id``) within the last
+        ``dedupe_window`` messages returns the first one and records nothing.
+        Raises ``NotAMember``, ``InvalidMessage``."""
+        self._require_member(sender_id)
+        return self._send(self.MessageSent, sender_id, text, client_msg_id)
+
+    def mark_read(self, reader_id: UUID, up_to: int) -> None:
+        """``reader_id`` has read up to ``seq`` ``up_to`` (capped at ``last_seq``). Going
+        backwards, or not forwards, records nothing. Raises ``NotAMember``."""
+        self._require_member(reader_id)
+        up_to_seq = min(up_to, self.last_seq)
+        if up_to_seq > self._read[str(reader_id)]:
+            self._messages_read(reader_id=reader_id, up_to_seq=up_to_seq)
+
+    @event("MessagesRead")
+    def _messages_read(self, reader_id: UUID, up_to_seq: int) -> None:
+        self._read[str(reader_id)] = up_to_seq
+
+    def hide(self, reader_id: UUID, message_id: UUID) -> None:
+        """Hide ``message_id`` for ``reader_id`` only. Raises ``NotAMember``.
+
+        The aggregate does not keep every message id (only the recent window), so it cannot
+        tell an unknown or already hidden id: the API checks the message against its read
+        model, and the read models apply a hide idempotently and ignore unknown ids."""
+        self._require_member(reader_id)
+        self._message_hidden(reader_id=reader_id, message_id=message_id)
+
+    @event("MessageHidden")
+    def _message_hidden(self, reader_id: UUID, message_id: UUID) -> None:
+        pass
+
+
+# -- Room -------------------------------------------------------------------------------------
+
+
+class Room(_MessageStream, Aggregate):
+    """A public chat room. Events: ``Created``, ``MessageSent``."""
+
+    class MessageSent(_MessageSent):
+        pass
+
+    @event("Created")
+    def __init__(self, id: UUID, name: str, title: str) -> None:  # noqa: A002
+        self.name = name
+        self.title = title
+        self._start_stream()
+
+    @classmethod
+    def create(cls, name: str, title: str) -> Room:
+        """A new room, id ``room_id_for(name)``. Raises ``InvalidRoom`` unless ``name`` is a
+        slug (``ROOM_NAME_PATTERN``) and ``title`` has 1..100 characters and is not blank."""
+        if not _ROOM_NAME.fullmatch(name):
+            raise InvalidRoom("A room name is 1 to 64 of a-z, 0-9 and '-', not starting with '-'.")
+        if not 1 <= len(title) <= cc.MAX_ROOM_TITLE_LENGTH or not title.strip():
+            raise InvalidRoom(f"A room title has 1 to {cc.MAX_ROOM_TITLE_LENGTH} characters.")
+        return cls(id=room_id_for(name), name=name, title=title)
+
+    def send(self, sender_id: UUID, text: str, client_msg_id: str) -> SentMessage:
+        """Send a message (any reader may: being in the room is presence, not history).
+        Same retry window as ``Conversation.send``. Raises ``InvalidMessage``."""
+        return self._send(self.MessageSent, sender_id, text, client_msg_id)
+
+
+# -- the Application --------------------------------------------------------------------------
+
+_A = TypeVar("_A", bound=Aggregate)
+_R = TypeVar("_R")
+
+
+class Chat(Application[UUID]):
+    """Command side of the Chat context. ``handle(command) -> Recorded`` (``MessageRecorded``
+    for the two sends).
+
+    Raises a ``DomainError`` subclass for every refusal (``domain.chat_errors``). Commands on
+    an existing stream are retried up to ``max_attempts`` times on a concurrent write (two
+    members typing at once is normal); after that ``ConcurrentUpdate``.
+
+    Its events table is ``chat_events``, its snapshots table ``chat_snapshots``.
+    """
+
+    name = "Chat"
+    env: ClassVar[dict[str, str]] = {"ORIGINATOR_ID_TYPE": "uuid"}
+    snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
+        Conversation: SNAPSHOT_INTERVAL,
+        Room: SNAPSHOT_INTERVAL,
+    }
+    max_attempts: ClassVar[int] = 3
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _load(self, aggregate_id: UUID, kind: type[_A], missing: type[NotFound]) -> _A:
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise missing from None
+        if not isinstance(aggregate, kind):
+            raise missing
+        return aggregate
+
+    def conversation(self, conversation_id: UUID) -> Conversation:
+        """Load a conversation (command side only). Raises ``ConversationNotFound``."""
+        return self._load(conversation_id, Conversation, ConversationNotFound)
+
+    def room(self, room_id: UUID) -> Room:
+        """Load a room (command side only). Raises ``RoomNotFound``."""
+        return self._load(room_id, Room, RoomNotFound)
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        """Whether the stream has any event (reads at most one)."""
+        return any(True for _ in self.events.get(aggregate_id, limit=1))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _update(self, load: Callable[[], _A], act: Callable[[_A], _R]) -> tuple[_R, int | None]:
+        """Load → act → save, again on a concurrent write. Returns what ``act`` returned and
+        the log position of the last event recorded (``None`` if nothing was)."""
+        attempt = 1
+        while True:
+            aggregate = load()
+            result = act(aggregate)
+            if not aggregate.pending_events:
+                return result, None
+            try:
+                recordings = self.save(aggregate)
+            except IntegrityError as exc:
+                if attempt >= self.max_attempts:
+                    raise ConcurrentUpdate from exc
+                attempt += 1
+                continue
+            return result, max((r.notification.id for r in recordings), default=None)
+
+    def take_snapshot(
+        self,
+        aggregate_id: UUID,
+        version: int | None = None,
+        projector_func: ProjectorFunction[Any, Any] = project_aggregate,
+    ) -> None:
+        """As the library's, but a snapshot already stored for that version is not an
+        error (the state at a version is always the same)."""
+        with contextlib.suppress(IntegrityError):
+            super().take_snapshot(aggregate_id, version, projector_func)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def send(self, command: cc.SendMessage | cc.SendRoomMessage) -> cc.MessageRecorded:
+        """``handle`` for the two sends, typed: the message the send stands for."""
+        recorded = self.handle(command)
+        assert isinstance(recorded, cc.MessageRecorded)
+        return recorded
+
+    @singledispatchmethod
+    def handle(self, command: Command) -> Recorded:
+        """Execute ``command``; returns what it recorded. Raises ``DomainError``."""
+        raise TypeError(f"Unknown command {type(command).__name__}")
+
+    @handle.register
+    def _open(self, command: cc.OpenConversation) -> Recorded:
+        conversation = Conversation.open(command.reader_id, command.peer_id, command.loan_id)
+        if self._exists(conversation.id):
+            return Recorded(id=conversation.id, position=None)
+        try:
+            recordings = self.save(conversation)
+        except IntegrityError:
+            # Opened concurrently by the other side: opening is idempotent.
+            return Recorded(id=conversation.id, position=None)
+        return Recorded(id=conversation.id, position=max(r.notification.id for r in recordings))
+
+    @handle.register
+    def _send_message(self, command: cc.SendMessage) -> cc.MessageRecorded:
+        sent, position = self._update(
+            lambda: self.conversation(command.conversation_id),
+            lambda conversation: conversation.send(
+                command.sender_id, command.text, command.client_msg_id
+            ),
+        )
+        return _message_recorded(command.conversation_id, sent, position)
+
+    @handle.register
+    def _mark_read(self, command: cc.MarkRead) -> Recorded:
+        _, position = self._update(
+            lambda: self.conversation(command.conversation_id),
+            lambda conversation: conversation.mark_read(command.reader_id, command.up_to),
+        )
+        return Recorded(id=command.conversation_id, position=position)
+
+    @handle.register
+    def _hide(self, command: cc.HideMessage) -> Recorded:
+        _, position = self._update(
+            lambda: self.conversation(command.conversation_id),
+            lambda conversation: conversation.hide(command.reader_id, command.message_id),
+        )
+        return Recorded(id=command.conversation_id, position=position)
+
+    @handle.register
+    def _create_room(self, command: cc.CreateRoom) -> Recorded:
+        room = Room.create(command.name, command.title)
+        if not self._exists(room.id):
+            try:
+                recordings = self.save(room)
+            except IntegrityError:
+                pass  # created concurrently: compare titles below
+            else:
+                return Recorded(id=room.id, position=max(r.notification.id for r in recordings))
+        if self.room(room.id).title != command.title:
+            raise RoomAlreadyExists
+        return Recorded(id=room.id, position=None)
+
+    @handle.register
+    def _send_room_message(self, command: cc.SendRoomMessage) -> cc.MessageRecorded:
+        sent, position = self._update(
+            lambda: self.room(command.room_id),
+            lambda room: room.send(command.sender_id, command.text, command.client_msg_id),
+        )
+        return _message_recorded(command.room_id, sent, position)
+
+
+def _message_recorded(
+    stream_id: UUID, sent: SentMessage, position: int | None
+) -> cc.MessageRecorded:
+    return cc.MessageRecorded(
+        id=stream_id,
+        position=position if sent.created else None,
+        conversation_id=stream_id,
+        message_id=sent.message_id,
+        seq=sent.seq,
+        created=sent.created,
+        at=sent.at,
+    )
+
+
+__all__ = [
+    "CHAT_NAMESPACE",
+    "DEDUPE_WINDOW",
+    "SNAPSHOT_INTERVAL",
+    "Chat",
+    "Conversation",
+    "Room",
+    "SentMessage",
+    "check_client_msg_id",
+    "check_text",
+    "conversation_id_for",
+    "message_id_for",
+    "room_id_for",
+]
