@@ -9,6 +9,7 @@ that started it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -42,10 +43,14 @@ def start_postgres(data_dir: Path) -> str:
 
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
+    _prune_dead_handles(pgdata)
     try:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:  # pgserver raises bare subprocess/assertion errors
         raise EmbeddedError(f"embedded PostgreSQL did not start in {pgdata}: {exc}") from exc
+    # runs before pgserver's own atexit hook (LIFO), so a process killed earlier cannot keep
+    # the server alive after the last live user exits
+    atexit.register(_prune_dead_handles, pgdata)
     admin_url = server.get_uri("postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute(
@@ -54,6 +59,18 @@ def start_postgres(data_dir: Path) -> str:
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
     return server.get_uri(DATABASE_NAME)
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    """Drop pids of dead processes from pgserver's list of users of this server (a process
+    killed with SIGKILL never removes itself, and pgserver stops the server only when the
+    list holds nothing but the exiting process)."""
+    handles = pgdata / ".handle_pids.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        pids = json.loads(handles.read_text())
+        alive = [pid for pid in pids if _pid_alive(int(pid))]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
 
 def _free_port() -> int:

@@ -1,0 +1,273 @@
+"""Session tokens against the real PostgreSQL (table from migration 0004_sessions)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from api.db import connect, make_pool
+from api.sessions import (
+    TOKEN_LENGTH,
+    ExpiredToken,
+    InvalidSession,
+    IssuedToken,
+    MalformedToken,
+    RevokedToken,
+    SessionStore,
+    UnknownToken,
+    hash_token,
+    is_well_formed,
+)
+
+TTL = 3600
+
+
+@pytest.fixture(scope="module")
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = make_pool(database_url, size=2, name="test-sessions")
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def store(pool: ConnectionPool) -> SessionStore:
+    return SessionStore(pool)
+
+
+def rows_of(database_url: str, reader_id: uuid.UUID) -> list[dict[str, object]]:
+    with connect(database_url) as conn:
+        return conn.execute(
+            "SELECT * FROM sessions WHERE reader_id = %s ORDER BY created_at", (reader_id,)
+        ).fetchall()
+
+
+def test_issue_then_authenticate(store: SessionStore) -> None:
+    reader = uuid.uuid4()
+    before = datetime.now(UTC)
+    issued = store.issue(reader, TTL)
+    assert isinstance(issued, IssuedToken)
+    assert issued.token.startswith("ld_")
+    assert issued.expires_at.tzinfo is not None
+    # database clock vs ours: allow a little skew
+    assert abs((issued.expires_at - before).total_seconds() - TTL) < 60
+    assert store.authenticate(issued.token) == reader
+    assert store.authenticate(issued.token) == reader
+
+
+def test_tokens_are_distinct_and_carry_at_least_128_bits(store: SessionStore) -> None:
+    reader = uuid.uuid4()
+    tokens = [store.issue(reader, TTL).token for _ in range(20)]
+    assert len(set(tokens)) == len(tokens)
+    for token in tokens:
+        assert len(token) == TOKEN_LENGTH == 46
+        assert is_well_formed(token)
+        body = token.removeprefix("ld_")
+        bits = len(body) * math.log2(64)  # base64url: 6 bits per character
+        assert bits >= 256 - 6  # token_urlsafe(32): 43 chars carry the 256 random bits
+        assert bits >= 128
+
+
+def test_only_the_hash_is_stored(store: SessionStore, database_url: str) -> None:
+    reader = uuid.uuid4()
+    issued = store.issue(reader, TTL)
+    [row] = rows_of(database_url, reader)
+    assert bytes(row["token_hash"]) == hashlib.sha256(issued.token.encode()).digest()
+    assert bytes(row["token_hash"]) == hash_token(issued.token)
+    assert row["revoked_at"] is None
+    assert row["expires_at"] == issued.expires_at
+    with connect(database_url) as conn:
+        [dump] = (
+            conn.execute("SELECT string_agg(s::text, ' ') AS text FROM sessions s")
+            .fetchone()
+            .values()
+        )  # type: ignore[union-attr]
+    assert issued.token not in dump
+    assert issued.token.removeprefix("ld_") not in dump
+    assert issued.token.encode().hex() not in dump
+    assert issued.token not in repr(issued)
+
+
+def test_expired_token(store: SessionStore, database_url: str) -> None:
+    reader = uuid.uuid4()
+    issued = store.issue(reader, 1)
+    with connect(database_url) as conn:
+        conn.execute(
+            "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE token_hash = %s",
+            (hash_token(issued.token),),
+        )
+    with pytest.raises(ExpiredToken) as caught:
+        store.authenticate(issued.token)
+    assert caught.value.code == "token_expired"
+    assert isinstance(caught.value, InvalidSession)
+
+
+def test_revoke_one(store: SessionStore, database_url: str) -> None:
+    reader = uuid.uuid4()
+    kept, gone = store.issue(reader, TTL), store.issue(reader, TTL)
+    assert store.revoke(gone.token) is True
+    assert store.revoke(gone.token) is False  # idempotent
+    with pytest.raises(RevokedToken) as caught:
+        store.authenticate(gone.token)
+    assert caught.value.code == "token_revoked"
+    assert store.authenticate(kept.token) == reader
+    revoked = [r for r in rows_of(database_url, reader) if r["revoked_at"] is not None]
+    assert len(revoked) == 1
+
+
+def test_revoke_all(store: SessionStore) -> None:
+    reader, other = uuid.uuid4(), uuid.uuid4()
+    mine = [store.issue(reader, TTL) for _ in range(3)]
+    theirs = store.issue(other, TTL)
+    store.revoke(mine[0].token)
+    assert store.revoke_all(reader) == 2
+    assert store.revoke_all(reader) == 0
+    for issued in mine:
+        with pytest.raises(RevokedToken):
+            store.authenticate(issued.token)
+    assert store.authenticate(theirs.token) == other
+
+
+def test_revoked_wins_over_expired(store: SessionStore, database_url: str) -> None:
+    issued = store.issue(uuid.uuid4(), 1)
+    store.revoke(issued.token)
+    with connect(database_url) as conn:
+        conn.execute(
+            "UPDATE sessions SET expires_at = now() - interval '1 hour' WHERE token_hash = %s",
+            (hash_token(issued.token),),
+        )
+    with pytest.raises(RevokedToken):
+        store.authenticate(issued.token)
+
+
+def test_unknown_token(store: SessionStore) -> None:
+    token = "ld_" + "A" * 43
+    assert is_well_formed(token)
+    with pytest.raises(UnknownToken) as caught:
+        store.authenticate(token)
+    assert caught.value.code == "unknown_token"
+    assert store.revoke(token) is False
+
+
+class ExplodingPool:
+    """A pool that fails the test if anyone asks it for a connection."""
+
+    def connection(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError("a malformed token must be refused without a database query")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "ld_",
+        "ld_" + "A" * 42,
+        "ld_" + "A" * 44,
+        "xx_" + "A" * 43,
+        "LD_" + "A" * 43,
+        "A" * 46,
+        "ld_" + "A" * 42 + "=",
+        "ld_" + "A" * 42 + "+",
+        "ld_" + "A" * 42 + "/",
+        "ld_" + "A" * 42 + "é",
+        "ld_" + "A" * 42 + " ",
+        "ld_" + "A" * 43 + "\n",
+        "Bearer ld_" + "A" * 43,
+    ],
+)
+def test_malformed_tokens_are_refused_without_a_query(token: str) -> None:
+    store = SessionStore(ExplodingPool())  # type: ignore[arg-type]
+    with pytest.raises(MalformedToken) as caught:
+        store.authenticate(token)
+    assert caught.value.code == "malformed_token"
+    assert isinstance(caught.value, InvalidSession)
+    assert store.revoke(token) is False
+
+
+def test_ttl_must_be_positive(store: SessionStore) -> None:
+    for ttl in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            store.issue(uuid.uuid4(), ttl)  # type: ignore[arg-type]
+
+
+def test_last_seen_is_refreshed_at_most_every_few_minutes(
+    store: SessionStore, database_url: str
+) -> None:
+    reader = uuid.uuid4()
+    issued = store.issue(reader, TTL)
+    digest = hash_token(issued.token)
+    with connect(database_url) as conn:
+        conn.execute(
+            "UPDATE sessions SET last_seen_at = now() - interval '1 hour' WHERE token_hash = %s",
+            (digest,),
+        )
+    store.authenticate(issued.token)
+    [row] = rows_of(database_url, reader)
+    assert row["last_seen_at"] > datetime.now(UTC) - timedelta(minutes=1)
+    with connect(database_url) as conn:
+        conn.execute(
+            "UPDATE sessions SET last_seen_at = now() - interval '1 minute' WHERE token_hash = %s",
+            (digest,),
+        )
+        recent = conn.execute(
+            "SELECT last_seen_at FROM sessions WHERE token_hash = %s", (digest,)
+        ).fetchone()
+    store.authenticate(issued.token)
+    [row] = rows_of(database_url, reader)
+    assert recent is not None and row["last_seen_at"] == recent["last_seen_at"]
+
+
+def test_purge_expired(store: SessionStore, database_url: str) -> None:
+    reader = uuid.uuid4()
+    live = store.issue(reader, TTL)
+    old_expired = store.issue(reader, 1)
+    recently_expired = store.issue(reader, 1)
+    old_revoked = store.issue(reader, TTL)
+    with connect(database_url) as conn:
+        for issued, column, age in (
+            (old_expired, "expires_at", "2 days"),
+            (recently_expired, "expires_at", "1 minute"),
+            (old_revoked, "revoked_at", "2 days"),
+        ):
+            conn.execute(
+                f"UPDATE sessions SET {column} = now() - interval '{age}' WHERE token_hash = %s",
+                (hash_token(issued.token),),
+            )
+    assert store.purge_expired(timedelta(days=1)) >= 2
+    with pytest.raises(UnknownToken):
+        store.authenticate(old_expired.token)
+    with pytest.raises(UnknownToken):
+        store.authenticate(old_revoked.token)
+    with pytest.raises(ExpiredToken):  # still in its grace period
+        store.authenticate(recently_expired.token)
+    assert store.authenticate(live.token) == reader
+    with pytest.raises(ValueError):
+        store.purge_expired(timedelta(seconds=-1))
+
+
+def test_schema(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        columns = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'sessions'"
+            ).fetchall()
+        )
+        indexes = {
+            r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename='sessions'")
+        }
+    assert columns == {
+        "token_hash": "bytea",
+        "reader_id": "uuid",
+        "created_at": "timestamp with time zone",
+        "expires_at": "timestamp with time zone",
+        "revoked_at": "timestamp with time zone",
+        "last_seen_at": "timestamp with time zone",
+    }
+    assert any("(reader_id)" in d for d in indexes)
