@@ -1,0 +1,69 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio.to_thread
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import AUTH_DEPENDENCIES
+from api.container import Container
+from api.controllers.auth import AuthController
+from api.controllers.books import BookController, IsbnController
+from api.controllers.health import healthz, readyz
+from api.controllers.loans import LoanController
+from api.controllers.me import MeController
+from api.errors import EXCEPTION_HANDLERS
+from api.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> Litestar:
+    """Build the app. The container (database, projections, …) is built in the lifespan
+    unless one is given (tests may share one)."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = container is None
+        built = container or await anyio.to_thread.run_sync(Container.build, settings)
+        app.state.container = built
+        try:
+            yield
+        finally:
+            if owned:
+                await built.aclose()
+
+    return Litestar(
+        route_handlers=[
+            AuthController, MeController, BookController, IsbnController, LoanController,
+            healthz, readyz,
+        ],  # fmt: skip
+        dependencies=AUTH_DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Liudong API",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer", description="Session token from /v1/auth/login"
+                    )
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
+        debug=False,
+    )
+
+
+__all__ = ["AppConfig", "create_app"]

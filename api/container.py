@@ -1,0 +1,122 @@
+"""The composition root: builds every adapter once at start-up, closes them at shutdown.
+
+Nothing connects at import time; ``Container.build(settings)`` does the work, and tests build
+the same container with their own settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from api.catalog import Catalog
+from api.db import eventsourcing_env, make_pool
+from api.embedded import EmbeddedNats
+from api.runtime import resolve_database_url
+from api.sessions import SessionStore
+from api.settings import Settings
+from api.wechat import LoginProvider, login_provider_for
+from domain.commands import Recorded
+from domain.library import Library
+from projections.framework import (
+    PositionBoard,
+    ProjectionRunner,
+    Source,
+    tracked_position,
+)
+from projections.shelf import ShelfProjection, ShelfQueries
+
+log = logging.getLogger(__name__)
+
+
+class ReadModelLag(RuntimeError):
+    """The read models did not reach a command's position within the consistency timeout."""
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database_url: str
+    pool: ConnectionPool
+    library: Library
+    shelf: ShelfQueries
+    sessions: SessionStore
+    catalog: Catalog
+    login: LoginProvider
+    board: PositionBoard
+    runners: list[ProjectionRunner] = field(default_factory=list)
+    nats_url: str | None = None
+    embedded_nats: EmbeddedNats | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        """Connect everything; start the projection runners when ``run_projections``."""
+        database_url = resolve_database_url(settings)
+        pool = make_pool(database_url, size=settings.db_pool_size)
+        library = Library(env=eventsourcing_env(database_url, pool_size=5))
+        board = PositionBoard()
+        container = cls(
+            settings=settings,
+            database_url=database_url,
+            pool=pool,
+            library=library,
+            shelf=ShelfQueries(pool),
+            sessions=SessionStore(pool),
+            catalog=Catalog(pool),
+            login=login_provider_for(settings),
+            board=board,
+        )
+        if settings.run_projections:
+            container.runners.append(
+                ProjectionRunner(
+                    ShelfProjection(),
+                    database_url,
+                    {"library": Source("library", library)},
+                    board=board,
+                )
+            )
+            for runner in container.runners:
+                runner.start()
+        return container
+
+    async def aclose(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        await self.login.aclose()
+        self.library.close()
+        self.pool.close()
+        if self.embedded_nats is not None:
+            self.embedded_nats.stop()
+
+    # -- read-your-writes -------------------------------------------------------------------
+
+    def wait_for_shelf(self, recorded: Recorded) -> None:
+        """Block until the shelf read model includes ``recorded`` (its log position).
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        if recorded.position is None:
+            return
+        for runner in self.runners:
+            runner.wake()
+
+        def poll() -> int:
+            with self.pool.connection() as conn:
+                return tracked_position(conn, "shelf", "library")
+
+        if not self.board.wait(
+            "shelf", "library", recorded.position, self.settings.consistency_timeout, poll
+        ):
+            raise ReadModelLag(f"shelf has not reached position {recorded.position}")
+
+    def check_database(self) -> None:
+        """Raises ``psycopg.Error`` when the database does not answer."""
+        with self.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+
+__all__ = ["Container", "ReadModelLag", "psycopg"]

@@ -1,0 +1,254 @@
+"""``/v1/books`` (the shelf), ``/v1/isbn`` (the catalog) and loan requests on a book."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.params import Parameter
+
+from api.controllers.common import accepted, container_of, execute, position_headers
+from api.errors import ApiError
+from api.idempotency import IdempotencyKey, derived_id, run_idempotent
+from api.isbn import InvalidIsbn, isbn10_of, normalize_isbn
+from api.schemas import (
+    Availability,
+    BookOut,
+    HistoryEvent,
+    IsbnOut,
+    LoanOut,
+    LoanRequestBody,
+    Page,
+    PublishBody,
+    RevisePatch,
+    book_out,
+    loan_out,
+)
+from domain import commands as c
+from domain.errors import BookNotFound, NotTheOwner
+from projections.shelf import InvalidCursor
+
+Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
+Query = Annotated[str | None, Parameter(max_length=100, description="title/author/ISBN substring")]
+TagParam = Annotated[str | None, Parameter(max_length=32)]
+CursorParam = Annotated[str | None, Parameter(max_length=200)]
+
+
+def valid_isbn(raw: str) -> str:
+    """Canonical ISBN-13 of ``raw``; an invalid one is a 422 ``invalid_isbn``."""
+    try:
+        return normalize_isbn(raw)
+    except InvalidIsbn as exc:
+        raise ApiError(422, "invalid_isbn", str(exc)) from exc
+
+
+def page_or_422(fn: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except InvalidCursor as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+
+
+class BookController(Controller):
+    path = "/v1/books"
+    tags = ["books"]
+
+    @post("/", operation_id="publishBook", status_code=201, sync_to_thread=True)
+    def publish(
+        self,
+        request: Request[Any, Any, Any],
+        data: PublishBody,
+        reader_id: UUID,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
+        with no title after that is a 422 ``title_required``."""
+        container = container_of(request)
+        isbn = valid_isbn(data.isbn)
+
+        def action() -> Response[Any]:
+            entry = container.catalog.lookup(isbn)
+            fields: dict[str, Any] = {
+                "title": data.title or (entry.title if entry else None),
+                "author": data.author if data.author is not None else (entry and entry.author),
+                "publisher": data.publisher
+                if data.publisher is not None
+                else (entry and entry.publisher),
+                "tags": data.tags if data.tags is not None else list(entry.tags if entry else ()),
+                "cover_url": data.cover_url
+                if data.cover_url is not None
+                else (entry and entry.cover_url),
+                "summary": data.summary if data.summary is not None else (entry and entry.summary),
+            }
+            if not fields["title"]:
+                raise ApiError(
+                    422, "title_required",
+                    f"ISBN {isbn} is not in the catalog: send a title.",
+                )  # fmt: skip
+            try:
+                command = msgspec.convert(
+                    {
+                        "book_id": derived_id(reader_id, idempotency_key, "book"),
+                        "owner_id": reader_id,
+                        "isbn": isbn,
+                        **{k: (v or "") if k != "tags" else list(v or [])[:20]
+                           for k, v in fields.items()},
+                    },
+                    c.PublishBook,
+                )  # fmt: skip
+            except msgspec.ValidationError as exc:
+                raise ApiError(422, "validation_failed", str(exc)) from exc
+            recorded, consistent = execute(container, command)
+            if not consistent:
+                return accepted(recorded)
+            row = container.shelf.book(recorded.id)
+            return Response(
+                book_out(row, reader_id), status_code=201, headers=position_headers(recorded)
+            )
+
+        return run_idempotent(
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+        )
+
+    @get("/", operation_id="searchBooks", sync_to_thread=True, security=[])
+    def search(
+        self,
+        request: Request[Any, Any, Any],
+        viewer_id: UUID | None,
+        q: Query = None,
+        tag: TagParam = None,
+        isbn: Annotated[str | None, Parameter(max_length=32)] = None,
+        owner_id: UUID | None = None,
+        available: bool | None = None,
+        cursor: CursorParam = None,
+        limit: Limit = 20,
+    ) -> Page[BookOut]:
+        """Search the shelf: substring of title/author/ISBN (Chinese too), tag, ISBN, owner,
+        availability; newest first, cursor pages."""
+        container = container_of(request)
+        rows, next_cursor = page_or_422(
+            container.shelf.search_books,
+            q=q, tag=tag, isbn=valid_isbn(isbn) if isbn else None, owner_id=owner_id,
+            available=available, cursor=cursor, limit=limit,
+        )  # fmt: skip
+        return Page(items=[book_out(r, viewer_id) for r in rows], next_cursor=next_cursor)
+
+    @get("/{book_id:uuid}", operation_id="getBook", sync_to_thread=True, security=[])
+    def detail(self, request: Request[Any, Any, Any], book_id: UUID, viewer_id: UUID | None) -> BookOut:
+        """One book; ``borrower`` and ``loan_id`` are shown to its owner only."""
+        row = container_of(request).shelf.book(book_id)
+        if row is None:
+            raise BookNotFound
+        return book_out(row, viewer_id)
+
+    def _change(
+        self, request: Request[Any, Any, Any], command: c.Command, reader_id: UUID
+    ) -> Response[Any]:
+        container = container_of(request)
+        recorded, consistent = execute(container, command)
+        if not consistent:
+            return accepted(recorded)
+        row = container.shelf.book(recorded.id)
+        return Response(book_out(row, reader_id), headers=position_headers(recorded))
+
+    @patch("/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True)
+    def revise(
+        self, request: Request[Any, Any, Any], book_id: UUID, data: RevisePatch, reader_id: UUID
+    ) -> Response[Any]:
+        """Revise a book's details (owner only)."""
+        fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        return self._change(
+            request, c.ReviseBook(book_id=book_id, actor_id=reader_id, **fields), reader_id
+        )
+
+    @delete("/{book_id:uuid}", operation_id="withdrawBook", status_code=200, sync_to_thread=True)
+    def withdraw(
+        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+    ) -> Response[Any]:
+        """Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent)."""
+        return self._change(request, c.WithdrawBook(book_id=book_id, actor_id=reader_id), reader_id)
+
+    @post("/{book_id:uuid}/relist", operation_id="relistBook", status_code=200, sync_to_thread=True)
+    def relist(
+        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+    ) -> Response[Any]:
+        """Put a withdrawn book back on the shelf (owner only)."""
+        return self._change(request, c.RelistBook(book_id=book_id, actor_id=reader_id), reader_id)
+
+    @get("/{book_id:uuid}/history", operation_id="bookHistory", sync_to_thread=True)
+    def history(
+        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+    ) -> list[HistoryEvent]:
+        """The book's events, oldest first (owner only: who borrowed it is personal data)."""
+        container = container_of(request)
+        row = container.shelf.book(book_id)
+        if row is None:
+            raise BookNotFound
+        if row["owner_id"] != reader_id:
+            raise NotTheOwner
+        skip = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+        return [
+            HistoryEvent(
+                version=e.originator_version,
+                type=type(e).__name__,
+                at=e.timestamp,
+                data={k: v for k, v in e.__dict__.items() if k not in skip},
+            )
+            for e in container.library.repository.event_store.get(book_id)
+        ]
+
+    @post("/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True)
+    def request_loan(
+        self,
+        request: Request[Any, Any, Any],
+        book_id: UUID,
+        data: LoanRequestBody,
+        reader_id: UUID,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Ask to borrow a book. 422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
+        container = container_of(request)
+
+        def action() -> Response[Any]:
+            command = c.RequestLoan(
+                loan_id=derived_id(reader_id, idempotency_key, "loan"),
+                book_id=book_id, borrower_id=reader_id, note=data.note, contact=data.contact,
+            )  # fmt: skip
+            recorded, consistent = execute(container, command)
+            if not consistent:
+                return accepted(recorded)
+            row = container.shelf.loan(recorded.id)
+            return Response(
+                loan_out(row, reader_id), status_code=201, headers=position_headers(recorded)
+            )
+
+        return run_idempotent(
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+        )
+
+
+class IsbnController(Controller):
+    path = "/v1/isbn"
+    tags = ["catalog"]
+
+    @get("/{isbn:str}", operation_id="lookupIsbn", sync_to_thread=True, security=[])
+    def lookup(self, request: Request[Any, Any, Any], isbn: str) -> IsbnOut:
+        """Catalog metadata of an ISBN-10/13 plus shelf availability; 404 if unknown,
+        422 if not a valid ISBN (ISO 2108 checksum)."""
+        container = container_of(request)
+        canonical = valid_isbn(isbn[:32])
+        entry = container.catalog.lookup(canonical)
+        if entry is None:
+            raise ApiError(404, "isbn_not_found", f"ISBN {canonical} is not in the catalog.")
+        return IsbnOut(
+            isbn=entry.isbn, isbn10=entry.isbn10 or isbn10_of(entry.isbn), title=entry.title,
+            author=entry.author, publisher=entry.publisher,
+            published_year=entry.published_year, language=entry.language,
+            tags=list(entry.tags), cover_url=entry.cover_url, summary=entry.summary,
+            availability=Availability(**container.shelf.availability(canonical)),
+        )  # fmt: skip
+
+
+__all__ = ["BookController", "IsbnController", "LoanOut"]

@@ -1,0 +1,75 @@
+"""``/v1/loans``: a loan's two parties see it and move it along its life."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+
+from api.controllers.common import accepted, container_of, execute, position_headers
+from api.schemas import DeclineBody, LoanOut, loan_out
+from domain import commands as c
+from domain.errors import Forbidden, LoanNotFound
+
+
+class NotAParty(Forbidden):
+    """Only the borrower and the lender of this loan may see it."""
+
+    code = "not_a_party"
+
+
+class LoanController(Controller):
+    path = "/v1/loans"
+    tags = ["loans"]
+
+    @get("/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True)
+    def detail(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> LoanOut:
+        """A loan, for its borrower or lender; ``contact`` for the lender only."""
+        row = container_of(request).shelf.loan(loan_id)
+        if row is None:
+            raise LoanNotFound
+        if reader_id not in (row["borrower_id"], row["lender_id"]):
+            raise NotAParty
+        return loan_out(row, reader_id)
+
+    def _transition(
+        self, request: Request[Any, Any, Any], command: c.Command, reader_id: UUID
+    ) -> Response[Any]:
+        container = container_of(request)
+        recorded, consistent = execute(container, command)
+        if not consistent:
+            return accepted(recorded)
+        row = container.shelf.loan(recorded.id)
+        return Response(loan_out(row, reader_id), headers=position_headers(recorded))
+
+    @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200, sync_to_thread=True)
+    def approve(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+        """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
+        return self._transition(request, c.ApproveLoan(loan_id=loan_id, actor_id=reader_id), reader_id)
+
+    @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200, sync_to_thread=True)
+    def decline(
+        self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID,
+        data: DeclineBody | None = None,
+    ) -> Response[Any]:  # fmt: skip
+        """Lender refuses the request."""
+        reason = data.reason if data else ""
+        return self._transition(
+            request, c.DeclineLoan(loan_id=loan_id, actor_id=reader_id, reason=reason), reader_id
+        )
+
+    @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200, sync_to_thread=True)
+    def cancel(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+        """Borrower withdraws the request."""
+        return self._transition(request, c.CancelLoan(loan_id=loan_id, actor_id=reader_id), reader_id)
+
+    @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200, sync_to_thread=True)
+    def start_return(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+        """Borrower says "I gave it back"."""
+        return self._transition(request, c.StartReturn(loan_id=loan_id, actor_id=reader_id), reader_id)
+
+    @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200, sync_to_thread=True)
+    def confirm_return(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+        """Lender says "I have it"; the book is available again."""
+        return self._transition(request, c.ConfirmReturn(loan_id=loan_id, actor_id=reader_id), reader_id)

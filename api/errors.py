@@ -1,0 +1,134 @@
+"""The one mapping from errors to RFC 9457 ``application/problem+json`` responses.
+
+Problem bodies: ``{"type", "title", "status", "detail", "code", "errors"?}`` where ``type`` is
+``https://liudong.dev/problems/<code>`` and ``code`` is stable (the API contract).
+Domain errors map by branch: NotFound→404, Forbidden→403, Conflict→409, Invalid→422.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from domain import errors as d
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://liudong.dev/problems/"
+
+_DOMAIN_STATUS: list[tuple[type[d.DomainError], int]] = [
+    (d.NotFound, 404),
+    (d.Forbidden, 403),
+    (d.Conflict, 409),
+    (d.Invalid, 422),
+]
+
+
+class ApiError(Exception):
+    """An error raised by the API layer itself with an explicit status and stable code."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+
+
+class Unauthorized(ApiError):
+    def __init__(self, code: str = "unauthorized", detail: str = "A valid session token is required.") -> None:  # noqa: E501
+        super().__init__(401, code, detail)
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": code.replace("_", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    hdrs = dict(headers or {})
+    if status == 401:
+        hdrs.setdefault("WWW-Authenticate", 'Bearer realm="liudong"')
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=hdrs)
+
+
+def domain_status(exc: d.DomainError) -> int:
+    for kind, status in _DOMAIN_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def _domain_handler(_: Request[Any, Any, Any], exc: d.DomainError) -> Response[Any]:
+    return problem(domain_status(exc), exc.code, exc.message)
+
+
+def _api_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return problem(exc.status, exc.code, exc.detail, errors=exc.errors)
+
+
+def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    detail = str(exc.detail)
+    if "malformed" in detail.lower() or any(
+        "malformed" in str(e.get("message", "")).lower() for e in extra if isinstance(e, dict)
+    ):
+        return problem(400, "malformed_json", "The request body is not valid JSON.")
+    return problem(422, "validation_failed", detail, errors=extra or None)
+
+
+def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    codes = {
+        400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+        405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+        415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable",
+    }  # fmt: skip
+    status = exc.status_code
+    code = codes.get(status, "error" if status < 500 else "internal_error")
+    detail = str(exc.detail)
+    if status == 400 and "json" in detail.lower():
+        code = "malformed_json"
+    return problem(status, code, detail, headers=exc.headers)
+
+
+def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong.")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    d.DomainError: _domain_handler,
+    ApiError: _api_handler,
+    ValidationException: _validation_handler,
+    NotAuthorizedException: _http_handler,
+    PermissionDeniedException: _http_handler,
+    NotFoundException: _http_handler,
+    HTTPException: _http_handler,
+    Exception: _internal_handler,
+}
+
+__all__ = ["ApiError", "EXCEPTION_HANDLERS", "MediaType", "Unauthorized", "problem"]

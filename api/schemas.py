@@ -1,0 +1,198 @@
+"""Request and response bodies of the REST API (v1): msgspec Structs, decoded strictly.
+
+Unknown fields are refused; limits are part of the contract (a violation is a 422)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from domain.commands import Contact, Nickname, Note, Summary, Tags, Url
+
+T = TypeVar("T")
+
+Text300 = Annotated[str, msgspec.Meta(max_length=300)]
+IsbnInput = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of request bodies."""
+
+
+class LoginBody(Body, frozen=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class ProfilePatch(Body, frozen=True):
+    nickname: Nickname | None = None
+    avatar_url: Url | None = None
+
+
+class PublishBody(Body, frozen=True):
+    isbn: IsbnInput
+    title: Text300 | None = None
+    author: Text300 | None = None
+    publisher: Text300 | None = None
+    tags: Tags | None = None
+    cover_url: Url | None = None
+    summary: Summary | None = None
+
+
+class RevisePatch(Body, frozen=True):
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
+    author: Text300 | None = None
+    publisher: Text300 | None = None
+    tags: Tags | None = None
+    cover_url: Url | None = None
+    summary: Summary | None = None
+
+
+class LoanRequestBody(Body, frozen=True):
+    note: Note = ""
+    contact: Contact | None = None
+
+
+class DeclineBody(Body, frozen=True):
+    reason: Note = ""
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+class Out(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of response bodies."""
+
+
+class ReaderOut(Out, frozen=True):
+    id: UUID
+    nickname: str
+    avatar_url: str
+
+
+class LoginOut(Out, frozen=True):
+    token: str
+    expires_at: datetime
+    reader: ReaderOut
+
+
+class Availability(Out, frozen=True):
+    free: int
+    total: int
+
+
+class BookOut(Out, frozen=True):
+    id: UUID
+    isbn: str
+    title: str
+    author: str
+    publisher: str
+    tags: list[str]
+    cover_url: str
+    summary: str
+    status: Literal["available", "on_loan", "withdrawn"]
+    owner: ReaderOut
+    published_at: datetime
+    updated_at: datetime
+    borrower: ReaderOut | None = None  # shown to the owner only
+    loan_id: UUID | None = None  # shown to the owner only
+
+
+class BookRef(Out, frozen=True):
+    id: UUID
+    title: str
+    isbn: str
+    cover_url: str
+
+
+class LoanOut(Out, frozen=True):
+    id: UUID
+    book: BookRef
+    borrower: ReaderOut
+    lender: ReaderOut
+    status: Literal["requested", "approved", "declined", "cancelled", "returning", "returned"]
+    note: str
+    requested_at: datetime
+    updated_at: datetime
+    contact: dict[str, str] | None = None  # the lender's eyes only
+    decline_reason: str | None = None
+    approved_at: datetime | None = None
+    declined_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    return_started_at: datetime | None = None
+    returned_at: datetime | None = None
+
+
+class Page(Out, Generic[T], frozen=True):
+    items: list[T]
+    next_cursor: str | None
+
+
+class IsbnOut(Out, frozen=True):
+    isbn: str
+    isbn10: str | None
+    title: str
+    author: str | None
+    publisher: str | None
+    published_year: int | None
+    language: str | None
+    tags: list[str]
+    cover_url: str | None
+    summary: str | None
+    availability: Availability
+
+
+class HistoryEvent(Out, frozen=True):
+    version: int
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
+def reader_out(row: dict[str, Any], prefix: str = "") -> ReaderOut:
+    return ReaderOut(
+        id=row[f"{prefix}id"] if prefix else row["id"],
+        nickname=row.get(f"{prefix}nickname") or "",
+        avatar_url=row.get(f"{prefix}avatar_url") or "",
+    )
+
+
+def book_out(row: dict[str, Any], viewer: UUID | None) -> BookOut:
+    is_owner = viewer is not None and viewer == row["owner_id"]
+    borrower = None
+    if is_owner and row.get("borrower_id"):
+        borrower = ReaderOut(
+            id=row["borrower_id"],
+            nickname=row.get("borrower_nickname") or "",
+            avatar_url=row.get("borrower_avatar_url") or "",
+        )
+    return BookOut(
+        id=row["id"], isbn=row["isbn"], title=row["title"], author=row["author"],
+        publisher=row["publisher"], tags=list(row["tags"]), cover_url=row["cover_url"],
+        summary=row["summary"], status=row["status"],
+        owner=ReaderOut(id=row["owner_id"], nickname=row.get("owner_nickname") or "",
+                        avatar_url=row.get("owner_avatar_url") or ""),
+        published_at=row["published_at"], updated_at=row["updated_at"],
+        borrower=borrower, loan_id=row["loan_id"] if is_owner else None,
+    )  # fmt: skip
+
+
+def loan_out(row: dict[str, Any], viewer: UUID) -> LoanOut:
+    return LoanOut(
+        id=row["id"],
+        book=BookRef(id=row["book_id"], title=row["book_title"], isbn=row["book_isbn"],
+                     cover_url=row["book_cover_url"]),
+        borrower=ReaderOut(id=row["borrower_id"], nickname=row.get("borrower_nickname") or "",
+                           avatar_url=row.get("borrower_avatar_url") or ""),
+        lender=ReaderOut(id=row["lender_id"], nickname=row.get("lender_nickname") or "",
+                         avatar_url=row.get("lender_avatar_url") or ""),
+        status=row["status"], note=row["note"],
+        requested_at=row["requested_at"], updated_at=row["updated_at"],
+        contact=row["contact"] if viewer == row["lender_id"] else None,
+        decline_reason=row.get("decline_reason"),
+        approved_at=row.get("approved_at"), declined_at=row.get("declined_at"),
+        cancelled_at=row.get("cancelled_at"), return_started_at=row.get("return_started_at"),
+        returned_at=row.get("returned_at"),
+    )  # fmt: skip

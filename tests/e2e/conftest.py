@@ -1,0 +1,75 @@
+"""A real Liudong server on loopback (uvicorn in a thread of the test process) for e2e tests
+over real HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+
+    @property
+    def container(self) -> Any:
+        return self.app.state.container
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def login(self, name: str | None = None) -> tuple[str, dict[str, Any]]:
+        """Log in a fresh dev reader; returns (token, reader)."""
+        name = name or f"r{uuid4().hex[:10]}"
+        with self.client() as http:
+            response = http.post("/v1/auth/login", json={"code": f"dev:{name}"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body["token"], body["reader"]
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = Settings(
+        env="test",
+        database_url=database_url,
+        nats_url=nats_url,
+        data_dir=tmp_path_factory.mktemp("liudong-data"),
+    )
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False,
+        lifespan="on",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield LiveServer(url=f"http://127.0.0.1:{port}", app=app)
+    server.should_exit = True
+    thread.join(30)
