@@ -10,16 +10,33 @@ from uuid import UUID
 
 import msgspec
 
-from domain.commands import Contact, Nickname, Note, Summary, Tags, Url
+from domain.commands import NO_NUL, Contact, Nickname, Note, Summary, Tags, Url
 
 T = TypeVar("T")
 
-Text300 = Annotated[str, msgspec.Meta(max_length=300)]
+Text300 = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
 IsbnInput = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 
+def _refuse_nul(value: Any, path: str) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000: a NUL that reached an event would stop
+    the projections that copy it (a poison event), so it is refused at the door."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"`{path}` must not contain NUL (U+0000) characters")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_nul(item, f"{path}[{i}]")
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            _refuse_nul(getattr(value, name), f"{path}.{name}" if path else name)
+
+
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of request bodies."""
+    """Base of request bodies. No string in a body may contain a NUL character."""
+
+    def __post_init__(self) -> None:
+        _refuse_nul(self, "")
 
 
 class LoginBody(Body, frozen=True):
@@ -42,7 +59,7 @@ class PublishBody(Body, frozen=True):
 
 
 class RevisePatch(Body, frozen=True):
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)] | None = None
     author: Text300 | None = None
     publisher: Text300 | None = None
     tags: Tags | None = None

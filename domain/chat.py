@@ -117,12 +117,16 @@ def check_text(text: str) -> None:
         raise InvalidMessage(f"A message has 1 to {cc.MAX_TEXT_LENGTH} characters.")
     if not text.strip():
         raise InvalidMessage("A message cannot be blank.")
+    if "\x00" in text:
+        raise InvalidMessage("A message cannot contain NUL characters.")
 
 
 def check_client_msg_id(client_msg_id: str) -> None:
     """Raise ``InvalidMessage`` unless ``client_msg_id`` has 1..64 characters."""
     if not 1 <= len(client_msg_id) <= cc.MAX_CLIENT_MSG_ID_LENGTH:
         raise InvalidMessage(f"A client_msg_id has 1 to {cc.MAX_CLIENT_MSG_ID_LENGTH} characters.")
+    if "\x00" in client_msg_id:
+        raise InvalidMessage("A client_msg_id cannot contain NUL characters.")
 
 
 def _to_microseconds(at: datetime) -> int:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import msgspec
 
-from domain.commands import Command, Recorded
+from domain.commands import NO_NUL, Command, Recorded
 
 MAX_TEXT_LENGTH = 2000
 """A message's text is 1..2000 characters (Unicode code points, as ``len(str)``)."""
@@ -27,10 +27,14 @@ ROOM_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 """A room's stable slug: lower-case ASCII letters, digits and ``-``, 1..64 characters."""
 MAX_ROOM_TITLE_LENGTH = 100
 
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
-ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID_LENGTH)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=NO_NUL)]
+ClientMsgId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID_LENGTH, pattern=NO_NUL)
+]
 RoomName = Annotated[str, msgspec.Meta(pattern=ROOM_NAME_PATTERN)]
-RoomTitle = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ROOM_TITLE_LENGTH)]
+RoomTitle = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_ROOM_TITLE_LENGTH, pattern=NO_NUL)
+]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 

@@ -12,14 +12,17 @@ from uuid import UUID
 
 import msgspec
 
-Nickname = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Url = Annotated[str, msgspec.Meta(max_length=1024)]
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
-Name = Annotated[str, msgspec.Meta(max_length=300)]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# PostgreSQL text cannot hold NUL, and no legitimate text needs it: refuse it at the edge.
+NO_NUL = r"^[^\x00]*$"
+
+Nickname = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+Url = Annotated[str, msgspec.Meta(max_length=1024, pattern=NO_NUL)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)]
+Name = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=NO_NUL)]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=20)]
-Summary = Annotated[str, msgspec.Meta(max_length=5000)]
-Note = Annotated[str, msgspec.Meta(max_length=500)]
+Summary = Annotated[str, msgspec.Meta(max_length=5000, pattern=NO_NUL)]
+Note = Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)]
 Isbn13 = Annotated[str, msgspec.Meta(pattern=r"^97[89][0-9]{10}$")]
 
 
@@ -30,8 +33,8 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How the lender can reach the borrower. Personal data: shown to the lender only."""
 
-    wechat_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    wechat_id: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)] | None = None
+    phone: Annotated[str, msgspec.Meta(max_length=32, pattern=NO_NUL)] | None = None
 
 
 class RegisterReader(Command, frozen=True, kw_only=True):
