@@ -8,6 +8,8 @@ the session gets its own fresh database, migrated, and dropped at the end.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,12 @@ from api.embedded import EmbeddedNats, start_postgres
 
 
 @pytest.fixture(scope="session")
-def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("liudong-services")
+def services_dir() -> Iterator[Path]:
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
+    # would delete a running embedded PostgreSQL's data folder.
+    path = Path(tempfile.mkdtemp(prefix="liudong-test-services-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
