@@ -7,6 +7,7 @@ the session gets its own fresh database, migrated, and dropped at the end.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -23,12 +24,14 @@ from api.embedded import EmbeddedNats, start_postgres
 
 
 @pytest.fixture(scope="session")
-def services_dir() -> Iterator[Path]:
+def services_dir() -> Path:
     # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
     # would delete a running embedded PostgreSQL's data folder.
     path = Path(tempfile.mkdtemp(prefix="liudong-test-services-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    # atexit is LIFO: registered before pgserver's own hook, this runs after it has stopped
+    # the embedded PostgreSQL.
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 @pytest.fixture(scope="session")
