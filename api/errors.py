@@ -16,6 +16,7 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    SerializationException,
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -101,6 +102,29 @@ def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> 
     return problem(422, "validation_failed", detail, errors=extra or None)
 
 
+def _caused_by_body_decoding(exc: BaseException) -> bool:
+    """True when ``exc`` comes from decoding the request body: Litestar turns a
+    ``msgspec.DecodeError`` into ``SerializationException`` → ``ClientException`` (400), but
+    lets a ``UnicodeDecodeError`` (invalid UTF-8) or a ``RecursionError`` (absurdly deep
+    nesting) from the same decoder through."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SerializationException):
+            return True
+        tb = seen.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_name in ("decode_json", "decode_msgpack") and "litestar" in code.co_filename:
+                return True
+            tb = tb.tb_next
+        seen = seen.__cause__
+    return False
+
+
+def _malformed() -> Response[Any]:
+    return problem(400, "malformed_json", "The request body is not valid JSON.")
+
+
 def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     codes = {
         400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -110,12 +134,14 @@ def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
     status = exc.status_code
     code = codes.get(status, "error" if status < 500 else "internal_error")
     detail = str(exc.detail)
-    if status == 400 and "json" in detail.lower():
+    if status == 400 and ("json" in detail.lower() or _caused_by_body_decoding(exc)):
         code = "malformed_json"
     return problem(status, code, detail, headers=exc.headers)
 
 
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, (UnicodeDecodeError, RecursionError)) and _caused_by_body_decoding(exc):
+        return _malformed()
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong.")
 

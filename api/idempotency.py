@@ -28,6 +28,7 @@ IdempotencyKey = Annotated[
     Parameter(
         header="Idempotency-Key",
         required=False,
+        min_length=1,
         max_length=255,
         description="Makes a POST safe to retry: the same key returns the first response.",
     ),

@@ -338,8 +338,8 @@ class ShelfQueries:
         if available is True:
             where.append("b.status = 'available'")
         elif available is False:
-            where.append("b.status <> 'available'")
-        if not include_withdrawn and available is not False:
+            where.append("b.status = 'on_loan'")
+        elif not include_withdrawn:
             where.append("b.status <> 'withdrawn'")
         if cursor:
             where.append("b.pub_seq < %s")
