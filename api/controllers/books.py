@@ -9,6 +9,8 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
+from api.catalog import CatalogEntry
+from api.controllers.chat import open_loan_conversation
 from api.controllers.common import accepted, container_of, execute, position_headers
 from api.errors import ApiError
 from api.idempotency import IdempotencyKey, derived_id, run_idempotent
@@ -31,8 +33,13 @@ from domain.errors import BookNotFound, NotTheOwner
 from projections.shelf import InvalidCursor
 
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
-Query = Annotated[str | None, Parameter(max_length=100, description="title/author/ISBN substring")]
-TagParam = Annotated[str | None, Parameter(max_length=32)]
+# PostgreSQL text cannot hold U+0000: a NUL in a query would be a 500, so it is a 422.
+_NO_NUL = r"^[^\x00]*$"
+Query = Annotated[
+    str | None,
+    Parameter(max_length=100, pattern=_NO_NUL, description="title/author/ISBN substring"),
+]
+TagParam = Annotated[str | None, Parameter(max_length=32, pattern=_NO_NUL)]
 CursorParam = Annotated[str | None, Parameter(max_length=200)]
 
 
@@ -42,6 +49,24 @@ def valid_isbn(raw: str) -> str:
         return normalize_isbn(raw)
     except InvalidIsbn as exc:
         raise ApiError(422, "invalid_isbn", str(exc)) from exc
+
+
+def catalog_fields(entry: CatalogEntry | None) -> dict[str, Any]:
+    """The fields a catalog entry gives a new book, within the limits of ``PublishBook``.
+
+    An imported catalog (douban CSV…) may hold a longer title or summary, or tags a client
+    could not send; those must not make the publish of that ISBN a 422."""
+    if entry is None:
+        return {}
+    cover = entry.cover_url or ""
+    return {
+        "title": entry.title[:300],
+        "author": (entry.author or "")[:300],
+        "publisher": (entry.publisher or "")[:300],
+        "tags": list(dict.fromkeys(t for t in entry.tags if 1 <= len(t) <= 32))[:20],
+        "cover_url": cover if len(cover) <= 1024 else "",
+        "summary": (entry.summary or "")[:5000],
+    }
 
 
 def page_or_422(fn: Any, **kwargs: Any) -> Any:
@@ -69,18 +94,13 @@ class BookController(Controller):
         isbn = valid_isbn(data.isbn)
 
         def action() -> Response[Any]:
-            entry = container.catalog.lookup(isbn)
+            known = catalog_fields(container.catalog.lookup(isbn))
             fields: dict[str, Any] = {
-                "title": data.title or (entry.title if entry else None),
-                "author": data.author if data.author is not None else (entry and entry.author),
-                "publisher": data.publisher
-                if data.publisher is not None
-                else (entry and entry.publisher),
-                "tags": data.tags if data.tags is not None else list(entry.tags if entry else ()),
-                "cover_url": data.cover_url
-                if data.cover_url is not None
-                else (entry and entry.cover_url),
-                "summary": data.summary if data.summary is not None else (entry and entry.summary),
+                "title": data.title or known.get("title"),
+                **{
+                    k: getattr(data, k) if getattr(data, k) is not None else known.get(k)
+                    for k in ("author", "publisher", "tags", "cover_url", "summary")
+                },
             }
             if not fields["title"]:
                 raise ApiError(
@@ -204,12 +224,14 @@ class BookController(Controller):
         self,
         request: Request[Any, Any, Any],
         book_id: UUID,
-        data: LoanRequestBody,
         reader_id: UUID,
+        data: LoanRequestBody | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        """Ask to borrow a book. 422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
+        """Ask to borrow a book (the body is optional: every field of it is).
+        422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
         container = container_of(request)
+        data = data or LoanRequestBody()
 
         def action() -> Response[Any]:
             command = c.RequestLoan(
@@ -217,6 +239,7 @@ class BookController(Controller):
                 book_id=book_id, borrower_id=reader_id, note=data.note, contact=data.contact,
             )  # fmt: skip
             recorded, consistent = execute(container, command)
+            open_loan_conversation(container, recorded.id)  # its note opens the chat
             if not consistent:
                 return accepted(recorded)
             row = container.shelf.loan(recorded.id)
