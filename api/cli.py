@@ -72,6 +72,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         uvicorn.run(
             "api.asgi:app", host=host, port=port, workers=workers, factory=False,
             ws_per_message_deflate=False, log_level="info", lifespan="on",
+            ws_max_size=64 * 1024,  # frames are ≤ 16 KiB (realtime.protocol); uvicorn: 16 MiB
             timeout_graceful_shutdown=10,
         )  # fmt: skip
     finally:

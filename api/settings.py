@@ -16,6 +16,9 @@ variable                           meaning (default)
 ``LIUDONG_RUN_PROJECTIONS``        run the projection runners in this process (true)
 ``LIUDONG_CONSISTENCY_TIMEOUT``    seconds a command waits for its read models (5)
 ``LIUDONG_DB_POOL_SIZE``           connections in the read-model pool (10)
+``LIUDONG_WS_HEARTBEAT``           seconds between WebSocket server pings (25)
+``LIUDONG_WS_QUEUE_SIZE``          frames queued per socket before 4008 slow consumer (256)
+``LIUDONG_PRESENCE_INTERVAL``      seconds between room presence heartbeats over NATS (5)
 =================================  ===========================================================
 """
 
@@ -57,6 +60,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     run_projections: bool = True
     consistency_timeout: float = 5.0
     db_pool_size: int = 10
+    ws_heartbeat: float = 25.0
+    ws_queue_size: int = 256
+    presence_interval: float = 5.0
 
     @property
     def dev_login_allowed(self) -> bool:
@@ -87,6 +93,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "run_projections": "LIUDONG_RUN_PROJECTIONS",
             "consistency_timeout": "LIUDONG_CONSISTENCY_TIMEOUT",
             "db_pool_size": "LIUDONG_DB_POOL_SIZE",
+            "ws_heartbeat": "LIUDONG_WS_HEARTBEAT",
+            "ws_queue_size": "LIUDONG_WS_QUEUE_SIZE",
+            "presence_interval": "LIUDONG_PRESENCE_INTERVAL",
         }
         raw = {field: env[var] for field, var in names.items() if env.get(var)}
         try:

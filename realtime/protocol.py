@@ -1,0 +1,350 @@
+"""The frames of ``/v1/ws`` (and the NATS payloads between nodes): msgspec tagged unions.
+
+Every frame is one JSON text message ``{"type": "<tag>", ...}`` of at most ``MAX_FRAME_BYTES``
+(16 KiB, UTF-8). ``docs/REALTIME.md`` is the client-facing description; this module is the
+source of truth.
+
+Server → client (``ServerFrame``)::
+
+    hello, event, ping, pong, ack, error,
+    room.joined, room.left, room.message, room.presence
+
+Client → server (``ClientFrame``, decoded by the one ``decode_client_frame``)::
+
+    resume, ping, pong, chat.send, read, room.join, room.leave, room.send
+
+Client frames forbid unknown fields (a typo is reported, not ignored); server frames only
+ever gain fields with defaults, so clients must ignore fields they do not know.
+
+Close codes (``CloseCode``) are part of the contract too.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from domain.chat_commands import ClientMsgId, RoomName, Seq, Text
+
+MAX_FRAME_BYTES = 16 * 1024
+"""Largest accepted client frame, in bytes of UTF-8 (larger: ``error`` + close 1009)."""
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the gateway uses (RFC 6455 §7.4: 4000–4999 are ours)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    """The server is shutting down: reconnect (to another node) after the back-off."""
+    MESSAGE_TOO_BIG = 1009
+    """A client frame was larger than ``MAX_FRAME_BYTES``."""
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    """The session store was unavailable during authentication."""
+    REPLACED = 4000
+    """Too many sockets of one reader on one node: the oldest is closed."""
+    SLOW_CONSUMER = 4008
+    """The socket's outbound queue was full: the client read too slowly. Resume with the
+    last ``seq`` seen; nothing is lost (the inbox keeps it)."""
+    HEARTBEAT_TIMEOUT = 4012
+    """Nothing received from the client for 1.5 heartbeat intervals (two missed pongs)."""
+    BAD_REQUEST = 4400
+    """The connect URL was unusable (e.g. ``after`` not a non-negative integer)."""
+    UNAUTHORIZED = 4401
+    """Missing, invalid, expired or revoked token: log in again before reconnecting."""
+
+
+class Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    """Base of every frame; the tag is the ``type`` field."""
+
+
+# -- shared shapes ------------------------------------------------------------------------
+
+
+class ReaderRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A reader as others see them (never an openId)."""
+
+    id: UUID
+    nickname: str = ""
+
+
+# -- server → client ----------------------------------------------------------------------
+
+
+class Hello(Frame, frozen=True, kw_only=True, tag="hello"):
+    """First frame of every connection. ``head``: the reader's newest inbox ``seq`` (0 when
+    empty); ``heartbeat``: seconds between server pings."""
+
+    reader: ReaderRef
+    head: int
+    heartbeat: float
+    max_frame_bytes: int
+
+
+class Event(Frame, frozen=True, kw_only=True, tag="event"):
+    """One inbox item. ``seq`` is gap-free per reader: 1, 2, 3…"""
+
+    seq: int
+    kind: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class Ping(Frame, frozen=True, kw_only=True, tag="ping"):
+    """Server heartbeat (answer with ``pong``), or a client's ping (answered with ``pong``)."""
+
+
+class Pong(Frame, frozen=True, kw_only=True, tag="pong"):
+    """Answer to a ``ping``."""
+
+
+class Ack(Frame, frozen=True, kw_only=True, tag="ack"):
+    """A ``chat.send`` / ``room.send`` was recorded (or was a retry of a recorded message:
+    then ``created`` is false and the ids are the first send's). For a room, ``conversation_id``
+    is the room's id and ``room`` its name. For a ``read`` with a ``client_msg_id``,
+    ``message_id`` is absent and ``seq`` is the read position."""
+
+    client_msg_id: str
+    conversation_id: UUID
+    seq: int
+    message_id: UUID | None = None
+    at: datetime | None = None
+    created: bool | None = None
+    room: str | None = None
+
+
+class Error(Frame, frozen=True, kw_only=True, tag="error"):
+    """Something the client sent was refused; the connection stays open unless a close
+    follows. ``code`` is stable (domain codes such as ``not_a_member`` included);
+    ``client_msg_id`` echoes the refused send's, ``frame`` names the refused frame type."""
+
+    code: str
+    message: str
+    client_msg_id: str | None = None
+    frame: str | None = None
+
+
+class RoomJoined(Frame, frozen=True, kw_only=True, tag="room.joined"):
+    """This socket is now in ``room``; ``members``: distinct readers in it, all nodes."""
+
+    room: str
+    title: str
+    members: int
+
+
+class RoomLeft(Frame, frozen=True, kw_only=True, tag="room.left"):
+    """This socket left ``room``."""
+
+    room: str
+    members: int
+
+
+class RoomMessage(Frame, frozen=True, kw_only=True, tag="room.message"):
+    """A message in a room this socket joined (also sent to the sender's sockets)."""
+
+    room: str
+    message_id: UUID
+    sender: ReaderRef
+    text: str
+    at: datetime
+    seq: int
+
+
+class RoomPresence(Frame, frozen=True, kw_only=True, tag="room.presence"):
+    """The member count of a joined room changed: ``joined`` or ``left`` names who (absent
+    when a node vanished and took several members with it)."""
+
+    room: str
+    members: int
+    joined: ReaderRef | None = None
+    left: ReaderRef | None = None
+
+
+ServerFrame = (
+    Hello | Event | Ping | Pong | Ack | Error | RoomJoined | RoomLeft | RoomMessage | RoomPresence
+)
+
+
+# -- client → server ----------------------------------------------------------------------
+
+
+class ClientFrame(Frame, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of client frames (unknown fields are an error)."""
+
+
+class Resume(ClientFrame, frozen=True, kw_only=True, tag="resume"):
+    """Send me every inbox item with ``seq > after``, then live ones."""
+
+    after: Seq
+
+
+class ClientPing(ClientFrame, frozen=True, kw_only=True, tag="ping"):
+    """Answered with ``pong``."""
+
+
+class ClientPong(ClientFrame, frozen=True, kw_only=True, tag="pong"):
+    """Answer to a server ``ping``."""
+
+
+class ChatSend(ClientFrame, frozen=True, kw_only=True, tag="chat.send"):
+    """Send a message in a conversation (retry with the same ``client_msg_id``)."""
+
+    conversation_id: UUID
+    text: Text
+    client_msg_id: ClientMsgId
+
+
+class Read(ClientFrame, frozen=True, kw_only=True, tag="read"):
+    """Read receipt: I have read the conversation up to message ``seq`` ``up_to``. With a
+    ``client_msg_id`` it is acknowledged with an ``ack``."""
+
+    conversation_id: UUID
+    up_to: Seq
+    client_msg_id: ClientMsgId | None = None
+
+
+class RoomJoin(ClientFrame, frozen=True, kw_only=True, tag="room.join"):
+    room: RoomName
+
+
+class RoomLeave(ClientFrame, frozen=True, kw_only=True, tag="room.leave"):
+    room: RoomName
+
+
+class RoomSend(ClientFrame, frozen=True, kw_only=True, tag="room.send"):
+    room: RoomName
+    text: Text
+    client_msg_id: ClientMsgId
+
+
+AnyClientFrame = (
+    Resume | ClientPing | ClientPong | ChatSend | Read | RoomJoin | RoomLeave | RoomSend
+)
+
+
+# -- NATS payloads between nodes ------------------------------------------------------------
+
+
+class PresenceState(msgspec.Struct, frozen=True, kw_only=True):
+    """One node's members of one room (``liudong.presence.<room>``), published on every change
+    and every ``interval`` seconds; other nodes forget it after ``3 × interval``. ``members``
+    empty: the node has nobody there (or is shutting down)."""
+
+    node: str
+    room: str
+    members: list[ReaderRef]
+    interval: float
+
+
+class PresenceSync(msgspec.Struct, frozen=True, kw_only=True):
+    """``liudong.presence.sync``: a node that just started asks the others for their state."""
+
+    node: str
+
+
+# -- encoding / decoding --------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+_client_decoder = msgspec.json.Decoder(AnyClientFrame)
+_any_decoder = msgspec.json.Decoder()
+presence_state_decoder = msgspec.json.Decoder(PresenceState)
+presence_sync_decoder = msgspec.json.Decoder(PresenceSync)
+server_frame_decoder = msgspec.json.Decoder(ServerFrame)
+"""For clients written in Python (tests, the delivery probe)."""
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes of a frame or payload."""
+    return _encoder.encode(value)
+
+
+def encode_text(value: Any) -> str:
+    """JSON text of a frame (what a WebSocket text message carries)."""
+    return _encoder.encode(value).decode()
+
+
+class FrameError(ValueError):
+    """A client frame was refused. ``code``: ``malformed_json`` | ``unknown_type`` |
+    ``invalid_frame`` | ``frame_too_large`` | ``binary_not_supported``; ``frame``: the
+    ``type`` it claimed, when readable."""
+
+    def __init__(self, code: str, message: str, frame: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame = frame
+
+
+def decode_client_frame(data: str | bytes) -> AnyClientFrame:
+    """Decode one client WebSocket message.
+
+    ``data`` is the text of a text message; ``bytes`` stands for a binary message, which the
+    protocol does not use. Raises ``FrameError``."""
+    if isinstance(data, bytes):
+        raise FrameError("binary_not_supported", "Send frames as JSON text, not binary.")
+    if len(data) > MAX_FRAME_BYTES // 4 and len(data.encode()) > MAX_FRAME_BYTES:
+        raise FrameError("frame_too_large", f"A frame has at most {MAX_FRAME_BYTES} bytes.")
+    try:
+        frame: AnyClientFrame = _client_decoder.decode(data)
+        return frame
+    except msgspec.ValidationError as exc:
+        detail = str(exc)
+        claimed = _claimed_type(data)
+        if "`$.type`" in detail or "field `type`" in detail:
+            return _raise_unknown(claimed)
+        raise FrameError("invalid_frame", detail, claimed) from None
+    except msgspec.DecodeError:
+        raise FrameError("malformed_json", "A frame is one JSON object.") from None
+
+
+def _raise_unknown(claimed: str | None) -> AnyClientFrame:
+    if claimed is None:
+        raise FrameError("unknown_type", "A frame is a JSON object with a string `type`.")
+    raise FrameError("unknown_type", f"Unknown frame type {claimed!r}.", claimed[:64])
+
+
+def _claimed_type(data: str) -> str | None:
+    try:
+        value = _any_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return str(value["type"])[:64]
+    return None
+
+
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "Ack",
+    "AnyClientFrame",
+    "ChatSend",
+    "ClientPing",
+    "ClientPong",
+    "CloseCode",
+    "Error",
+    "Event",
+    "FrameError",
+    "Hello",
+    "Ping",
+    "Pong",
+    "PresenceState",
+    "PresenceSync",
+    "Read",
+    "ReaderRef",
+    "Resume",
+    "RoomJoin",
+    "RoomJoined",
+    "RoomLeave",
+    "RoomLeft",
+    "RoomMessage",
+    "RoomPresence",
+    "RoomSend",
+    "ServerFrame",
+    "decode_client_frame",
+    "encode",
+    "encode_text",
+]

@@ -1,0 +1,358 @@
+"""Inbox → NATS JetStream relay: every committed inbox item is published exactly once *in
+effect* to ``liudong.inbox.<reader_id>`` (stream ``LIUDONG_INBOX``).
+
+How nothing is lost between the database commit and NATS
+    The inbox projection calls ``Relay.on_page(source, first, last)`` (in its own thread)
+    after each committed page; the relay reads that page's items
+    (``InboxPages.items_for_positions``) and hands them to its asyncio task with
+    ``asyncio.run_coroutine_threadsafe``. The task publishes them to JetStream with the header
+    ``Nats-Msg-Id: <reader_id>:<seq>`` and waits for every acknowledgement; only then does it
+    advance ``relay_tracking(source, position)`` (migration ``0006_relay``). On start, on
+    NATS reconnect, after a failure, whenever a page does not follow the last relayed
+    position, and every ``interval`` seconds, it re-publishes from ``relay_tracking`` up to the
+    inbox projection's own position. Re-publishing is harmless: JetStream drops a message
+    whose ``Nats-Msg-Id`` it has seen within its duplicate window (2 minutes), and the
+    gateway drops any ``seq`` a socket has already had.
+
+    So a crash after the commit and before the publish costs a delay, never an item; and the
+    inbox table, not NATS, is what a client's resume reads.
+
+Which node relays
+    Every node runs a ``Relay``; pages only arrive on the node whose inbox runner holds the
+    projection's advisory lock, and the periodic catch-up only runs where ``is_active()``
+    (that runner is ``running``). A takeover is covered by the catch-up from
+    ``relay_tracking``.
+
+Errors: a failed publish (NATS down, timeout) is logged, retried with back-off from the
+database, and never advances the tracking position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from realtime.protocol import Event, encode
+from realtime.threads import in_thread
+
+log = logging.getLogger(__name__)
+
+STREAM = "LIUDONG_INBOX"
+SUBJECT_PREFIX = "liudong.inbox."
+MSG_ID = "Nats-Msg-Id"
+
+
+def inbox_subject(reader_id: UUID | str) -> str:
+    return f"{SUBJECT_PREFIX}{reader_id}"
+
+
+def msg_id(reader_id: UUID | str, seq: int) -> str:
+    """The JetStream de-duplication id of an inbox item: ``<reader_id>:<seq>``."""
+    return f"{reader_id}:{seq}"
+
+
+def parse_msg_id(value: str) -> tuple[str, int]:
+    """``(reader_id, seq)`` of a ``Nats-Msg-Id``. Raises ``ValueError``."""
+    reader, _, seq = value.rpartition(":")
+    return reader, int(seq)
+
+
+def event_frame(item: dict[str, Any]) -> Event:
+    """The ``event`` frame of an inbox item ``{"seq", "kind", "at", "data", ...}``."""
+    at = item["at"]
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return Event(seq=int(item["seq"]), kind=str(item["kind"]), at=at, data=item.get("data") or {})
+
+
+class InboxPages(Protocol):
+    """What the relay reads from the inbox read model."""
+
+    def items_for_positions(self, source: str, first: int, last: int) -> list[dict[str, Any]]:
+        """Items ``{"reader_id", "seq", "kind", "at", "data"}`` made by the events of
+        ``source`` at log positions ``first..last`` (inclusive), in position then seq order."""
+        ...
+
+    def position(self, source: str) -> int:
+        """How far the inbox projection has committed ``source``."""
+        ...
+
+
+class RelayTracking:
+    """``relay_tracking`` rows, through a psycopg ``ConnectionPool``."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def load(self, source: str) -> int:
+        """The relayed position of ``source`` (0 when it has none)."""
+        return self.find(source) or 0
+
+    def find(self, source: str) -> int | None:
+        """The relayed position of ``source``, or ``None`` when the relay never ran on it."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT position FROM relay_tracking WHERE source = %s", (source,)
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row["position"] if isinstance(row, dict) else row[0])
+
+    def save(self, source: str, position: int) -> None:
+        """Advance (never move back) the relayed position of ``source``."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO relay_tracking (source, position) VALUES (%s, %s) "
+                "ON CONFLICT (source) DO UPDATE SET "
+                "position = GREATEST(relay_tracking.position, excluded.position), "
+                "updated_at = now()",
+                (source, position),
+            )
+
+
+@dataclass(frozen=True)
+class _Page:
+    source: str
+    first: int
+    last: int
+    items: Sequence[dict[str, Any]] | None  # None: read them from the database
+
+
+_CATCH_UP = object()
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    duplicates: int = 0
+    pages: int = 0
+    catch_ups: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    positions: dict[str, int] | None = None
+
+
+class Relay:
+    """See the module docstring. ``nc``: a connected nats-py client."""
+
+    def __init__(
+        self,
+        nc: Any,
+        inbox: InboxPages,
+        tracking: RelayTracking,
+        sources: Sequence[str],
+        *,
+        is_active: Callable[[], bool] = lambda: True,
+        interval: float = 5.0,
+        chunk: int = 1000,
+        publish_timeout: float = 10.0,
+        max_age: float = 3600.0,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.inbox = inbox
+        self.tracking = tracking
+        self.sources = tuple(sources)
+        self.is_active = is_active
+        self.interval = interval
+        self.chunk = chunk
+        self.publish_timeout = publish_timeout
+        self.max_age = max_age
+        self.stats = RelayStats(positions={})
+        self._positions: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=10_000)
+        self._task: asyncio.Task[None] | None = None
+        self._overflowed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create (or update) the stream, load the positions, start the task."""
+        await ensure_stream(self.js, max_age=self.max_age)
+        for source in self.sources:
+            found = await in_thread(self.tracking.find, source)
+            if found is None:
+                # First run on this database: what the inbox already holds predates the relay
+                # (sockets read it from the inbox on resume), so start from the inbox's
+                # position instead of publishing its whole history.
+                found = await in_thread(self.inbox.position, source)
+                await in_thread(self.tracking.save, source, found)
+            self._positions[source] = found
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="inbox-relay")
+        self.request_catch_up()
+
+    async def stop(self) -> None:
+        self._loop = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def request_catch_up(self) -> None:
+        """Re-publish from ``relay_tracking`` soon (call on the event loop)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_CATCH_UP)
+
+    # -- the projection's listener (its thread) -------------------------------------------------
+
+    def on_page(self, source: str, first: int, last: int) -> None:
+        """``InboxProjection`` listener: page ``first..last`` of ``source`` committed."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or source not in self.sources:
+            return
+        try:
+            items: Sequence[dict[str, Any]] | None = self.inbox.items_for_positions(
+                source, first, last
+            )
+        except Exception as exc:  # the task re-reads them
+            log.warning("relay: could not read inbox page %s %s..%s: %s", source, first, last, exc)
+            items = None
+        with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+            asyncio.run_coroutine_threadsafe(self._offer(_Page(source, first, last, items)), loop)
+
+    async def _offer(self, page: _Page) -> None:
+        try:
+            self._queue.put_nowait(page)
+        except asyncio.QueueFull:  # NATS down for long: the catch-up will read them back
+            self._overflowed = True
+
+    # -- the task -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                job = await asyncio.wait_for(self._queue.get(), timeout=self.interval)
+            except TimeoutError:
+                job = _CATCH_UP
+            try:
+                if job is _CATCH_UP or self._overflowed:
+                    self._overflowed = False
+                    if self.is_active():
+                        await self._catch_up()
+                    if job is _CATCH_UP:
+                        continue
+                await self._page(job)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("relay: %s; re-publishing from the database in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._overflowed = True  # drop nothing: the next round reads the database
+
+    async def _page(self, page: _Page) -> None:
+        position = self._positions.get(page.source, 0)
+        if page.last <= position:
+            return
+        self.stats.pages += 1
+        if page.items is None or page.first > position + 1:
+            # a gap (another node relayed, or failed to, before us; or ids with holes)
+            await self._catch_up_source(page.source, upto=page.last)
+            return
+        await self._publish(page.items)
+        await self._advance(page.source, page.last)
+
+    async def _catch_up(self) -> None:
+        self.stats.catch_ups += 1
+        for source in self.sources:
+            await self._catch_up_source(source)
+
+    async def _catch_up_source(self, source: str, upto: int | None = None) -> None:
+        stored = await in_thread(self.tracking.load, source)
+        position = max(self._positions.get(source, 0), stored)
+        self._positions[source] = position
+        target = upto if upto is not None else await in_thread(self.inbox.position, source)
+        while position < target:
+            end = min(position + self.chunk, target)
+            items = await in_thread(self.inbox.items_for_positions, source, position + 1, end)
+            await self._publish(items)
+            await self._advance(source, end)
+            position = end
+
+    async def _advance(self, source: str, position: int) -> None:
+        self._positions[source] = max(self._positions.get(source, 0), position)
+        assert self.stats.positions is not None
+        self.stats.positions[source] = self._positions[source]
+        await in_thread(self.tracking.save, source, position)
+
+    async def _publish(self, items: Sequence[dict[str, Any]]) -> None:
+        """Publish ``items`` in order and wait for every JetStream acknowledgement."""
+        if not items:
+            return
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for item in items:
+                reader = str(item["reader_id"])
+                seq = int(item["seq"])
+                futures.append(
+                    await self.js.publish_async(
+                        inbox_subject(reader),
+                        encode(event_frame(item)),
+                        headers={MSG_ID: msg_id(reader, seq)},
+                    )
+                )
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        duplicates = sum(1 for ack in acks if getattr(ack, "duplicate", False))
+        self.stats.duplicates += duplicates
+        self.stats.published += len(acks) - duplicates
+
+
+async def ensure_stream(js: Any, *, max_age: float = 3600.0) -> None:
+    """Create the ``LIUDONG_INBOX`` stream, or update it to this configuration.
+
+    File storage, subjects ``liudong.inbox.*``, messages kept ``max_age`` seconds (the inbox
+    table is the history; the stream is the fan-out), duplicate window 2 minutes."""
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[SUBJECT_PREFIX + "*"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age,
+        max_bytes=1 << 30,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:  # another node created it meanwhile
+            pass
+    with contextlib.suppress(BadRequestError):
+        await js.update_stream(config)
+
+
+__all__ = [
+    "MSG_ID",
+    "STREAM",
+    "SUBJECT_PREFIX",
+    "InboxPages",
+    "Relay",
+    "RelayTracking",
+    "ensure_stream",
+    "event_frame",
+    "inbox_subject",
+    "msg_id",
+    "parse_msg_id",
+]

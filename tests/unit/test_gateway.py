@@ -1,0 +1,218 @@
+"""The gateway's per-socket rules with in-memory fakes (no network): order, duplicates, gaps
+filled from the inbox, resume while live items arrive, slow consumers, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from realtime.gateway import Gateway, GatewayConfig, Session
+from realtime.presence import Presence
+from realtime.protocol import Event, encode_text
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeSocket:
+    """A socket whose peer reads everything at once, or (``stuck``) nothing after hello."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        self.incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+        self.stuck = stuck
+        self.changed = asyncio.Event()
+
+    async def receive(self) -> str | bytes | None:
+        return await self.incoming.get()
+
+    async def send(self, text: str) -> None:
+        if self.stuck and self.sent:
+            await asyncio.Event().wait()  # never drains
+        self.sent.append(json.loads(text))
+        self.changed.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        self.incoming.put_nowait(None)
+        self.changed.set()
+
+    def events(self) -> list[int]:
+        return [f["seq"] for f in self.sent if f["type"] == "event"]
+
+    async def wait_for(self, predicate: Any, timeout: float = 2.0) -> None:
+        async def loop() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+class FakeInbox:
+    def __init__(self) -> None:
+        self.items_by_reader: dict[UUID, list[dict[str, Any]]] = {}
+        self.delay = 0.0
+
+    def add(self, reader: UUID, count: int) -> list[int]:
+        feed = self.items_by_reader.setdefault(reader, [])
+        new = []
+        for _ in range(count):
+            seq = len(feed) + 1
+            feed.append({"seq": seq, "kind": "test", "at": AT, "data": {"n": seq}})
+            new.append(seq)
+        return new
+
+    def items(self, reader_id: UUID, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
+        feed = self.items_by_reader.get(reader_id, [])
+        return [i for i in feed if i["seq"] > after][:limit], len(feed)
+
+    def head(self, reader_id: UUID) -> int:
+        return len(self.items_by_reader.get(reader_id, []))
+
+
+class FakeNats:
+    async def publish(self, subject: str, payload: bytes) -> None:
+        pass
+
+
+def frame(seq: int) -> str:
+    return encode_text(Event(seq=seq, kind="test", at=AT, data={"n": seq}))
+
+
+async def start(
+    inbox: FakeInbox, socket: FakeSocket, reader: UUID, after: int | None = None, **config: Any
+) -> tuple[Gateway, Session, asyncio.Task[None]]:
+    gateway = Gateway(
+        FakeNats(), inbox, chat=None, presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+        config=GatewayConfig(**config),
+    )  # fmt: skip
+    task = asyncio.create_task(gateway.serve(socket, reader, after))
+    await socket.wait_for(lambda: any(f["type"] == "hello" for f in socket.sent))
+    (session,) = gateway.sessions[str(reader)]
+    await asyncio.wait_for(_until(lambda: not session.replaying), 2)
+    return gateway, session, task
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.001)
+
+
+async def test_live_items_are_sent_in_order_and_duplicates_dropped() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    inbox.add(reader, 3)
+    gateway, session, task = await start(inbox, socket, reader)
+    inbox.add(reader, 2)
+    for seq in (4, 4, 3, 5, 5):
+        gateway.offer(session, seq, frame(seq))
+    await socket.wait_for(lambda: socket.events() == [4, 5])
+    assert gateway.stats.duplicates_dropped == 3
+    socket.incoming.put_nowait(None)
+    await task
+
+
+async def test_a_gap_is_filled_from_the_inbox_in_order() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    gateway, session, task = await start(inbox, socket, reader)
+    inbox.add(reader, 5)
+    gateway.offer(session, 1, frame(1))
+    gateway.offer(session, 4, frame(4))  # 2 and 3 never came over NATS
+    gateway.offer(session, 5, frame(5))
+    await socket.wait_for(lambda: socket.events() == [1, 2, 3, 4, 5])
+    assert gateway.stats.gap_replays == 1
+    socket.incoming.put_nowait(None)
+    await task
+
+
+async def test_resume_replays_then_releases_held_live_items_once() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    inbox.add(reader, 250)
+    inbox.delay = 0.01
+    gateway, session, task = await start(inbox, socket, reader, replay_page=100)
+    inbox.add(reader, 3)  # 251..253 committed
+    socket.incoming.put_nowait(json.dumps({"type": "resume", "after": 10}))
+    await _until(lambda: session.replaying)
+    for seq in (251, 253, 252, 251):  # live copies arrive during the replay, out of order
+        gateway.offer(session, seq, frame(seq))
+    await socket.wait_for(lambda: socket.events()[-1:] == [253])
+    assert socket.events() == list(range(11, 254))
+    socket.incoming.put_nowait(None)
+    await task
+
+
+async def test_connect_with_after_replays_the_gap_before_live() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    inbox.add(reader, 7)
+    gateway, session, task = await start(inbox, socket, reader, after=2)
+    assert socket.sent[0]["type"] == "hello" and socket.sent[0]["head"] == 7
+    await socket.wait_for(lambda: socket.events() == [3, 4, 5, 6, 7])
+    inbox.add(reader, 1)
+    gateway.offer(session, 8, frame(8))
+    await socket.wait_for(lambda: socket.events()[-1] == 8)
+    socket.incoming.put_nowait(None)
+    await task
+
+
+async def test_a_slow_consumer_is_closed_with_4008_and_memory_stays_bounded() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket(stuck=True)
+    gateway, session, task = await start(inbox, socket, reader, queue_size=16)
+    for seq in range(1, 1000):
+        gateway.offer(session, seq, frame(seq))
+        assert session.queue.qsize() <= 16
+    await asyncio.wait_for(task, 7)
+    assert socket.closed == (4008, "slow consumer")
+    assert gateway.stats.closed_by_code.get(4008) == 1
+    assert gateway.sessions == {}
+
+
+async def test_bad_frames_are_answered_and_the_session_goes_on() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    gateway, session, task = await start(inbox, socket, reader)
+    for raw in ("{", b"\x00", '{"type": "x"}', '{"type": "ping", "extra": 1}'):
+        socket.incoming.put_nowait(raw)
+    socket.incoming.put_nowait('{"type": "ping"}')
+    await socket.wait_for(lambda: socket.sent[-1] == {"type": "pong"})
+    codes = [f["code"] for f in socket.sent if f["type"] == "error"]
+    assert codes == ["malformed_json", "binary_not_supported", "unknown_type", "invalid_frame"]
+    socket.incoming.put_nowait("x" * 20_000)
+    await asyncio.wait_for(task, 2)
+    assert socket.sent[-1]["code"] == "frame_too_large"
+    assert socket.closed == (1009, "frame too large")
+
+
+async def test_the_oldest_socket_is_replaced_beyond_the_per_reader_limit() -> None:
+    reader, inbox = uuid4(), FakeInbox()
+    first, second = FakeSocket(), FakeSocket()
+    gateway, _session, task1 = await start(inbox, first, reader, max_sockets_per_reader=1)
+    task2 = asyncio.create_task(gateway.serve(second, reader))
+    await asyncio.wait_for(task1, 2)
+    assert first.closed == (4000, "too many connections of this reader")
+    await second.wait_for(lambda: bool(second.sent))
+    second.incoming.put_nowait(None)
+    await task2
+
+
+async def test_an_after_beyond_the_head_is_reported_and_the_socket_starts_at_the_head() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    inbox.add(reader, 3)
+    gateway, session, task = await start(inbox, socket, reader, after=9)
+    assert [f["type"] for f in socket.sent] == ["hello", "error"]
+    assert socket.sent[1]["code"] == "after_beyond_head"
+    assert session.last_seq == 3
+    inbox.add(reader, 1)
+    gateway.offer(session, 4, frame(4))
+    await socket.wait_for(lambda: socket.events() == [4])
+    socket.incoming.put_nowait(None)
+    await task
