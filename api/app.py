@@ -15,10 +15,16 @@ from api.auth import AUTH_DEPENDENCIES
 from api.container import Container
 from api.controllers.auth import AuthController
 from api.controllers.books import BookController, IsbnController
+from api.controllers.chat import ConversationController
 from api.controllers.health import healthz, readyz
+from api.controllers.inbox import InboxController
 from api.controllers.loans import LoanController
 from api.controllers.me import MeController
+from api.controllers.metrics import metrics
+from api.controllers.rooms import RoomController
+from api.controllers.ws import ws_endpoint
 from api.errors import EXCEPTION_HANDLERS
+from api.realtime_wiring import realtime_lifespan
 from api.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -43,11 +49,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     return Litestar(
         route_handlers=[
             AuthController, MeController, BookController, IsbnController, LoanController,
-            healthz, readyz,
+            ConversationController, InboxController,
+            RoomController, ws_endpoint,
+            healthz, readyz, metrics,
         ],  # fmt: skip
         dependencies=AUTH_DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, realtime_lifespan],  # realtime needs the container
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="Liudong API",

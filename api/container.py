@@ -20,6 +20,7 @@ from api.runtime import resolve_database_url
 from api.sessions import SessionStore
 from api.settings import Settings
 from api.wechat import LoginProvider, login_provider_for
+from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library
 from projections.framework import (
@@ -28,6 +29,8 @@ from projections.framework import (
     Source,
     tracked_position,
 )
+from projections.inbox import InboxProjection, InboxQueries
+from projections.rooms import RoomsProjection
 from projections.shelf import ShelfProjection, ShelfQueries
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,10 @@ class Container:
     catalog: Catalog
     login: LoginProvider
     board: PositionBoard
+    chat: Chat
+    inbox: InboxQueries
     runners: list[ProjectionRunner] = field(default_factory=list)
+    inbox_projection: InboxProjection = field(default_factory=InboxProjection)
     nats_url: str | None = None
     embedded_nats: EmbeddedNats | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +65,7 @@ class Container:
         database_url = resolve_database_url(settings)
         pool = make_pool(database_url, size=settings.db_pool_size)
         library = Library(env=eventsourcing_env(database_url, pool_size=5))
+        chat = Chat(env=eventsourcing_env(database_url, pool_size=5))
         board = PositionBoard()
         container = cls(
             settings=settings,
@@ -70,6 +77,8 @@ class Container:
             catalog=Catalog(pool),
             login=login_provider_for(settings),
             board=board,
+            chat=chat,
+            inbox=InboxQueries(pool),
         )
         if settings.run_projections:
             container.runners.append(
@@ -78,6 +87,19 @@ class Container:
                     database_url,
                     {"library": Source("library", library)},
                     board=board,
+                )
+            )
+            container.runners.append(
+                ProjectionRunner(
+                    container.inbox_projection,
+                    database_url,
+                    {"library": Source("library", library), "chat": Source("chat", chat)},
+                    board=board,
+                )
+            )
+            container.runners.append(
+                ProjectionRunner(
+                    RoomsProjection(), database_url, {"chat": Source("chat", chat)}, board=board
                 )
             )
             for runner in container.runners:
@@ -89,6 +111,7 @@ class Container:
             runner.stop()
         await self.login.aclose()
         self.library.close()
+        self.chat.close()
         self.pool.close()
         if self.embedded_nats is not None:
             self.embedded_nats.stop()
@@ -99,6 +122,13 @@ class Container:
         """Block until the shelf read model includes ``recorded`` (its log position).
 
         Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        self.wait_for("shelf", "library", recorded)
+
+    def wait_for(self, projection: str, source: str, recorded: Recorded) -> None:
+        """Block until ``projection`` has processed the ``source`` log ("library" or
+        "chat") up to ``recorded.position`` (nothing to wait for when it is ``None``).
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
         if recorded.position is None:
             return
         for runner in self.runners:
@@ -106,12 +136,14 @@ class Container:
 
         def poll() -> int:
             with self.pool.connection() as conn:
-                return tracked_position(conn, "shelf", "library")
+                return tracked_position(conn, projection, source)
 
         if not self.board.wait(
-            "shelf", "library", recorded.position, self.settings.consistency_timeout, poll
+            projection, source, recorded.position, self.settings.consistency_timeout, poll
         ):
-            raise ReadModelLag(f"shelf has not reached position {recorded.position}")
+            raise ReadModelLag(
+                f"{projection} has not reached {source} position {recorded.position}"
+            )
 
     def check_database(self) -> None:
         """Raises ``psycopg.Error`` when the database does not answer."""

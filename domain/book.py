@@ -26,12 +26,50 @@ WITHDRAWN = "withdrawn"
 
 REVISABLE_FIELDS = ("title", "author", "publisher", "tags", "cover_url", "summary")
 
+# ISBN registration groups (after the 978 prefix) whose books are in Chinese: mainland China,
+# and Taiwan (957, 986). Other groups (0/1 English-speaking countries, 3 German…) say too
+# little about a book's language to guess.
+_CHINESE_GROUPS = ("9787", "978957", "978986")
+
+
+def language_of_isbn(isbn: str) -> str:
+    """The language code the ISBN's registration group implies: ``"zh"`` for 978-7,
+    978-957 and 978-986 (ISBN-10 ``7…``, ``957…``, ``986…`` too), else ``""`` (unknown).
+    Hyphens and spaces are ignored. Source: the International ISBN Agency's range list."""
+    digits = "".join(ch for ch in isbn if ch.isdigit() or ch in "Xx")
+    if len(digits) == 10:  # noqa: PLR2004 - an ISBN-10 is the 978 form without the prefix
+        digits = "978" + digits
+    return "zh" if digits.startswith(_CHINESE_GROUPS) else ""
+
 
 class Book(Aggregate):
     """Events: ``Published``, ``DetailsRevised``, ``Withdrawn``, ``Relisted``, ``Lent``,
-    ``Returned``."""
+    ``Returned`` (docs/EVENTS.md)."""
 
-    @event("Published")
+    class Published(Aggregate.Created):
+        """A reader put a copy on their shelf.
+
+        Version 2 added ``language`` (ISO 639-1 code, ``""`` when unknown). Version 1
+        events (stored without it) are upcast on read: ``language_of_isbn(isbn)``. The
+        stored topic stays ``domain.book:Book.Published``."""
+
+        class_version = 2
+
+        owner_id: UUID
+        isbn: str
+        title: str
+        author: str
+        publisher: str
+        tags: list[str]
+        cover_url: str
+        summary: str
+        language: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["language"] = language_of_isbn(str(state.get("isbn", "")))
+
+    @event(Published)
     def __init__(  # noqa: PLR0913
         self,
         id: UUID,  # noqa: A002
@@ -43,6 +81,7 @@ class Book(Aggregate):
         tags: list[str],
         cover_url: str,
         summary: str,
+        language: str = "",
     ) -> None:
         self.owner_id = owner_id
         self.isbn = isbn
@@ -52,6 +91,7 @@ class Book(Aggregate):
         self.tags = list(tags)
         self.cover_url = cover_url
         self.summary = summary
+        self.language = language
         self.status = AVAILABLE
         self.loan_id: UUID | None = None
         self.borrower_id: UUID | None = None

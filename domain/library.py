@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain import commands as c
-from domain.book import Book
+from domain.book import Book, language_of_isbn
 from domain.errors import (
     BookNotFound,
     ConcurrentUpdate,
@@ -118,6 +118,7 @@ class Library(Application[UUID]):
             tags=list(command.tags),
             cover_url=command.cover_url,
             summary=command.summary,
+            language=language_of_isbn(command.isbn),
         )
         return self._commit(book.id, book)
 

@@ -15,7 +15,14 @@ order, so reading "after my position" never skips an event.
 Failure policy (poison events): when a page fails, it is replayed one event per transaction
 up to the failing event, which is recorded in ``projection_failures``; the runner then
 stops that projection (state ``failed``) and says so in status, logs and metrics. It never
-skips an event unless an operator asks for that position to be skipped.
+skips an event unless an operator asks for that position to be skipped
+(``liudong projections skip``); a failed runner keeps its lock and checks every
+``retry_interval`` (5 s) whether the failure still blocks the active version, and resumes
+once it was skipped, cleared for a retry, or a rebuilt version was switched in.
+
+Rebuilds (``projections.ops``) write pages into a new version through the same
+``process_page(schema=...)``, without side effects, then switch under the live version's
+tracking-row locks (see ``_lock_tracking``).
 
 Several processes may run projections: one is active per projection (a session-level
 PostgreSQL advisory lock), the others stand by and take over when it dies.
@@ -57,10 +64,10 @@ class Source:
         """The LISTEN/NOTIFY channel eventsourcing notifies on insert (the table name)."""
         return f"{self.app.name.lower()}_events"
 
-    def read(self, after: int, limit: int) -> Sequence[Any]:
-        """Up to ``limit`` notifications with id > ``after``, in order."""
+    def read(self, after: int, limit: int, stop: int | None = None) -> Sequence[Any]:
+        """Up to ``limit`` notifications with ``after`` < id (≤ ``stop``), in order."""
         return self.app.recorder.select_notifications(  # type: ignore[attr-defined,no-any-return]
-            start=after, limit=limit, inclusive_of_start=False
+            start=after, limit=limit, stop=stop, inclusive_of_start=False
         )
 
     def decode(self, notification: Any) -> DomainEventProtocol[Any]:
@@ -279,6 +286,7 @@ class ProjectionRunner:
         board: PositionBoard | None = None,
         page_size: int = 500,
         idle_wait: float = 1.0,
+        retry_interval: float = 5.0,
     ) -> None:
         self.projection = projection
         self.database_url = database_url
@@ -286,6 +294,7 @@ class ProjectionRunner:
         self.board = board or PositionBoard()
         self.page_size = page_size
         self.idle_wait = idle_wait
+        self.retry_interval = retry_interval
         self.status = RunnerState()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -317,7 +326,10 @@ class ProjectionRunner:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
-                    self.database_url, autocommit=True, row_factory=dict_row
+                    self.database_url,
+                    autocommit=True,
+                    row_factory=dict_row,
+                    application_name=f"liudong projection {self.projection.name}"[:63],
                 ) as lock_conn:
                     if not self._acquire(lock_conn):
                         continue
@@ -348,12 +360,51 @@ class ProjectionRunner:
             self.status.error = None
             while not self._stop.is_set():
                 worked = False
-                for source in self.sources.values():
-                    while not self._stop.is_set() and self.process_page(conn, source):
-                        worked = True
+                try:
+                    for source in self.sources.values():
+                        while not self._stop.is_set() and self.process_page(conn, source):
+                            worked = True
+                except ProjectionFailed:
+                    self._wait_until_unblocked(conn, lock_conn)
+                    continue
                 if worked:
                     continue
                 self._idle(lock_conn)
+
+    def _wait_until_unblocked(
+        self, conn: psycopg.Connection[Any], lock_conn: psycopg.Connection[Any]
+    ) -> None:
+        """Stay ``failed`` (keeping the lock, so no standby repeats the failure) until the
+        failure no longer blocks the active version: an operator skipped it
+        (``liudong projections skip``), cleared it for a retry (``… retry``), or switched to
+        a rebuilt version. Checks every ``retry_interval`` seconds."""
+        while not self._stop.is_set():
+            deadline = time.monotonic() + self.retry_interval
+            while not self._stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+                for _ in lock_conn.notifies(timeout=min(0.2, remaining)):
+                    pass  # drain NOTIFYs so the server never queues them for us
+            if self._stop.is_set() or self._blocked(conn):
+                continue
+            log.warning("projection %s: failure resolved; resuming", self.projection.name)
+            self.status.state = "running"
+            self.status.error = None
+            self.status.failed_position = None
+            self.status.failed_source = None
+            return
+
+    def _blocked(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether an unskipped failure lies ahead of the active version's position."""
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT 1 FROM projection_failures f "
+                "JOIN projection_versions v ON v.schema_name = f.schema_name AND v.active "
+                "JOIN projection_tracking t ON t.schema_name = f.schema_name "
+                "AND t.source = f.source "
+                "WHERE v.projection = %s AND f.skipped_at IS NULL AND f.position > t.position "
+                "LIMIT 1",
+                (self.projection.name,),
+            ).fetchone()
+        return row is not None
 
     def _idle(self, lock_conn: psycopg.Connection[Any]) -> None:
         if self._wake.is_set():
@@ -371,15 +422,27 @@ class ProjectionRunner:
 
     # one page
 
-    def process_page(self, conn: psycopg.Connection[Any], source: Source) -> bool:
-        """Apply the next page of ``source``; returns True if it processed anything.
+    def process_page(
+        self,
+        conn: psycopg.Connection[Any],
+        source: Source,
+        *,
+        schema: str | None = None,
+        stop: int | None = None,
+    ) -> int:
+        """Apply the next page of ``source`` to the active version; returns how many
+        notifications it processed (0: none left).
 
+        ``schema`` names another version to write instead (a rebuild), ``stop`` the last
+        position to read. Pages written to a given ``schema`` are not announced (neither the
+        board nor ``after_commit`` hears of them): a rebuild has no side effects.
         Raises ``ProjectionFailed`` on a poison event (after recording it)."""
+        announce = schema is None
         with conn.transaction():
-            schema_name, position = self._lock_tracking(conn, source.name)
-            notifications = source.read(position, self.page_size)
+            schema_name, position = self._lock_tracking(conn, source.name, schema)
+            notifications = source.read(position, self.page_size, stop)
             if not notifications:
-                return False
+                return 0
             try:
                 with conn.transaction():  # savepoint: a failure leaves the page undone
                     self._apply_all(conn, schema_name, source, notifications)
@@ -388,20 +451,42 @@ class ProjectionRunner:
             else:
                 failed = False
         if failed:
-            self._isolate_failure(conn, source, notifications)
-        self._published(source.name, notifications[0].id, notifications[-1].id)
-        return True
+            self._isolate_failure(conn, source, notifications, schema)
+        if announce:
+            self._published(source.name, notifications[0].id, notifications[-1].id)
+        return len(notifications)
 
-    def _lock_tracking(self, conn: psycopg.Connection[Any], source: str) -> tuple[str, int]:
-        row = conn.execute(
-            "SELECT t.schema_name, t.position FROM projection_tracking t "
-            "JOIN projection_versions v ON v.schema_name = t.schema_name "
-            "WHERE v.projection = %s AND v.active AND t.source = %s FOR UPDATE OF t",
-            (self.projection.name, source),
-        ).fetchone()
-        if row is None:
-            raise RuntimeError(f"projection {self.projection.name} has no active version")
-        return str(row["schema_name"]), int(row["position"])
+    def _lock_tracking(
+        self, conn: psycopg.Connection[Any], source: str, schema: str | None = None
+    ) -> tuple[str, int]:
+        """Lock the tracking row of ``source`` in ``schema`` (default: the active version)
+        for this transaction; returns ``(schema, position)``."""
+        if schema is not None:
+            row = conn.execute(
+                "SELECT schema_name, position FROM projection_tracking "
+                "WHERE schema_name = %s AND source = %s FOR UPDATE",
+                (schema, source),
+            ).fetchone()
+            if row is None:
+                raise RuntimeError(f"version {schema} does not track {source}")
+            return str(row["schema_name"]), int(row["position"])
+        while True:
+            row = conn.execute(
+                "SELECT t.schema_name, t.position FROM projection_tracking t "
+                "JOIN projection_versions v ON v.schema_name = t.schema_name "
+                "WHERE v.projection = %s AND v.active AND t.source = %s FOR UPDATE OF t",
+                (self.projection.name, source),
+            ).fetchone()
+            if row is None:
+                raise RuntimeError(f"projection {self.projection.name} has no active version")
+            # The lock may have waited for a rebuild's switch, and this statement's snapshot
+            # predates it: confirm in a fresh snapshot that the version is still active.
+            active = conn.execute(
+                "SELECT active FROM projection_versions WHERE schema_name = %s",
+                (row["schema_name"],),
+            ).fetchone()
+            if active is not None and active["active"]:
+                return str(row["schema_name"]), int(row["position"])
 
     def _apply_all(
         self,
@@ -413,7 +498,9 @@ class ProjectionRunner:
         schema = sql.Identifier(schema_name)
         last_id = 0
         last_at: datetime | None = None
-        with conn.cursor() as cur:
+        # Pipeline mode: statements are sent without waiting for each reply (a page costs
+        # a few round trips, not one per event); an error surfaces by the end of the block.
+        with conn.pipeline(), conn.cursor() as cur:
             for notification in notifications:
                 event = source.decode(notification)
                 self.projection.apply(cur, schema, source.name, notification.id, event)
@@ -426,22 +513,32 @@ class ProjectionRunner:
             )
 
     def _isolate_failure(
-        self, conn: psycopg.Connection[Any], source: Source, notifications: Sequence[Any]
+        self,
+        conn: psycopg.Connection[Any],
+        source: Source,
+        notifications: Sequence[Any],
+        schema: str | None = None,
     ) -> None:
         for notification in notifications:
             try:
                 with conn.transaction():
-                    schema_name, position = self._lock_tracking(conn, source.name)
+                    schema_name, position = self._lock_tracking(conn, source.name, schema)
                     if notification.id <= position:
                         continue
                     self._apply_all(conn, schema_name, source, [notification])
             except Exception as exc:
-                self._record_failure(conn, source.name, notification.id, exc)
-                self._published(source.name, notifications[0].id, notification.id - 1)
+                self._record_failure(conn, source.name, notification.id, exc, schema)
+                if schema is None:
+                    self._published(source.name, notifications[0].id, notification.id - 1)
                 raise ProjectionFailed(str(exc)) from exc
 
     def _record_failure(
-        self, conn: psycopg.Connection[Any], source: str, position: int, exc: Exception
+        self,
+        conn: psycopg.Connection[Any],
+        source: str,
+        position: int,
+        exc: Exception,
+        schema: str | None = None,
     ) -> None:
         error = f"{type(exc).__name__}: {exc}"
         log.error(
@@ -449,7 +546,7 @@ class ProjectionRunner:
             self.projection.name, source, position, error,
         )  # fmt: skip
         with contextlib.suppress(Exception), conn.transaction():
-            schema_name, _ = self._lock_tracking(conn, source)
+            schema_name, _ = self._lock_tracking(conn, source, schema)
             conn.execute(
                 "INSERT INTO projection_failures (schema_name, source, position, error) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (schema_name, source, position) "

@@ -16,6 +16,32 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _add_lag(container: Any, projections: dict[str, Any]) -> None:
+    """Add each projection's database-wide position, head and lag (the ``/metrics``
+    figures) under ``lag``; projections this process does not run are listed too, for
+    information (they do not change readiness)."""
+    from api.controllers.metrics import projection_statuses
+
+    try:
+        statuses = projection_statuses(container)
+    except Exception as exc:  # the database check above reports the cause
+        for entry in projections.values():
+            entry["lag"] = {"error": str(exc)}
+        return
+    for st in statuses:
+        entry = projections.setdefault(st.name, {"ok": True, "state": "not run here"})
+        entry["db_state"] = st.state
+        entry["lag"] = {
+            src.source: {
+                "position": src.position,
+                "head": src.head,
+                "lag_events": src.lag_events,
+                "lag_seconds": src.lag_seconds,
+            }
+            for src in st.sources
+        }
+
+
 @get("/readyz", operation_id="readyz", tags=["operations"], sync_to_thread=True, security=[])
 def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: the database answers and every projection runs (503 otherwise)."""
@@ -43,6 +69,7 @@ def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
             else None,
         }
         ready = ready and ok
+    _add_lag(container, projections)
     checks["projections"] = projections
     for name, check in container.extras.get("readiness_checks", {}).items():
         result = check()
