@@ -1,12 +1,14 @@
 """Wires the realtime module (``realtime/``) into the app: one NATS connection per process,
-the inbox relay, the WebSocket gateway and room presence.
+the inbox relay, the WebSocket gateway, room presence and reader presence (online / offline,
+``realtime.reader_presence``; a reader's peers come from ``InboxQueries.conversations``).
 
 ``realtime_lifespan`` runs after the container's lifespan (``api.app``): it connects to
 ``settings.nats_url`` (or the container's / an embedded nats-server), starts the pieces,
 registers the relay as a listener of the container's ``InboxProjection``, adds a ``nats``
 readiness check, and puts the ``RealtimeNode`` in ``container.extras["realtime"]`` (and
 ``app.state.realtime``). At shutdown it closes every socket with 1001, tells the other nodes
-this one has left its rooms, stops the relay and drains the connection.
+this one has left its rooms and has no reader online, stops the relay and drains the
+connection.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import nats
 from litestar import Litestar
@@ -28,6 +31,7 @@ from projections.framework import tracked_position
 from projections.rooms import RoomQueries
 from realtime.gateway import Gateway, GatewayConfig
 from realtime.presence import Presence
+from realtime.reader_presence import ReaderPresence
 from realtime.relay import Relay, RelayTracking
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,29 @@ class _InboxPages:
             return tracked_position(conn, "inbox", source)
 
 
+class ConversationPeers:
+    """``peers(reader_id)`` for the gateway: the readers ``reader_id`` has a conversation with,
+    from the inbox read model (``InboxQueries.conversations``, pages of ``page``), at most
+    ``limit`` of them (the most recently active)."""
+
+    def __init__(self, container: Container, *, page: int = 500, limit: int = 5000) -> None:
+        self.container = container
+        self.page = page
+        self.limit = limit
+
+    def __call__(self, reader_id: UUID) -> list[UUID]:
+        peers: list[UUID] = []
+        cursor: str | None = None
+        while len(peers) < self.limit:
+            rows, cursor = self.container.inbox.conversations(
+                reader_id, cursor=cursor, limit=self.page
+            )
+            peers.extend(UUID(str(row["peer_id"])) for row in rows)
+            if cursor is None:
+                break
+        return peers[: self.limit]
+
+
 @dataclass
 class RealtimeNode:
     """This process's realtime pieces (one per app)."""
@@ -57,6 +84,7 @@ class RealtimeNode:
     nc: Any
     gateway: Gateway
     presence: Presence
+    readers: ReaderPresence
     relay: Relay
     rooms: RoomQueries
     stopping: bool = False
@@ -68,6 +96,7 @@ class RealtimeNode:
             "ok": bool(self.nc.is_connected),
             "node": self.node,
             "sockets": self.gateway.local_count(),
+            "readers_online": self.readers.online_count(),
             "relay": {
                 "published": stats.published,
                 "duplicates": stats.duplicates,
@@ -104,6 +133,8 @@ async def start_realtime(container: Container) -> RealtimeNode:
             node.relay.request_catch_up()
             with contextlib.suppress(Exception):
                 await node.presence.resync()
+            with contextlib.suppress(Exception):
+                await node.readers.resync()
 
     async def disconnected() -> None:
         if node is not None and not node.stopping:
@@ -123,6 +154,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
         error_cb=error,
     )
     presence = Presence(nc, node_id, interval=settings.presence_interval)
+    readers = ReaderPresence(nc, node_id, interval=settings.presence_interval)
     gateway = Gateway(
         nc,
         container.inbox,
@@ -130,6 +162,8 @@ async def start_realtime(container: Container) -> RealtimeNode:
         presence,
         directory=container.shelf.reader,
         config=GatewayConfig(heartbeat=settings.ws_heartbeat, queue_size=settings.ws_queue_size),
+        readers=readers,
+        peers=ConversationPeers(container),
     )
     relay = Relay(
         nc,
@@ -140,6 +174,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
     )
     await relay.start()
     await presence.start()
+    await readers.start()
     await gateway.start()
     container.inbox_projection.listeners.append(relay.on_page)
     node = RealtimeNode(
@@ -147,6 +182,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
         nc=nc,
         gateway=gateway,
         presence=presence,
+        readers=readers,
         relay=relay,
         rooms=RoomQueries(container.pool),
     )
@@ -158,6 +194,7 @@ async def stop_realtime(container: Container, node: RealtimeNode) -> None:
     with contextlib.suppress(ValueError):
         container.inbox_projection.listeners.remove(node.relay.on_page)
     await node.gateway.stop()
+    await node.readers.stop()
     await node.presence.stop()
     await node.relay.stop()
     with contextlib.suppress(Exception):
@@ -189,4 +226,11 @@ def realtime_of(container: Container) -> RealtimeNode | None:
     return node if isinstance(node, RealtimeNode) else None
 
 
-__all__ = ["RealtimeNode", "realtime_lifespan", "realtime_of", "start_realtime", "stop_realtime"]
+__all__ = [
+    "ConversationPeers",
+    "RealtimeNode",
+    "realtime_lifespan",
+    "realtime_of",
+    "start_realtime",
+    "stop_realtime",
+]

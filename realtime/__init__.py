@@ -1,4 +1,4 @@
-"""Realtime: the WebSocket gateway, the inbox → NATS relay, rooms and presence.
+"""Realtime: the WebSocket gateway, the inbox → NATS relay, rooms, room and reader presence.
 
 Imports ``domain`` (commands, errors) and third-party libraries only: never ``api`` nor
 ``projections``. What it needs from the read models (the inbox feed, room lookups) it takes as
@@ -12,4 +12,6 @@ composition root (``api``) satisfies.
                      Gateway sessions of that reader ◀─┘   gaps and resumes: from the inbox table
     room.send ─▶ Chat ─▶ liudong.room.<room id> ─▶ every node's members of that room
     join/leave ─▶ Presence ─▶ liudong.presence.<room> (state + heartbeats) ─▶ member counts
+    socket open/close ─▶ ReaderPresence ─▶ liudong.readers.presence (changes + heartbeats)
+                     ─▶ every node: ``presence`` frames to the reader's conversation peers
 """

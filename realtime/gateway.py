@@ -35,6 +35,15 @@ Heartbeat
     closed with 4012. Clients answer ``ping`` with ``pong`` and may send ``ping`` (answered
     with ``pong``).
 
+Reader presence
+    With a ``ReaderPresence`` (``realtime.reader_presence``), every authenticated socket counts
+    its reader online (on all nodes) until it closes; cluster-wide transitions are sent as
+    ``presence`` frames to the sockets of the reader's conversation peers (``peers``, cached
+    ``peer_ttl`` seconds). ``presence.query`` is answered for peers only; other ids are
+    reported as ``unknown``. An id that is not a cached peer makes the querier's peers be
+    read again (at most every ``peer_refresh`` seconds): a conversation opened a moment ago
+    counts at once.
+
 Malformed frames (not JSON, binary, unknown type, invalid fields) are answered with an
 ``error`` frame and the socket keeps serving; a frame over 16 KiB gets ``error`` and close
 1009. Nothing a client sends can raise out of its session.
@@ -47,8 +56,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -69,7 +79,10 @@ from realtime.protocol import (
     Hello,
     Ping,
     Pong,
+    PresenceQuery,
+    PresenceStates,
     Read,
+    ReaderOnline,
     ReaderRef,
     Resume,
     RoomJoin,
@@ -83,6 +96,7 @@ from realtime.protocol import (
     encode,
     encode_text,
 )
+from realtime.reader_presence import PeerCache, PresenceFanout, ReaderPresence
 from realtime.relay import MSG_ID, SUBJECT_PREFIX, event_frame, parse_msg_id
 from realtime.threads import in_thread
 
@@ -140,6 +154,11 @@ class GatewayConfig:
     """Sockets of one reader on one node; one more closes the oldest with 4000."""
     max_held: int = 4096
     """Live items held per socket during a replay (beyond: dropped, then re-read)."""
+    peer_ttl: float = 10.0
+    """Seconds a reader's conversation peers are cached (presence fan-out and queries)."""
+    peer_refresh: float = 1.0
+    """A ``presence.query`` naming a non-peer re-reads the querier's peers if the cached ones
+    are older than this (so a conversation opened a moment ago is seen)."""
 
 
 @dataclass
@@ -185,6 +204,7 @@ class Session:
         self.flushing = False  # a close is queued behind the frames already queued
         self.closing: asyncio.Task[None] | None = None  # an immediate close in progress
         self.writer: asyncio.Task[None] | None = None
+        self.online = False  # counted in reader presence (undone when it ends)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} reader={self.key} last_seq={self.last_seq}>"
@@ -192,7 +212,10 @@ class Session:
 
 class Gateway:
     """See the module docstring. ``nc``: a connected nats-py client; ``directory(reader_id)``
-    returns ``{"id", "nickname", ...}`` or ``None`` (blocking: called in a thread)."""
+    returns ``{"id", "nickname", ...}`` or ``None`` (blocking: called in a thread).
+    ``readers`` and ``peers(reader_id)`` (blocking: the ids of the readers ``reader_id`` has a
+    conversation with) enable reader presence; without them nobody is told anything and
+    ``presence.query`` reports every id as unknown."""
 
     def __init__(
         self,
@@ -203,6 +226,8 @@ class Gateway:
         *,
         directory: Callable[[UUID], dict[str, Any] | None] = lambda _id: None,
         config: GatewayConfig | None = None,
+        readers: ReaderPresence | None = None,
+        peers: Callable[[UUID], Iterable[UUID]] | None = None,
     ) -> None:
         self.nc = nc
         self.inbox = inbox
@@ -218,12 +243,21 @@ class Gateway:
         self._subs: list[Any] = []
         self._stopping = False
         presence.on_change = self._on_presence_change
+        self.readers = readers
+        self.peers: PeerCache | None = None
+        self.fanout: PresenceFanout | None = None
+        if readers is not None and peers is not None:
+            self.peers = PeerCache(peers, ttl=self.config.peer_ttl)
+            self.fanout = PresenceFanout(self.peers, self._to_reader, lambda: bool(self.sessions))
+            readers.on_change = self._on_reader_presence
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._subs.append(await self.nc.subscribe(SUBJECT_PREFIX + "*", cb=self._on_inbox))
         self._subs.append(await self.nc.subscribe(ROOM_SUBJECT_PREFIX + "*", cb=self._on_room))
+        if self.fanout is not None:
+            self.fanout.start()
 
     async def stop(self) -> None:
         """Close every socket with 1001 (going away) and stop listening."""
@@ -237,6 +271,8 @@ class Gateway:
             self.close(session, CloseCode.GOING_AWAY, "server shutting down", flush=True)
         if sessions:
             await asyncio.wait([asyncio.ensure_future(s.done.wait()) for s in sessions], timeout=5)
+        if self.fanout is not None:
+            await self.fanout.stop()
 
     def resync(self) -> None:
         """After a NATS reconnect: live items may have been missed, re-read every socket's
@@ -289,6 +325,9 @@ class Gateway:
                 )))  # fmt: skip
                 after = head
             self._start_replay(session, head if after is None else after)
+            if self.readers is not None and not session.closed:
+                session.online = True
+                await self.readers.connected(reader_id)
             # read only now, so a client's early ``resume`` comes after the initial replay
             reading = asyncio.create_task(self._read_loop(session), name=f"ws-read-{session.id}")
             done_wait = asyncio.ensure_future(session.done.wait())
@@ -312,6 +351,10 @@ class Gateway:
             for room in list(session.rooms):
                 with contextlib.suppress(Exception):
                     await self._leave(session, room, notify_self=False)
+            if session.online and self.readers is not None:
+                session.online = False
+                with contextlib.suppress(Exception):
+                    await self.readers.disconnected(reader_id)
             if session.writer is not None and not session.writer.done():
                 if session.flushing:  # let the queued frames and the close go out
                     with contextlib.suppress(Exception):
@@ -558,6 +601,8 @@ class Gateway:
             await self._leave(session, frame.room, notify_self=True)
         elif isinstance(frame, RoomSend):
             await self._room_send(session, frame)
+        elif isinstance(frame, PresenceQuery):
+            await self._presence_query(session, frame)
 
     def _refuse(self, session: Session, exc: DomainError, frame: str, ref: str | None) -> None:
         self.push(
@@ -712,6 +757,42 @@ class Gateway:
         for session in list(self._room_sessions.get(name, ())):
             if session is not skip:
                 self.push(session, text)
+
+    # -- reader presence ----------------------------------------------------------------------
+
+    def _to_reader(self, reader_id: UUID, text: str) -> None:
+        """Queue ``text`` on every local socket of ``reader_id``."""
+        for session in list(self.sessions.get(str(reader_id), ())):
+            self.push(session, text)
+
+    def _on_reader_presence(self, reader_id: UUID, online: bool, at: datetime) -> None:
+        if self.fanout is not None and not self._stopping:
+            self.fanout.notify(reader_id, online, at)
+
+    async def _presence_query(self, session: Session, frame: PresenceQuery) -> None:
+        asked = list(dict.fromkeys(frame.reader_ids))
+        me = session.reader.id
+        peers: frozenset[UUID] = frozenset()
+        if self.readers is not None and self.peers is not None and asked:
+            peers = await self.peers.get(me, self.config.peer_ttl)
+            if any(rid not in peers and rid != me for rid in asked):
+                fresher = await self.peers.get(me, self.config.peer_refresh)
+                # the relation is symmetric: new peers have a new peer too (us)
+                self.peers.invalidate(*(fresher - peers))
+                peers = fresher
+        readers = self.readers
+        known = [
+            ReaderOnline(id=rid, online=readers.is_online(rid))
+            for rid in asked
+            if rid in peers and readers is not None
+        ]
+        unknown = [rid for rid in asked if rid not in peers]
+        self.push(
+            session,
+            encode_text(
+                PresenceStates(readers=known, unknown=unknown, client_msg_id=frame.client_msg_id)
+            ),
+        )
 
     def _on_presence_change(
         self, room: str, members: int, joined: list[ReaderRef], left: list[ReaderRef]

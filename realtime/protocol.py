@@ -7,11 +7,12 @@ source of truth.
 Server → client (``ServerFrame``)::
 
     hello, event, ping, pong, ack, error,
-    room.joined, room.left, room.message, room.presence
+    room.joined, room.left, room.message, room.presence,
+    presence, presence.state
 
 Client → server (``ClientFrame``, decoded by the one ``decode_client_frame``)::
 
-    resume, ping, pong, chat.send, read, room.join, room.leave, room.send
+    resume, ping, pong, chat.send, read, room.join, room.leave, room.send, presence.query
 
 Client frames forbid unknown fields (a typo is reported, not ignored); server frames only
 ever gain fields with defaults, so clients must ignore fields they do not know.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -164,9 +165,38 @@ class RoomPresence(Frame, frozen=True, kw_only=True, tag="room.presence"):
     left: ReaderRef | None = None
 
 
+class PresenceChanged(Frame, frozen=True, kw_only=True, tag="presence"):
+    """A reader you have a conversation with came online (their first socket on any node
+    opened) or went offline (their last socket closed, or their node vanished). ``at``: when
+    the server saw the change (UTC)."""
+
+    reader: ReaderRef
+    online: bool
+    at: datetime
+
+
+class ReaderOnline(msgspec.Struct, frozen=True, kw_only=True):
+    """One reader's presence in a ``presence.state``."""
+
+    id: UUID
+    online: bool
+
+
+class PresenceStates(Frame, frozen=True, kw_only=True, tag="presence.state"):
+    """The answer to a ``presence.query``: ``readers`` for the asked ids that are your
+    conversation peers (in the order asked, each once), ``unknown`` for the others (not a
+    peer, yourself, or no such reader): the server does not tell. ``client_msg_id`` echoes
+    the query's."""
+
+    readers: list[ReaderOnline]
+    unknown: list[UUID]
+    client_msg_id: str | None = None
+
+
 ServerFrame = (
     Hello | Event | Ping | Pong | Ack | Error | RoomJoined | RoomLeft | RoomMessage | RoomPresence
-)
+    | PresenceChanged | PresenceStates
+)  # fmt: skip
 
 
 # -- client → server ----------------------------------------------------------------------
@@ -221,9 +251,24 @@ class RoomSend(ClientFrame, frozen=True, kw_only=True, tag="room.send"):
     client_msg_id: ClientMsgId
 
 
+MAX_PRESENCE_QUERY = 100
+"""Reader ids in one ``presence.query``."""
+
+ReaderIds = Annotated[list[UUID], msgspec.Meta(max_length=MAX_PRESENCE_QUERY)]
+
+
+class PresenceQuery(ClientFrame, frozen=True, kw_only=True, tag="presence.query"):
+    """Are these readers online? (at most ``MAX_PRESENCE_QUERY``). Answered with
+    ``presence.state``; only conversation peers are answered."""
+
+    reader_ids: ReaderIds
+    client_msg_id: ClientMsgId | None = None
+
+
 AnyClientFrame = (
     Resume | ClientPing | ClientPong | ChatSend | Read | RoomJoin | RoomLeave | RoomSend
-)
+    | PresenceQuery
+)  # fmt: skip
 
 
 # -- NATS payloads between nodes ------------------------------------------------------------
@@ -246,6 +291,43 @@ class PresenceSync(msgspec.Struct, frozen=True, kw_only=True):
     node: str
 
 
+class ReaderPresenceMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """Reader presence between nodes, all on the one subject ``liudong.readers.presence`` (one
+    subscription per node, so a node's messages are seen in the order it published them)."""
+
+    node: str
+
+
+class ReaderChanged(ReaderPresenceMessage, frozen=True, kw_only=True, tag="change"):
+    """``reader``'s first socket on ``node`` opened (``online``) or their last one there
+    closed. ``interval``: the node's heartbeat, so receivers know when to expire it."""
+
+    reader: UUID
+    online: bool
+    at: datetime
+    interval: float
+
+
+class ReadersBeat(ReaderPresenceMessage, frozen=True, kw_only=True, tag="beat"):
+    """Heartbeat: (a part of) the readers online on ``node``, every ``interval`` seconds and
+    in answer to a ``sync``. Receivers forget a reader of ``node`` after ``3 × interval``
+    without a beat listing it or a ``change``."""
+
+    readers: list[UUID]
+    interval: float
+
+
+class ReadersSync(ReaderPresenceMessage, frozen=True, kw_only=True, tag="sync"):
+    """A node that just started (or reconnected) asks the others for their beats."""
+
+
+class ReadersGone(ReaderPresenceMessage, frozen=True, kw_only=True, tag="gone"):
+    """``node`` is shutting down: its readers are offline there now."""
+
+
+AnyReaderPresenceMessage = ReaderChanged | ReadersBeat | ReadersSync | ReadersGone
+
+
 # -- encoding / decoding --------------------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
@@ -253,6 +335,7 @@ _client_decoder = msgspec.json.Decoder(AnyClientFrame)
 _any_decoder = msgspec.json.Decoder()
 presence_state_decoder = msgspec.json.Decoder(PresenceState)
 presence_sync_decoder = msgspec.json.Decoder(PresenceSync)
+reader_presence_decoder = msgspec.json.Decoder(AnyReaderPresenceMessage)
 server_frame_decoder = msgspec.json.Decoder(ServerFrame)
 """For clients written in Python (tests, the delivery probe)."""
 
@@ -319,7 +402,9 @@ def _claimed_type(data: str) -> str | None:
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "MAX_PRESENCE_QUERY",
     "Ack",
+    "AnyReaderPresenceMessage",
     "AnyClientFrame",
     "ChatSend",
     "ClientPing",
@@ -331,10 +416,19 @@ __all__ = [
     "Hello",
     "Ping",
     "Pong",
+    "PresenceChanged",
+    "PresenceQuery",
     "PresenceState",
+    "PresenceStates",
     "PresenceSync",
     "Read",
+    "ReaderChanged",
+    "ReaderOnline",
+    "ReaderPresenceMessage",
     "ReaderRef",
+    "ReadersBeat",
+    "ReadersGone",
+    "ReadersSync",
     "Resume",
     "RoomJoin",
     "RoomJoined",
@@ -347,4 +441,5 @@ __all__ = [
     "decode_client_frame",
     "encode",
     "encode_text",
+    "reader_presence_decoder",
 ]

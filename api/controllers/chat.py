@@ -9,6 +9,7 @@ Only a conversation's two members see or act in it (403 ``not_a_member``; 404
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from api.container import Container, ReadModelLag
 from api.controllers.common import POSITION_HEADER, container_of
 from api.errors import ApiError
 from api.idempotency import IdempotencyKey, run_idempotent
+from api.realtime_wiring import realtime_of
 from api.schemas import Body, Out, Page, ReaderOut
 from domain import chat_commands as cc
 from domain.chat_errors import ConversationNotFound, NotAMember
@@ -79,6 +81,9 @@ class ConversationOut(Out, frozen=True):
     updated_at: datetime
     last_message: MessageOut | None = None
     loan_id: UUID | None = None
+    peer_online: bool | None = None
+    """Whether the peer has a WebSocket open on some server (``GET`` list and detail; null
+    in the answers of commands)."""
 
 
 def message_out(row: dict[str, Any]) -> MessageOut:
@@ -98,7 +103,13 @@ def _last_message_out(data: dict[str, Any] | None) -> MessageOut | None:
     return msgspec.convert({**data, "id": data["message_id"]}, MessageOut, strict=False)
 
 
-def conversation_out(row: dict[str, Any]) -> ConversationOut:
+def peer_presence(container: Container) -> Callable[[UUID], bool]:
+    """``is_online(reader_id) -> bool`` of this node's realtime (nobody is online without)."""
+    node = realtime_of(container)
+    return node.readers.is_online if node is not None else (lambda _reader_id: False)
+
+
+def conversation_out(row: dict[str, Any], peer_online: bool | None = None) -> ConversationOut:
     """From a row of ``InboxQueries.conversations`` / ``conversation``."""
     return ConversationOut(
         id=row["conversation_id"],
@@ -107,6 +118,7 @@ def conversation_out(row: dict[str, Any]) -> ConversationOut:
         unread=row["unread"], last_seq=row["last_seq"], read_up_to=row["read_up_to"],
         opened_at=row["opened_at"], updated_at=row["updated_at"],
         last_message=_last_message_out(row["last_message"]), loan_id=row["loan_id"],
+        peer_online=peer_online,
     )  # fmt: skip
 
 
@@ -192,15 +204,18 @@ class ConversationController(Controller):
         self, request: Request[Any, Any, Any], reader_id: UUID,
         cursor: CursorParam = None, limit: HistoryLimit = 20,
     ) -> Page[ConversationOut]:  # fmt: skip
-        """Your conversations, most recent activity first, with the peer, the last message
-        and your unread count."""
+        """Your conversations, most recent activity first, with the peer (and whether they
+        are online: ``peer_online``), the last message and your unread count."""
+        container = container_of(request)
         try:
-            rows, next_cursor = container_of(request).inbox.conversations(
-                reader_id, cursor=cursor, limit=limit
-            )
+            rows, next_cursor = container.inbox.conversations(reader_id, cursor=cursor, limit=limit)
         except InvalidCursor as exc:
             raise ApiError(422, "invalid_cursor", str(exc)) from exc
-        return Page(items=[conversation_out(r) for r in rows], next_cursor=next_cursor)
+        online = peer_presence(container)
+        return Page(
+            items=[conversation_out(r, online(r["peer_id"])) for r in rows],
+            next_cursor=next_cursor,
+        )
 
     @post("/", operation_id="openConversation", status_code=201, sync_to_thread=True)
     def open_conversation(
@@ -236,13 +251,13 @@ class ConversationController(Controller):
     def detail(
         self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID
     ) -> ConversationOut:
-        """One of your conversations."""
+        """One of your conversations (with ``peer_online``)."""
         container = container_of(request)
         row = container.inbox.conversation(conversation_id, reader_id)
         if row is None:
             require_member(container, conversation_id, reader_id)
             raise ConversationNotFound  # a member, but not in the read model yet
-        return conversation_out(row)
+        return conversation_out(row, peer_presence(container)(row["peer_id"]))
 
     @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True)
     def history(

@@ -59,7 +59,8 @@ async def _refuse(socket: WebSocket[Any, Any, Any], code: int, error: str, messa
 
 @websocket("/v1/ws", name="ws", opt={"exclude_from_auth": True})
 async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
-    """The reader's realtime socket: inbox events, chat sends and read receipts, rooms."""
+    """The reader's realtime socket: inbox events, chat sends and read receipts, rooms,
+    the presence of conversation peers."""
     container = socket.app.state.container
     token = bearer_token(socket) or socket.query_params.get("token") or None  # type: ignore[arg-type]
     raw_after = socket.query_params.get("after")
