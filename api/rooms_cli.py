@@ -13,6 +13,7 @@ running nodes over NATS (``liudong.presence_sync``) when a NATS server is reacha
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 from collections.abc import Iterator
@@ -135,7 +136,9 @@ def list_command(as_json: bool, wait: float) -> None:
     url = _nats_url(settings)
     if url and rows:
         try:
-            counts = asyncio.run(_collect_members(url, wait))
+            # its own thread and loop: works even when called from a running event loop
+            with concurrent.futures.ThreadPoolExecutor(1) as pool_:
+                counts = pool_.submit(asyncio.run, _collect_members(url, wait)).result()
         except Exception as exc:  # no NATS: counts unknown, the list still useful
             click.echo(f"(member counts unavailable: {exc})", err=True)
     for row in rows:
