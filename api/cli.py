@@ -102,6 +102,7 @@ def _register_optional_groups() -> None:
         ("api.projections_cli", "projections"),
         ("api.events_cli", "events"),
         ("api.rooms_cli", "rooms"),
+        ("api.replay_cli", "replay"),
     ):
         try:
             mod: Any = __import__(module, fromlist=[name])

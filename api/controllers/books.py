@@ -28,6 +28,7 @@ from api.schemas import (
     book_out,
     loan_out,
 )
+from api.time_travel import AsOfParam, BookAsOfOut, book_as_of, book_with_as_of
 from domain import commands as c
 from domain.errors import BookNotFound, NotTheOwner
 from projections.shelf import InvalidCursor
@@ -156,8 +157,16 @@ class BookController(Controller):
         return Page(items=[book_out(r, viewer_id) for r in rows], next_cursor=next_cursor)
 
     @get("/{book_id:uuid}", operation_id="getBook", sync_to_thread=True, security=[])
-    def detail(self, request: Request[Any, Any, Any], book_id: UUID, viewer_id: UUID | None) -> BookOut:
-        """One book; ``borrower`` and ``loan_id`` are shown to its owner only."""
+    def detail(
+        self, request: Request[Any, Any, Any], book_id: UUID, viewer_id: UUID | None,
+        as_of: AsOfParam = None,
+    ) -> BookOut | BookAsOfOut:  # fmt: skip
+        """One book; ``borrower`` and ``loan_id`` are shown to its owner only. With
+        ``as_of`` (a version or an ISO 8601 time with a timezone), the book as it was then,
+        plus ``as_of: {version, at}`` (``api.time_travel``)."""
+        if as_of is not None:
+            row, when = book_as_of(container_of(request), book_id, as_of, viewer_id)
+            return book_with_as_of(book_out(row, viewer_id), when)
         row = container_of(request).shelf.book(book_id)
         if row is None:
             raise BookNotFound

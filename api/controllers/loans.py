@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get, post
 
 from api.controllers.common import accepted, container_of, execute, position_headers
 from api.schemas import DeclineBody, LoanOut, loan_out
+from api.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
 from domain import commands as c
 from domain.errors import Forbidden, LoanNotFound
 
@@ -24,8 +25,16 @@ class LoanController(Controller):
     tags = ["loans"]
 
     @get("/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True)
-    def detail(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> LoanOut:
-        """A loan, for its borrower or lender; ``contact`` for the lender only."""
+    def detail(
+        self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID,
+        as_of: AsOfParam = None,
+    ) -> LoanOut | LoanAsOfOut:  # fmt: skip
+        """A loan, for its borrower or lender; ``contact`` for the lender only. With
+        ``as_of`` (a version or an ISO 8601 time with a timezone), the loan as it was then,
+        plus ``as_of: {version, at}`` (``api.time_travel``)."""
+        if as_of is not None:
+            row, when = loan_as_of(container_of(request), loan_id, as_of, reader_id, NotAParty)
+            return loan_with_as_of(loan_out(row, reader_id), when)
         row = container_of(request).shelf.loan(loan_id)
         if row is None:
             raise LoanNotFound
