@@ -73,3 +73,21 @@ def live_server(database_url: str, nats_url: str, tmp_path_factory: pytest.TempP
     yield LiveServer(url=f"http://127.0.0.1:{port}", app=app)
     server.should_exit = True
     thread.join(30)
+
+
+@pytest.fixture
+def actors(live_server: LiveServer) -> Iterator[Any]:
+    """Makes logged-in readers (``Actor``s, see test_api_auth) whose responses are checked."""
+    from tests.e2e.test_api_auth import actor_factory
+
+    with actor_factory(live_server) as make:
+        yield make
+
+
+@pytest.fixture
+def anon(live_server: LiveServer) -> Iterator[httpx.Client]:
+    """An anonymous client whose responses are checked."""
+    from tests.e2e.test_api_auth import checked_client
+
+    with checked_client(live_server) as client:
+        yield client

@@ -141,16 +141,7 @@ def actor_factory(live_server: LiveServer) -> Iterator[Callable[..., Actor]]:
             actor.http.close()
 
 
-@pytest.fixture
-def actors(live_server: LiveServer) -> Iterator[Callable[..., Actor]]:
-    with actor_factory(live_server) as make:
-        yield make
-
-
-@pytest.fixture
-def anon(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with checked_client(live_server) as client:
-        yield client
+# fixtures `actors` and `anon` live in tests/e2e/conftest.py
 
 
 def isbn13(body: str | None = None) -> str:

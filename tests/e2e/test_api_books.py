@@ -4,7 +4,7 @@ history), ``/v1/isbn``, ``/v1/me/books``, Idempotency-Key and read-your-writes."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,9 +14,7 @@ from api.catalog import CatalogEntry
 from tests.e2e.conftest import LiveServer
 from tests.e2e.test_api_auth import (
     Actor,
-    actor_factory,
     assert_problem,
-    checked_client,
     isbn10_of,
     isbn13,
     loan_action,
@@ -26,16 +24,7 @@ from tests.e2e.test_api_auth import (
 )
 
 
-@pytest.fixture
-def actors(live_server: LiveServer) -> Iterator[Callable[..., Actor]]:
-    with actor_factory(live_server) as make:
-        yield make
-
-
-@pytest.fixture
-def anon(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with checked_client(live_server) as client:
-        yield client
+# fixtures `actors` and `anon` live in tests/e2e/conftest.py
 
 
 Actors = Callable[..., Actor]

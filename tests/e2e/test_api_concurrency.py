@@ -4,15 +4,13 @@ every request for it at the same instant from 16 connections."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import LiveServer
 from tests.e2e.test_api_auth import (
     Actor,
-    actor_factory,
     assert_problem,
     checked_client,
     publish,
@@ -20,16 +18,7 @@ from tests.e2e.test_api_auth import (
 )
 
 
-@pytest.fixture
-def actors(live_server: LiveServer) -> Iterator[Callable[..., Actor]]:
-    with actor_factory(live_server) as make:
-        yield make
-
-
-@pytest.fixture
-def anon(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with checked_client(live_server) as client:
-        yield client
+# fixtures `actors` and `anon` live in tests/e2e/conftest.py
 
 
 N = 16

@@ -4,18 +4,15 @@ its transitions, ``/v1/me/loans``: every transition, every refusal, who sees wha
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import LiveServer
 from tests.e2e.test_api_auth import (
     Actor,
-    actor_factory,
     assert_problem,
-    checked_client,
     loan_action,
     position_of,
     publish,
@@ -23,16 +20,7 @@ from tests.e2e.test_api_auth import (
 )
 
 
-@pytest.fixture
-def actors(live_server: LiveServer) -> Iterator[Callable[..., Actor]]:
-    with actor_factory(live_server) as make:
-        yield make
-
-
-@pytest.fixture
-def anon(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with checked_client(live_server) as client:
-        yield client
+# fixtures `actors` and `anon` live in tests/e2e/conftest.py
 
 
 Actors = Callable[..., Actor]
