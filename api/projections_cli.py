@@ -95,7 +95,7 @@ def status_command(as_json: bool) -> None:
 @click.argument("name")
 @click.option(
     "--page-size",
-    default=1000,
+    default=10_000,
     show_default=True,
     type=click.IntRange(1, 100_000),
     help="Events per transaction.",

@@ -16,10 +16,13 @@ Status (``status``)
     left by an interrupted rebuild), ``rebuilding`` whether a rebuild runs now.
 
 Rebuild (``rebuild``)
-    1. create the next version (schema ``<name>_v<N>``), inactive; the active one keeps serving;
-    2. fill it in pages from position 0 with ``ProjectionRunner.process_page(schema=new)``
-       (no side effects: no relay, no board), chasing the live version's position but never
-       passing it;
+    1. create the next version (schema ``<name>_v<N>``), inactive, without the projection's
+       ``deferred_indexes`` (nothing reads it yet); the active one keeps serving;
+    2. fill it in pages (10,000 events by default) from position 0 with
+       ``ProjectionRunner.catch_up(schema=new)`` (overlapped, folded pages; no side effects:
+       no relay, no board), chasing the live version's position but never passing it; these
+       pages commit without waiting for the WAL flush (a crash loses the version's rows and
+       position together: a resumed rebuild redoes them); then create the deferred indexes;
     3. in one transaction: lock the live version's tracking rows ``FOR UPDATE`` (this waits
        for the live runner's page in progress and holds its next page), bring the new
        version to exactly the live positions, ``switch_to`` it (registry + views), commit;
@@ -42,6 +45,7 @@ Errors: ``OpsError`` and its subclasses carry a message meant for the operator.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -57,6 +61,7 @@ from projections.framework import (
     ProjectionRunner,
     Source,
     active_schema,
+    create_deferred_indexes,
     create_version,
     lock_key,
     switch_to,
@@ -394,7 +399,7 @@ def _prepare_version(
             return old, target, True
         for r in rows:
             drop_version(conn, projection.name, r["schema_name"])
-        return old, create_version(conn, projection, activate=False), False
+        return old, create_version(conn, projection, activate=False, defer_indexes=True), False
 
 
 def rebuild(  # noqa: PLR0913
@@ -402,7 +407,7 @@ def rebuild(  # noqa: PLR0913
     projection: Projection,
     sources: Mapping[str, Source],
     *,
-    page_size: int = 1000,
+    page_size: int = 10_000,
     progress: Progress | None = None,
     keep_old: bool = False,
     resume: bool = False,
@@ -410,7 +415,9 @@ def rebuild(  # noqa: PLR0913
 ) -> RebuildResult:
     """Rebuild ``projection`` into a new version and switch to it (module docstring).
 
-    ``page_size``: notifications per transaction. ``keep_old``: keep the previous version
+    ``page_size``: notifications per transaction (10,000: a rebuild folds each page in
+    memory, and larger pages fold more of a row's changes into one write; the throughput
+    levels off above). ``keep_old``: keep the previous version
     (inactive) instead of dropping it. ``resume``: continue the newest version an
     interrupted rebuild left, instead of starting again. ``lock_timeout``: seconds the switch
     may wait for the live runner's page. Raises ``RebuildInProgress``,
@@ -433,10 +440,19 @@ def rebuild(  # noqa: PLR0913
         ).fetchone()
         if not got or not got["ok"]:
             raise RebuildInProgress(f"a rebuild of {projection.name} is already running")
+        # A rebuild's pages need not wait for the WAL flush: if the server crashes, the
+        # version's rows and tracking position are lost together and the (resumed) rebuild
+        # redoes those pages. The switch itself is committed durably (``_switch``).
+        conn.execute("SET synchronous_commit = off")
         old, new, _ = _prepare_version(conn, projection, resume=resume)
         builder = ProjectionRunner(projection, database_url, dict(sources), page_size=page_size)
-        processed = _fill(conn, builder, projection, sources, old, new, progress)
-        positions, more = _switch(conn, builder, projection, sources, old, new, lock_timeout)
+        try:
+            processed = _fill(conn, builder, projection, sources, old, new, progress)
+            with conn.transaction():
+                create_deferred_indexes(conn, projection, new)
+            positions, more = _switch(conn, builder, projection, sources, old, new, lock_timeout)
+        finally:
+            builder.close()
         processed += more
         if progress and more:
             progress(more, 0)
@@ -484,19 +500,33 @@ def _fill(  # noqa: PLR0913
     progress: Progress | None,
 ) -> int:
     """Fill ``new`` page by page up to the live positions, chasing them while they move.
-    Returns the notifications processed."""
+    Returns the notifications processed.
+
+    ``builder.catch_up`` overlaps the pages (it writes one on ``conn`` while it prepares
+    the next); the live positions are read on a connection of their own."""
     processed = 0
     start = {name: int(row["position"]) for name, row in _tracking(conn, new).items()}
-    for name in projection.sources:
-        while True:
-            targets = _targets(conn, projection, sources, old)
-            total = sum(max(0, targets[s] - start.get(s, 0)) for s in projection.sources)
-            done = builder.process_page(conn, sources[name], schema=new, stop=targets[name])
-            if not done:
-                break
-            processed += done
-            if progress:
-                progress(done, total)
+    targets: dict[str, int] = {}
+
+    def progressed(done: int) -> None:
+        nonlocal processed
+        processed += done
+        if progress:
+            total = sum(max(0, targets.get(s, 0) - start.get(s, 0)) for s in projection.sources)
+            progress(done, total)
+
+    with _connect(builder.database_url, autocommit=True) as probe:
+
+        def stop(name: str) -> int:
+            targets.update(_targets(probe, projection, sources, old))
+            return targets[name]
+
+        for name in projection.sources:
+            while builder.catch_up(
+                conn, sources[name], schema=new, stop=functools.partial(stop, name),
+                progress=progressed,
+            ):  # fmt: skip
+                pass
     return processed
 
 
@@ -514,6 +544,7 @@ def _switch(  # noqa: PLR0913
     processed = 0
     with conn.transaction():
         conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+        conn.execute("SET LOCAL synchronous_commit = on")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_version_lock_key(projection.name),))
         if active_schema(conn, projection.name) != old:
             raise OpsError(f"the active version of {projection.name} changed during the rebuild")

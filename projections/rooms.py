@@ -17,13 +17,18 @@ NOTHING``), as in the inbox.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from projections.batch import Page, Rows, Statement, Table, as_json
 from projections.framework import Cursor, Projection
+from projections.records import event_type
 
 DDL = """
 CREATE TABLE {schema}.rooms (
@@ -55,10 +60,14 @@ class RoomsProjection(Projection):
     ddl = DDL
     tables = ("rooms", "messages")
 
+    records = True
+    batch_min = 100  # below, one statement an event (pipelined) is quicker
+    event_types = frozenset({"Room.Created", "Room.MessageSent"})
+
     def apply(
         self, cur: Cursor, schema: sql.Identifier, source: str, position: int, event: Any
     ) -> None:
-        kind = type(event).__qualname__
+        kind = event_type(event)
         if kind == "Room.Created":
             cur.execute(
                 sql.SQL(
@@ -85,6 +94,126 @@ class RoomsProjection(Projection):
                     ).format(schema),
                     (event.seq, event.timestamp, event.originator_id),
                 )
+
+    def fold_page(
+        self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
+    ) -> RoomsPage:
+        return RoomsPage(schema, source, events, carry)
+
+
+_ROOMS = Table(
+    "rooms",
+    {
+        "id": "uuid",
+        "name": "text",
+        "title": "text",
+        "created_at": "timestamptz",
+        "last_seq": "bigint",
+        "last_message_at": "timestamptz",
+    },
+    mutable=("last_seq", "last_message_at"),
+)
+_MESSAGES = Table(
+    "messages",
+    {
+        "room_id": "uuid",
+        "seq": "bigint",
+        "message_id": "uuid",
+        "sender_id": "uuid",
+        "text": "text",
+        "client_msg_id": "text",
+        "at": "timestamptz",
+    },
+    key=("message_id",),
+    mutable=(),
+)
+_TAKEN_SEQS = """
+SELECT m.room_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at
+FROM json_to_recordset(%s::json) AS p(r uuid, s bigint)
+CROSS JOIN LATERAL (
+    SELECT * FROM {s}.messages m WHERE m.room_id = p.r AND m.seq = p.s OFFSET 0) m
+"""
+
+
+class RoomsPage(Page):
+    """A page of the Chat log folded over the rooms and room messages it touches
+    (``projections.batch``); the same effect as ``RoomsProjection.apply`` event by event:
+    a message whose id or (room, seq) is taken is ignored (``ON CONFLICT DO NOTHING``),
+    a new one moves its room's ``last_seq`` / ``last_message_at``."""
+
+    def __init__(
+        self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
+    ) -> None:
+        super().__init__(schema, source, events, carry)
+        self.rooms = Rows(_ROOMS, carry.rooms if carry else None, cumulative=True)
+        self.messages = Rows(_MESSAGES, carry.messages if carry else None)
+        # (room, seq) taken: by the messages this page and the one before know
+        self.seqs: dict[tuple[int, int], None] = {}
+        self._seqs_wanted: dict[tuple[int, int], dict[str, Any]] = {}
+        previous: dict[tuple[int, int], None] = carry.seqs if carry else {}
+        for e in events:
+            if e.type == "Room.Created":
+                self.rooms.want(e.originator_id.int, e.originator_id)
+            elif e.type == "Room.MessageSent":
+                room, mid, seq = e.originator_id, e.data["message_id"], e.data["seq"]
+                self.rooms.want(room.int, room)
+                self.messages.want(mid.int, mid)
+                taken = (room.int, seq)
+                if taken in previous:
+                    self.seqs[taken] = None
+                else:
+                    self._seqs_wanted[taken] = {"r": room, "s": seq}
+
+    def load(self, conn: psycopg.Connection[Any]) -> None:
+        s = self.schema
+        with conn.pipeline():
+            rooms = self.rooms.load_by(conn, s, "id")
+            messages = self.messages.load_by(conn, s, "message_id")
+            taken = None
+            if self._seqs_wanted:
+                taken = conn.cursor(row_factory=dict_row)
+                taken.execute(
+                    sql.SQL(_TAKEN_SEQS).format(s=s), (as_json(list(self._seqs_wanted.values())),)
+                )
+        self.rooms.loaded(rooms)
+        self.messages.loaded(messages)
+        if taken is not None:
+            for row in taken.fetchall():
+                self.seqs[(row["room_id"].int, row["seq"])] = None
+            taken.close()
+
+    def fold(self) -> None:
+        for e in self.events:
+            d = e.data
+            if e.type == "Room.Created":
+                k = e.originator_id.int
+                if k not in self.rooms:  # ON CONFLICT (id) DO NOTHING
+                    self.rooms.insert(k, {
+                        "id": e.originator_id, "name": d["name"], "title": d["title"],
+                        "created_at": e.timestamp, "last_seq": 0, "last_message_at": None,
+                    })  # fmt: skip
+            elif e.type == "Room.MessageSent":
+                room, mid, seq = e.originator_id, d["message_id"], d["seq"]
+                taken = (room.int, seq)
+                if mid.int in self.messages or taken in self.seqs:
+                    continue  # ON CONFLICT DO NOTHING
+                self.messages.insert(mid.int, {
+                    "room_id": room, "seq": seq, "message_id": mid, "sender_id": d["sender_id"],
+                    "text": d["text"], "client_msg_id": d["client_msg_id"], "at": e.timestamp,
+                })  # fmt: skip
+                self.seqs[taken] = None
+                if (row := self.rooms.change(room.int)) is not None:
+                    row["last_seq"] = max(row["last_seq"], seq)
+                    row["last_message_at"] = e.timestamp
+
+    def statements(self) -> list[Statement]:
+        return [*self.rooms.statements(self.schema), *self.messages.statements(self.schema)]
+
+    def remember(self) -> None:
+        self.rooms.remember()
+
+    def remembered(self) -> int:
+        return len(self.rooms.carried) + len(self.messages.rows) + len(self.seqs)
 
 
 class RoomQueries:
@@ -138,4 +267,4 @@ class RoomQueries:
         return rows[:limit], next_before
 
 
-__all__ = ["DDL", "RoomQueries", "RoomsProjection"]
+__all__ = ["DDL", "RoomQueries", "RoomsPage", "RoomsProjection"]

@@ -7,15 +7,18 @@ Written only by ``ShelfProjection`` (from the Library log); read only through
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from projections.batch import Page, Rows, Statement, Table
 from projections.framework import Cursor, Projection
+from projections.records import Record, event_type
 
 DDL = """
 CREATE TABLE {schema}.readers (
@@ -43,10 +46,11 @@ CREATE TABLE {schema}.books (
     pub_seq bigint NOT NULL UNIQUE,
     version integer NOT NULL
 );
-CREATE INDEX ON {schema}.books (owner_id, pub_seq DESC);
-CREATE INDEX ON {schema}.books (isbn);
-CREATE INDEX ON {schema}.books USING gin (tags);
-CREATE INDEX ON {schema}.books (borrower_id) WHERE borrower_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS books_owner_idx ON {schema}.books (owner_id, pub_seq DESC);
+CREATE INDEX IF NOT EXISTS books_isbn_idx ON {schema}.books (isbn);
+CREATE INDEX IF NOT EXISTS books_tags_idx ON {schema}.books USING gin (tags);
+CREATE INDEX IF NOT EXISTS books_borrower_idx ON {schema}.books (borrower_id)
+    WHERE borrower_id IS NOT NULL;
 CREATE TABLE {schema}.loans (
     id uuid PRIMARY KEY,
     book_id uuid NOT NULL,
@@ -66,10 +70,57 @@ CREATE TABLE {schema}.loans (
     seq bigint NOT NULL UNIQUE,
     version integer NOT NULL
 );
-CREATE INDEX ON {schema}.loans (borrower_id, seq DESC);
-CREATE INDEX ON {schema}.loans (lender_id, seq DESC);
-CREATE INDEX ON {schema}.loans (book_id);
+CREATE INDEX IF NOT EXISTS loans_borrower_idx ON {schema}.loans (borrower_id, seq DESC);
+CREATE INDEX IF NOT EXISTS loans_lender_idx ON {schema}.loans (lender_id, seq DESC);
+CREATE INDEX IF NOT EXISTS loans_book_idx ON {schema}.loans (book_id);
 """
+
+_READER_COLUMNS = {
+    "id": "uuid",
+    "nickname": "text",
+    "avatar_url": "text",
+    "registered_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+_BOOK_COLUMNS_TYPES = {
+    "id": "uuid",
+    "owner_id": "uuid",
+    "isbn": "text",
+    "title": "text",
+    "author": "text",
+    "publisher": "text",
+    "tags": "text[]",
+    "cover_url": "text",
+    "summary": "text",
+    "status": "text",
+    "loan_id": "uuid",
+    "borrower_id": "uuid",
+    "published_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "pub_seq": "bigint",
+    "version": "integer",
+}
+_LOAN_COLUMNS_TYPES = {
+    "id": "uuid",
+    "book_id": "uuid",
+    "borrower_id": "uuid",
+    "lender_id": "uuid",
+    "status": "text",
+    "note": "text",
+    "contact": "jsonb",
+    "decline_reason": "text",
+    "requested_at": "timestamptz",
+    "approved_at": "timestamptz",
+    "declined_at": "timestamptz",
+    "cancelled_at": "timestamptz",
+    "return_started_at": "timestamptz",
+    "returned_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "seq": "bigint",
+    "version": "integer",
+}
+_REVISABLE = ("title", "author", "publisher", "tags", "cover_url", "summary")
+_BOOK_STATUS = {"Book.Withdrawn": "withdrawn", "Book.Relisted": "available"}
 
 _LOAN_TIMESTAMP = {
     "Loan.Approved": ("approved", "approved_at"),
@@ -81,12 +132,23 @@ _LOAN_TIMESTAMP = {
 
 
 class ShelfProjection(Projection):
-    """Library log → ``readers``, ``books``, ``loans``."""
+    """Library log → ``readers``, ``books``, ``loans``.
+
+    Two ways to apply events, which leave the same rows: ``apply`` (one statement an
+    event, for small live pages and to isolate a failing event) and ``fold_page``
+    (``ShelfPage``: a page folded in memory over the rows it touches, loaded first with one
+    ``SELECT`` a table, then written back with an ``INSERT`` and an ``UPDATE`` a table)."""
 
     name = "shelf"
     sources = ("library",)
     ddl = DDL
     tables = ("readers", "books", "loans")
+    records = True
+    batch_min = 100  # below, one statement an event (pipelined) is quicker
+    deferred_indexes = (
+        "books_owner_idx", "books_isbn_idx", "books_tags_idx", "books_borrower_idx",
+        "loans_borrower_idx", "loans_lender_idx", "loans_book_idx",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._handlers: dict[str, Callable[..., None]] = {
@@ -106,9 +168,16 @@ class ShelfProjection(Projection):
     def apply(
         self, cur: Cursor, schema: sql.Identifier, source: str, position: int, event: Any
     ) -> None:
-        handler = self._handlers.get(type(event).__qualname__)
+        handler = self._handlers.get(event_type(event))
         if handler is not None:
             handler(cur, schema, position, event)
+
+    # -- a page at once ---------------------------------------------------------------------
+
+    def fold_page(
+        self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
+    ) -> ShelfPage:
+        return ShelfPage(schema, source, events, carry)
 
     # readers
 
@@ -225,6 +294,139 @@ class ShelfProjection(Projection):
             )  # fmt: skip
 
         return handle
+
+
+_READERS = Table("readers", _READER_COLUMNS)
+_BOOKS = Table("books", _BOOK_COLUMNS_TYPES)
+_LOANS = Table("loans", _LOAN_COLUMNS_TYPES)
+_TABLE_OF = {
+    kind: {"Reader": 0, "Book": 1, "Loan": 2}[kind.partition(".")[0]]
+    for kind in (
+        "Reader.Registered", "Reader.ProfileChanged", "Book.Published", "Book.DetailsRevised",
+        *_BOOK_STATUS, "Book.Lent", "Book.Returned", "Loan.Requested", *_LOAN_TIMESTAMP,
+    )
+}  # fmt: skip
+
+
+class ShelfPage(Page):
+    """A page of the Library log folded over the ``readers``, ``books`` and ``loans`` rows
+    it touches (``projections.batch``); the same effect as ``ShelfProjection.apply`` event
+    by event."""
+
+    def __init__(
+        self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
+    ) -> None:
+        super().__init__(schema, source, events, carry)
+        self.readers = Rows(_READERS, carry.readers if carry else None, cumulative=True)
+        self.books = Rows(_BOOKS, carry.books if carry else None, cumulative=True)
+        self.loans = Rows(_LOANS, carry.loans if carry else None, cumulative=True)
+        touched: tuple[dict[int, UUID], ...] = ({}, {}, {})
+        table_of = _TABLE_OF
+        for e in events:
+            which = table_of.get(e.type)
+            if which is not None:
+                uuid = e.originator_id
+                touched[which][uuid.int] = uuid
+        for table, wanted in zip((self.readers, self.books, self.loans), touched, strict=True):
+            table.want_all(wanted)
+
+    def load(self, conn: psycopg.Connection[Any]) -> None:
+        tables = (self.readers, self.books, self.loans)
+        with conn.pipeline():
+            cursors = [t.load_by(conn, self.schema, "id") for t in tables]
+        for table, cur in zip(tables, cursors, strict=True):
+            table.loaded(cur)
+
+    def fold(self) -> None:
+        fold = self._fold
+        readers, books, loans = self.readers, self.books, self.loans
+        for e in self.events:
+            fold(readers, books, loans, e)
+
+    def statements(self) -> list[Statement]:
+        return [
+            *self.readers.statements(self.schema),
+            *self.books.statements(self.schema),
+            *self.loans.statements(self.schema),
+        ]
+
+    def remember(self) -> None:
+        for table in (self.readers, self.books, self.loans):
+            table.remember()
+
+    def remembered(self) -> int:
+        return len(self.readers.carried) + len(self.books.carried) + len(self.loans.carried)
+
+    @staticmethod
+    def _fold(readers: Rows, books: Rows, loans: Rows, e: Record) -> None:  # noqa: C901, PLR0912
+        kind = e.type
+        d = e.data
+        at = e.timestamp
+        uuid = e.originator_id
+        key = uuid.int
+        if kind == "Reader.Registered":
+            if key not in readers:  # ON CONFLICT (id) DO NOTHING
+                readers.insert(key, {"id": uuid, "nickname": d["nickname"],
+                                     "avatar_url": d["avatar_url"], "registered_at": at,
+                                     "updated_at": at})  # fmt: skip
+        elif kind == "Reader.ProfileChanged":
+            row = readers.change(key)
+            if row is not None:
+                row["nickname"] = d["nickname"]
+                row["avatar_url"] = d["avatar_url"]
+                row["updated_at"] = at
+        elif kind == "Book.Published":
+            books.insert(key, {
+                "id": uuid, "owner_id": d["owner_id"], "isbn": d["isbn"], "title": d["title"],
+                "author": d["author"], "publisher": d["publisher"], "tags": list(d["tags"]),
+                "cover_url": d["cover_url"], "summary": d["summary"], "status": "available",
+                "loan_id": None, "borrower_id": None, "published_at": at, "updated_at": at,
+                "pub_seq": e.position, "version": e.originator_version,
+            })  # fmt: skip
+        elif kind == "Book.DetailsRevised":
+            changes = {k: v for k, v in d["changes"].items() if k in _REVISABLE}
+            if changes and (row := books.change(key)) is not None:
+                row.update(changes)
+                row["updated_at"] = at
+                row["version"] = e.originator_version
+        elif kind in _BOOK_STATUS:
+            if (row := books.change(key)) is not None:
+                row["status"] = _BOOK_STATUS[kind]
+                row["updated_at"] = at
+                row["version"] = e.originator_version
+        elif kind == "Book.Lent":
+            if (row := books.change(key)) is not None:
+                row["status"] = "on_loan"
+                row["loan_id"] = d["loan_id"]
+                row["borrower_id"] = d["borrower_id"]
+                row["updated_at"] = at
+                row["version"] = e.originator_version
+        elif kind == "Book.Returned":
+            if (row := books.change(key)) is not None:
+                row["status"] = "available"
+                row["loan_id"] = None
+                row["borrower_id"] = None
+                row["updated_at"] = at
+                row["version"] = e.originator_version
+        elif kind == "Loan.Requested":
+            contact = d["contact"]
+            loans.insert(key, {
+                "id": uuid, "book_id": d["book_id"], "borrower_id": d["borrower_id"],
+                "lender_id": d["lender_id"], "status": "requested", "note": d["note"],
+                "contact": contact if contact else None, "decline_reason": None,
+                "requested_at": at, "approved_at": None, "declined_at": None,
+                "cancelled_at": None, "return_started_at": None, "returned_at": None,
+                "updated_at": at, "seq": e.position, "version": e.originator_version,
+            })  # fmt: skip
+        elif kind in _LOAN_TIMESTAMP:  # noqa: SIM102 - one branch an event type
+            if (row := loans.change(key)) is not None:
+                status, column = _LOAN_TIMESTAMP[kind]
+                row["status"] = status
+                row[column] = at
+                row["updated_at"] = at
+                row["version"] = e.originator_version
+                if status == "declined":
+                    row["decline_reason"] = d.get("reason", "") or None
 
 
 # -- queries ------------------------------------------------------------------------------------
