@@ -16,27 +16,38 @@ import psycopg
 from psycopg import sql
 
 from api.eventlog import (
+    MAX_JOBS,
+    PARALLEL_MIN_EVENTS,
     SEEK_MARGIN,
     CsvWriter,
     LogReader,
     NdjsonWriter,
     ParquetWriter,
+    WriteBehind,
     Writer,
+    export_jobs,
+    export_parallel,
+    export_tasks,
     format_event,
 )
-from projections.framework import Source
+from projections.framework import Source, gc_paused
 from projections.registry import open_sources
 
 CONTEXTS = ("library", "chat")
 
 
-@contextlib.contextmanager
-def _logs() -> Iterator[tuple[psycopg.Connection[Any], dict[str, Source]]]:
+def _database_url() -> str:
     from api.cli import _settings
-    from api.db import eventsourcing_env
     from api.runtime import resolve_database_url
 
-    database_url = resolve_database_url(_settings())
+    return resolve_database_url(_settings())
+
+
+@contextlib.contextmanager
+def _logs() -> Iterator[tuple[psycopg.Connection[Any], dict[str, Source]]]:
+    from api.db import eventsourcing_env
+
+    database_url = _database_url()
     with (
         open_sources(eventsourcing_env(database_url, pool_size=1)) as sources,
         psycopg.connect(database_url, autocommit=True, application_name="liudong events") as conn,
@@ -91,6 +102,13 @@ events = click.Group("events", help="The event logs: export, show one aggregate,
     help="Include contact details (phone / WeChat id): personal data.",
 )
 @click.option("--page-size", default=5000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes reading and decoding the logs (1: this process only). Default: "
+    f"the CPUs available, at most {MAX_JOBS}, from {PARALLEL_MIN_EVENTS:,} events on.",
+)
 def export_command(  # noqa: PLR0913
     fmt: str,
     out_path: str,
@@ -100,13 +118,15 @@ def export_command(  # noqa: PLR0913
     contexts: tuple[str, ...],
     include_contact: bool,
     page_size: int,
+    jobs: int | None,
 ) -> None:
     """Export events of both contexts' logs (library, then chat, each in log order).
 
     Columns: context, position, recorded_at, aggregate_id, aggregate_version, event_type,
     data (the event's fields as JSON: a string in CSV and Parquet, an object in NDJSON).
     Memory does not grow with the log: pages are read by keyset and written as they come
-    (one Parquet row group per page). A progress bar and a summary go to standard error.
+    (one Parquet row group per page), by worker processes on a large log (--jobs). A progress
+    bar and a summary go to standard error.
     """
     from tqdm import tqdm
 
@@ -115,13 +135,17 @@ def export_command(  # noqa: PLR0913
         raise click.BadParameter("Parquet needs a file", param_hint="--out")
     started = time.monotonic()
     written = scanned = 0
-    with _logs() as (conn, sources), _writer(fmt, out_path) as writer:
+    with _logs() as (conn, sources), _writer(fmt, out_path) as writer, gc_paused():
+        # gc_paused: pages are all acyclic garbage (reference counting frees them); cyclic
+        # collections would scan the pages in flight and every module's objects again and
+        # again (see projections.framework.GC_PAUSE_PAGE_SIZE)
         readers = [LogReader(conn, sources[c]) for c in (contexts or CONTEXTS) if c in sources]
         plans = []
         for reader in readers:
             after = reader.seek(start_at) if start_at else 0
             plans.append((reader, after, reader.head()))
         total = sum(max(0, head - after) for _, after, head in plans)
+        workers = export_jobs(jobs, total)
         with tqdm(
             total=total,
             unit="ev",
@@ -131,26 +155,44 @@ def export_command(  # noqa: PLR0913
             dynamic_ncols=True,
             disable=None,
         ) as bar:
-            for reader, after, head in plans:
-                for page in reader.rows(after=after, types=types, page_size=page_size, stop=head):
-                    decoded = [reader.decode(r, include_contact=include_contact) for r in page]
-                    chosen = [
-                        e
-                        for e in decoded
-                        if (start_at is None or e.recorded_at >= start_at)
-                        and (end_at is None or e.recorded_at < end_at)
-                    ]
-                    writer.write(chosen)
-                    written += len(chosen)
-                    scanned += len(page)
-                    bar.update(page[-1][0] - after)
-                    after = page[-1][0]
-                    if (
-                        decoded
-                        and end_at
-                        and min(e.recorded_at for e in decoded) >= (end_at + SEEK_MARGIN)
-                    ):
-                        break  # later events are later still (api.eventlog docstring)
+            if workers > 1:
+                tasks = export_tasks(
+                    _database_url(),
+                    [(reader.context, after, head) for reader, after, head in plans],
+                    fmt,
+                    jobs=workers,
+                    page_size=page_size,
+                    types=types,
+                    include_contact=include_contact,
+                    since=start_at,
+                    until=end_at,
+                )
+                for chunk in export_parallel(tasks, workers):
+                    for payload in chunk.payloads:
+                        writer.write_encoded(payload)
+                    written += chunk.written
+                    scanned += chunk.scanned
+                    bar.update(chunk.task.stop - chunk.task.after)
+            else:
+                for reader, after, head in plans:
+                    pages = reader.pages(
+                        after=after,
+                        types=types,
+                        page_size=page_size,
+                        stop=head,
+                        include_contact=include_contact,
+                    )
+                    with contextlib.closing(pages):  # its read-ahead ends before the next's
+                        for page in pages:
+                            chosen = page.between(start_at, end_at)
+                            if chosen:
+                                writer.write(chosen)
+                            written += len(chosen)
+                            scanned += page.scanned
+                            bar.update(page.last_position - after)
+                            after = page.last_position
+                            if page and end_at and min(page.recorded_at) >= end_at + SEEK_MARGIN:
+                                break  # later events are later still (api.eventlog docstring)
     seconds = time.monotonic() - started
     rate = written / seconds if seconds else 0.0
     click.echo(
@@ -168,6 +210,7 @@ def _writer(fmt: str, out_path: str) -> Iterator[Writer]:
     else:
         stream = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")  # noqa: SIM115
         writer = NdjsonWriter(stream) if fmt == "ndjson" else CsvWriter(stream)
+    writer = WriteBehind(writer)  # pages are written while the next one is decoded
     try:
         yield writer
     finally:
