@@ -21,7 +21,7 @@ A ``Record`` carries the envelope (``position``, ``type`` such as ``"Book.Publis
 ``originator_id``, ``originator_version``, ``timestamp``) and the event's own fields in
 ``data`` (``originator_topic`` included on creation events, as in ``vars(event)``); fields
 read as attributes too (``record.title``), so code written for domain events keeps working.
-``tests/integration/test_fast_decoding.py`` compares both decoders on every event type.
+``tests/unit/test_records.py`` compares both decoders on every event type.
 """
 
 from __future__ import annotations
