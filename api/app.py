@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio.to_thread
 from litestar import Litestar
@@ -37,6 +39,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Synchronous handlers (``sync_to_thread``) run in the loop's default executor, whose
+        # default size is min(32, CPUs + 4): 6 threads on two CPUs would cap the requests in
+        # flight at 6, each command holding its thread while it waits for its read models.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.handler_threads, thread_name_prefix="liudong-handler")
+        )
         owned = container is None
         built = container or await anyio.to_thread.run_sync(Container.build, settings)
         app.state.container = built

@@ -39,7 +39,10 @@ def main(verbose: bool) -> None:
 @click.option("--port", default=None, type=int, help="Port (LIUDONG_PORT, 8000).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="API worker processes (projections run in one of them at a time).")
-def serve(host: str | None, port: int | None, workers: int) -> None:
+@click.option("--access-log/--no-access-log", default=None,
+              help="Log every HTTP request (LIUDONG_ACCESS_LOG, off: it costs ~5 % of the CPU "
+                   "of a command).")
+def serve(host: str | None, port: int | None, workers: int, access_log: bool | None) -> None:
     """Run the API, WebSocket gateway, projections and relay in one process (by default).
 
     Stops cleanly on Ctrl-C or SIGTERM, stopping the embedded servers it started."""
@@ -51,6 +54,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
+    access_log = settings.access_log if access_log is None else access_log
     embedded_nats: EmbeddedNats | None = None
     # Start embedded servers here (once), so workers share them.
     database_url = resolve_database_url(settings)
@@ -71,8 +75,10 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     try:
         uvicorn.run(
             "api.asgi:app", host=host, port=port, workers=workers, factory=False,
-            ws_per_message_deflate=False, log_level="info", lifespan="on",
+            ws_per_message_deflate=False, log_level="info", access_log=access_log, lifespan="on",
             ws_max_size=64 * 1024,  # frames are ≤ 16 KiB (realtime.protocol); uvicorn: 16 MiB
+            ws_ping_interval=None,  # the gateway pings at application level (realtime.gateway)
+            ws="websockets-sansio",  # per frame: ~10 µs here, vs ~17 for "websockets", "wsproto"
             timeout_graceful_shutdown=10,
         )  # fmt: skip
     finally:

@@ -132,7 +132,8 @@ class Container:
         if recorded.position is None:
             return
         for runner in self.runners:
-            runner.wake()
+            if runner.projection.name == projection:
+                runner.wake(source)
 
         def poll() -> int:
             with self.pool.connection() as conn:

@@ -16,6 +16,11 @@ variable                           meaning (default)
 ``LIUDONG_RUN_PROJECTIONS``        run the projection runners in this process (true)
 ``LIUDONG_CONSISTENCY_TIMEOUT``    seconds a command waits for its read models (5)
 ``LIUDONG_DB_POOL_SIZE``           connections in the read-model pool (10)
+``LIUDONG_HANDLER_THREADS``        threads running synchronous request handlers (16): a
+                                   command holds one while it waits for its read models;
+                                   more cost CPU (GIL and pool contention: event inserts
+                                   are serialised by a table lock anyway)
+``LIUDONG_ACCESS_LOG``             log every HTTP request (uvicorn's access log) (false)
 ``LIUDONG_WS_HEARTBEAT``           seconds between WebSocket server pings (25)
 ``LIUDONG_WS_QUEUE_SIZE``          frames queued per socket before 4008 slow consumer (256)
 ``LIUDONG_PRESENCE_INTERVAL``      seconds between room presence heartbeats over NATS (5)
@@ -27,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import platformdirs
@@ -60,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     run_projections: bool = True
     consistency_timeout: float = 5.0
     db_pool_size: int = 10
+    handler_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    access_log: bool = False
     ws_heartbeat: float = 25.0
     ws_queue_size: int = 256
     presence_interval: float = 5.0
@@ -93,6 +100,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "run_projections": "LIUDONG_RUN_PROJECTIONS",
             "consistency_timeout": "LIUDONG_CONSISTENCY_TIMEOUT",
             "db_pool_size": "LIUDONG_DB_POOL_SIZE",
+            "handler_threads": "LIUDONG_HANDLER_THREADS",
+            "access_log": "LIUDONG_ACCESS_LOG",
             "ws_heartbeat": "LIUDONG_WS_HEARTBEAT",
             "ws_queue_size": "LIUDONG_WS_QUEUE_SIZE",
             "presence_interval": "LIUDONG_PRESENCE_INTERVAL",

@@ -171,6 +171,16 @@ class Projection(ABC):
     tables: ClassVar[tuple[str, ...]]
     records: ClassVar[bool] = False
     batch_min: ClassVar[int] = 2
+    durable_pages: ClassVar[bool] = True
+    """Whether the live runner's pages commit durably. ``False``: the runner's page
+    connection runs with ``synchronous_commit = off`` (no wait for a page's WAL flush; a
+    database crash may lose the last pages committed, ≤ 3 × ``wal_writer_delay``; WAL is
+    flushed in order, so what is lost is a suffix of the pages). Safe only for a
+    read model that is a function of the (durable) log and has no side effect outside its
+    tables: rows and tracking position are lost together, and the runner projects the
+    same events again to the same rows. Not for a projection whose ``after_commit``
+    publishes what a page wrote (the inbox: its items' ``seq`` depend on how the logs'
+    pages interleave, and a re-projected item could get another item's published id)."""
     deferred_indexes: ClassVar[tuple[str, ...]] = ()
     """Names of indexes in ``ddl`` (each ``CREATE INDEX IF NOT EXISTS <name> …;``) that
     nothing reads while the projection writes: a rebuild creates them after filling the
@@ -361,22 +371,63 @@ def ensure_active_version(database_url: str, projection: Projection) -> str:
 
 class PositionBoard:
     """In-process notice board of projection positions, so a command can wait until the
-    read models include its own events. Waiters also poll the database, so it works when
-    another process runs the projection."""
+    read models include its own events.
+
+    The runners of this process ``publish`` each committed page and ``hold`` the projections
+    they run (from taking the projection's lock to losing it); a waiter is woken only when
+    its own position is reached. While no runner of this process holds the projection
+    (another process runs it, or the local one lost its lock), waiters poll the database
+    every ``POLL_INTERVAL`` seconds instead; while one does, every ``SAFETY_POLL_INTERVAL``
+    seconds at most (a page the board never heard of cannot strand a waiter)."""
+
+    POLL_INTERVAL = 0.05
+    SAFETY_POLL_INTERVAL = 1.0
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._positions: dict[tuple[str, str], int] = {}
+        self._holders: dict[str, int] = {}
+        self._waiters: dict[tuple[str, str], dict[threading.Event, int]] = {}
 
     def publish(self, projection: str, source: str, position: int) -> None:
-        with self._cond:
+        """``projection`` has processed ``source`` up to ``position`` (it never goes back)."""
+        with self._lock:
             key = (projection, source)
             if position > self._positions.get(key, 0):
                 self._positions[key] = position
-            self._cond.notify_all()
+            waiters = self._waiters.get(key)
+            if waiters:
+                for event, wanted in waiters.items():
+                    if wanted <= position:
+                        event.set()
 
     def known(self, projection: str, source: str) -> int:
+        """The highest position published for ``projection`` and ``source`` (0: none)."""
         return self._positions.get((projection, source), 0)
+
+    def hold(self, projection: str) -> None:
+        """A runner of this process took ``projection``'s lock: it will publish its pages
+        (it publishes its starting positions right after)."""
+        with self._lock:
+            self._holders[projection] = self._holders.get(projection, 0) + 1
+
+    def release(self, projection: str) -> None:
+        """The runner that ``hold``-s ``projection`` lost or gave up its lock: its waiters
+        go back to polling the database (they are woken to notice)."""
+        with self._lock:
+            count = self._holders.get(projection, 0) - 1
+            if count > 0:
+                self._holders[projection] = count
+            else:
+                self._holders.pop(projection, None)
+            for (name, _), waiters in self._waiters.items():
+                if name == projection:
+                    for event in waiters:
+                        event.set()
+
+    def held(self, projection: str) -> bool:
+        """Whether a runner of this process holds ``projection``."""
+        return self._holders.get(projection, 0) > 0
 
     def wait(
         self,
@@ -384,33 +435,49 @@ class PositionBoard:
         source: str,
         position: int,
         timeout: float,
-        poll: Any = None,
+        poll: Callable[[], int] | None = None,
     ) -> bool:
         """Block until ``projection`` has processed ``source`` up to ``position``.
 
-        ``poll()`` (optional) reads the position from the database. Returns False on
-        timeout (seconds)."""
-        deadline = time.monotonic() + timeout
-        next_poll = time.monotonic() + 0.05
-        with self._cond:
+        ``poll()`` (optional) reads the position from the database: called every
+        ``POLL_INTERVAL`` s while no local runner holds the projection, every
+        ``SAFETY_POLL_INTERVAL`` s while one does. Returns False on timeout (seconds)."""
+        key = (projection, source)
+        if self.known(projection, source) >= position:
+            return True
+        now = time.monotonic()
+        deadline = now + timeout
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(key, {})[event] = position
+        try:
+            interval = self.SAFETY_POLL_INTERVAL if self.held(projection) else self.POLL_INTERVAL
+            next_poll = now + interval
             while self.known(projection, source) < position:
                 now = time.monotonic()
                 if now >= deadline:
                     return False
+                interval = (
+                    self.SAFETY_POLL_INTERVAL if self.held(projection) else self.POLL_INTERVAL
+                )
+                next_poll = min(next_poll, now + interval)
                 if poll is not None and now >= next_poll:
-                    self._cond.release()
-                    try:
-                        polled = int(poll())
-                    finally:
-                        self._cond.acquire()
+                    polled = int(poll())
                     if polled >= position:
-                        self._positions[(projection, source)] = max(
-                            polled, self.known(projection, source)
-                        )
-                        break
-                    next_poll = now + 0.05
-                self._cond.wait(min(0.05, deadline - now))
-        return True
+                        self.publish(projection, source, polled)
+                        return True
+                    next_poll = time.monotonic() + interval
+                until = min(deadline, next_poll) if poll is not None else deadline
+                event.wait(max(0.0, until - time.monotonic()))
+                event.clear()
+            return True
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.pop(event, None)
+                    if not waiters:
+                        del self._waiters[key]
 
 
 def tracked_position(conn: psycopg.Connection[Any], projection: str, source: str) -> int:
@@ -576,6 +643,8 @@ class ProjectionRunner:
         self.status = RunnerState()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._woken: set[str] = set()  # sources named by wake() since the last look
+        self._woken_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._prefetcher: _Prefetcher | None = None
         self.fallback_pages = 0
@@ -605,8 +674,13 @@ class ProjectionRunner:
         if prefetcher is not None:
             prefetcher.close()
 
-    def wake(self) -> None:
-        """Hint that new events were committed (saves waiting for NOTIFY)."""
+    def wake(self, source: str | None = None) -> None:
+        """Hint that new events were committed to ``source`` (default: any of the logs this
+        runner follows); saves waiting for NOTIFY. A source it does not follow is ignored."""
+        if source is not None and source not in self.sources:
+            return
+        with self._woken_lock:
+            self._woken.update(self.sources if source is None else (source,))
         self._wake.set()
 
     # thread body
@@ -622,7 +696,11 @@ class ProjectionRunner:
                 ) as lock_conn:
                     if not self._acquire(lock_conn):
                         continue
-                    self._follow(lock_conn)
+                    self.board.hold(self.projection.name)
+                    try:
+                        self._follow(lock_conn)
+                    finally:
+                        self.board.release(self.projection.name)
                     return
             except ProjectionFailed:
                 return
@@ -641,36 +719,49 @@ class ProjectionRunner:
         return False
 
     def _follow(self, lock_conn: psycopg.Connection[Any]) -> None:
+        """Process pages while holding the lock. LISTEN comes before the first page, so an
+        event committed after a page's read always brings a NOTIFY: a source is processed
+        until a page is not full, then only again when it is notified or woken (or every
+        ``idle_wait`` seconds)."""
         ensure_active_version(self.database_url, self.projection)
         for source in self.sources.values():
             lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(source.channel)))
+            # waiters of this process stop polling once the board is held: tell them where
+            # the previous holder (maybe another process) left the projection
+            self.board.publish(
+                self.projection.name,
+                source.name,
+                tracked_position(lock_conn, self.projection.name, source.name),
+            )
         with (
             psycopg.connect(self.database_url, row_factory=dict_row) as conn,
             contextlib.closing(self),
         ):
+            if not self.projection.durable_pages:  # every transaction of this connection
+                conn.execute("SET synchronous_commit = off")
+                conn.commit()
             self.status.state = "running"
             self.status.error = None
+            pending = set(self.sources)
             while not self._stop.is_set():
-                worked = False
                 try:
-                    for source in self.sources.values():
+                    for name, source in self.sources.items():
+                        if name not in pending:
+                            continue
                         while not self._stop.is_set():
-                            done = self.process_page(conn, source)
-                            if done == self.page_size:  # behind: overlap larger pages
-                                done += self.catch_up(
-                                    conn,
-                                    source,
-                                    page_size=max(self.page_size, self.catch_up_page_size),
-                                )
-                            if not done:
+                            if self.process_page(conn, source) < self.page_size:
                                 break
-                            worked = True
+                            # behind: overlap larger pages
+                            self.catch_up(
+                                conn,
+                                source,
+                                page_size=max(self.page_size, self.catch_up_page_size),
+                            )
                 except ProjectionFailed:
                     self._wait_until_unblocked(conn, lock_conn)
+                    pending = set(self.sources)
                     continue
-                if worked:
-                    continue
-                self._idle(lock_conn)
+                pending = self._idle(lock_conn)
 
     def _wait_until_unblocked(
         self, conn: psycopg.Connection[Any], lock_conn: psycopg.Connection[Any]
@@ -707,19 +798,30 @@ class ProjectionRunner:
             ).fetchone()
         return row is not None
 
-    def _idle(self, lock_conn: psycopg.Connection[Any]) -> None:
-        if self._wake.is_set():
-            self._wake.clear()
-            return
-        # Sleep until a NOTIFY, a local wake() or the polling interval.
+    def _idle(self, lock_conn: psycopg.Connection[Any]) -> set[str]:
+        """Sleep until a NOTIFY, a local ``wake()`` or the polling interval; returns the
+        names of the sources to look at (all of them after the polling interval)."""
+        channels = {source.channel: name for name, source in self.sources.items()}
+        pending: set[str] = set()
         deadline = time.monotonic() + self.idle_wait
-        while not self._stop.is_set() and not self._wake.is_set():
+        while not self._stop.is_set():
+            if self._wake.is_set():
+                self._wake.clear()
+                with self._woken_lock:
+                    pending |= self._woken
+                    self._woken.clear()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            for _ in lock_conn.notifies(timeout=min(0.1, remaining), stop_after=1):
-                return
-        self._wake.clear()
+            if not pending and remaining <= 0:
+                return set(self.sources)
+            # with sources pending, only collect the NOTIFYs already there
+            timeout = 0.0 if pending else min(0.1, remaining)
+            for notify in lock_conn.notifies(timeout=timeout, stop_after=1):
+                pending.add(channels.get(notify.channel, ""))
+            if pending:
+                for notify in lock_conn.notifies(timeout=0.0):  # the rest already there
+                    pending.add(channels.get(notify.channel, ""))
+                return set(self.sources) if "" in pending else pending
+        return pending
 
     # one page
 

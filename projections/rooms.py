@@ -62,6 +62,7 @@ class RoomsProjection(Projection):
 
     records = True
     batch_min = 100  # below, one statement an event (pipelined) is quicker
+    durable_pages = False  # a function of the Chat log, no side effect (see Projection)
     event_types = frozenset({"Room.Created", "Room.MessageSent"})
 
     def apply(

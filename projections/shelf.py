@@ -145,6 +145,7 @@ class ShelfProjection(Projection):
     tables = ("readers", "books", "loans")
     records = True
     batch_min = 100  # below, one statement an event (pipelined) is quicker
+    durable_pages = False  # a function of the Library log, no side effect (see Projection)
     deferred_indexes = (
         "books_owner_idx", "books_isbn_idx", "books_tags_idx", "books_borrower_idx",
         "loans_borrower_idx", "loans_lender_idx", "loans_book_idx",

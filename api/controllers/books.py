@@ -11,7 +11,14 @@ from litestar.params import Parameter
 
 from api.catalog import CatalogEntry
 from api.controllers.chat import open_loan_conversation
-from api.controllers.common import accepted, container_of, execute, position_headers
+from api.controllers.common import (
+    accepted,
+    container_of,
+    current_reader,
+    execute,
+    position_headers,
+    shelf_includes,
+)
 from api.errors import ApiError
 from api.idempotency import IdempotencyKey, derived_id, run_idempotent
 from api.isbn import InvalidIsbn, isbn10_of, normalize_isbn
@@ -233,12 +240,12 @@ class BookController(Controller):
         self,
         request: Request[Any, Any, Any],
         book_id: UUID,
-        reader_id: UUID,
         data: LoanRequestBody | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Ask to borrow a book (the body is optional: every field of it is).
         422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
+        reader_id = current_reader(request)  # in this thread (see there)
         container = container_of(request)
         data = data or LoanRequestBody()
 
@@ -247,9 +254,11 @@ class BookController(Controller):
                 loan_id=derived_id(reader_id, idempotency_key, "loan"),
                 book_id=book_id, borrower_id=reader_id, note=data.note, contact=data.contact,
             )  # fmt: skip
-            recorded, consistent = execute(container, command)
-            open_loan_conversation(container, recorded.id)  # its note opens the chat
-            if not consistent:
+            recorded = container.library.handle(command)
+            # its note opens the chat (which waits for the inbox) while the shelf's page is
+            # written: the two waits overlap
+            open_loan_conversation(container, recorded.id)
+            if not shelf_includes(container, recorded):
                 return accepted(recorded)
             row = container.shelf.loan(recorded.id)
             return Response(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 
-from api.controllers.common import accepted, container_of, execute, position_headers
+from api.controllers.common import (
+    accepted,
+    container_of,
+    current_reader,
+    execute,
+    position_headers,
+)
 from api.schemas import DeclineBody, LoanOut, loan_out
 from api.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
 from domain import commands as c
@@ -43,42 +50,49 @@ class LoanController(Controller):
         return loan_out(row, reader_id)
 
     def _transition(
-        self, request: Request[Any, Any, Any], command: c.Command, reader_id: UUID
+        self, request: Request[Any, Any, Any], command: Callable[[UUID], c.Command]
     ) -> Response[Any]:
+        """Run ``command(reader_id)`` for the request's reader (``current_reader``: in this
+        handler's thread) and answer with the loan once the shelf has it."""
         container = container_of(request)
-        recorded, consistent = execute(container, command)
+        reader_id = current_reader(request)
+        recorded, consistent = execute(container, command(reader_id))
         if not consistent:
             return accepted(recorded)
         row = container.shelf.loan(recorded.id)
         return Response(loan_out(row, reader_id), headers=position_headers(recorded))
 
-    @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200, sync_to_thread=True)
-    def approve(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+    @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def approve(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
         """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
-        return self._transition(request, c.ApproveLoan(loan_id=loan_id, actor_id=reader_id), reader_id)
+        return self._transition(request, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r))
 
-    @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200, sync_to_thread=True)
+    @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200,
+          sync_to_thread=True)  # fmt: skip
     def decline(
-        self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID,
-        data: DeclineBody | None = None,
-    ) -> Response[Any]:  # fmt: skip
+        self, request: Request[Any, Any, Any], loan_id: UUID, data: DeclineBody | None = None
+    ) -> Response[Any]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
         return self._transition(
-            request, c.DeclineLoan(loan_id=loan_id, actor_id=reader_id, reason=reason), reader_id
+            request, lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason)
         )
 
-    @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200, sync_to_thread=True)
-    def cancel(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+    @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def cancel(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
         """Borrower withdraws the request."""
-        return self._transition(request, c.CancelLoan(loan_id=loan_id, actor_id=reader_id), reader_id)
+        return self._transition(request, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r))
 
-    @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200, sync_to_thread=True)
-    def start_return(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+    @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def start_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
         """Borrower says "I gave it back"."""
-        return self._transition(request, c.StartReturn(loan_id=loan_id, actor_id=reader_id), reader_id)
+        return self._transition(request, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r))
 
-    @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200, sync_to_thread=True)
-    def confirm_return(self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID) -> Response[Any]:
+    @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def confirm_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
         """Lender says "I have it"; the book is available again."""
-        return self._transition(request, c.ConfirmReturn(loan_id=loan_id, actor_id=reader_id), reader_id)
+        return self._transition(request, lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r))
