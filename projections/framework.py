@@ -869,6 +869,10 @@ class ProjectionRunner:
                 with conn.transaction():  # savepoint: a failure leaves the page undone
                     self._apply_all(conn, schema_name, source, rows, events=events)
             except Exception:
+                log.warning(
+                    "projection %s: page %s..%s of %s failed; replaying it event by event",
+                    self.projection.name, rows[0][0], rows[-1][0], source.name, exc_info=True,
+                )  # fmt: skip
                 failed = True
             else:
                 failed = False
@@ -951,7 +955,10 @@ class ProjectionRunner:
             except psycopg.OperationalError:
                 raise
             except Exception:  # noqa: BLE001 - find the event event by event
-                log.debug("projection %s: page write failed", projection.name, exc_info=True)
+                log.warning(
+                    "projection %s: page %s..%s of %s failed; replaying it event by event",
+                    projection.name, rows[0][0], rows[-1][0], source.name, exc_info=True,
+                )  # fmt: skip
                 self._isolate_failure(conn, source, rows, schema)
                 committed = False
             else:
