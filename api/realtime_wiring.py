@@ -4,7 +4,8 @@ the inbox relay, the WebSocket gateway, room presence and reader presence (onlin
 
 ``realtime_lifespan`` runs after the container's lifespan (``api.app``): it connects to
 ``settings.nats_url`` (or the container's / an embedded nats-server), starts the pieces,
-registers the relay as a listener of the container's ``InboxProjection``, adds a ``nats``
+registers the relay as an item listener of the container's ``InboxProjection`` (it hands
+the relay each committed page's items in memory), adds a ``nats``
 readiness check, and puts the ``RealtimeNode`` in ``container.extras["realtime"]`` (and
 ``app.state.realtime``). At shutdown it closes every socket with 1001, tells the other nodes
 this one has left its rooms and has no reader online, stops the relay and drains the
@@ -176,7 +177,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
     await presence.start()
     await readers.start()
     await gateway.start()
-    container.inbox_projection.listeners.append(relay.on_page)
+    container.inbox_projection.item_listeners.append(relay.on_page)
     node = RealtimeNode(
         node=node_id,
         nc=nc,
@@ -192,7 +193,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
 async def stop_realtime(container: Container, node: RealtimeNode) -> None:
     node.stopping = True
     with contextlib.suppress(ValueError):
-        container.inbox_projection.listeners.remove(node.relay.on_page)
+        container.inbox_projection.item_listeners.remove(node.relay.on_page)
     await node.gateway.stop()
     await node.readers.stop()
     await node.presence.stop()

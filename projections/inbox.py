@@ -61,9 +61,10 @@ is above the new head must resynchronise.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -145,6 +146,27 @@ CREATE TABLE {schema}.messages (
 Listener = Callable[[str, int, int], None]
 """``listener(source, first, last)``: a page of ``source`` positions [first, last] committed."""
 
+ItemListener = Callable[[str, int, int, "Sequence[dict[str, Any]] | None"], None]
+"""``listener(source, first, last, items)``: a page of ``source`` positions [first, last]
+committed, with the items it made (``InboxQueries.items_for_positions``' shape and order),
+or ``None`` when they are not known in memory (then read them from the database)."""
+
+STASH_PAGES = 16
+"""Folded pages of a source kept for ``item_listeners`` until their commit is announced."""
+
+
+class _Folded(NamedTuple):
+    """A folded page's items, kept until the runner announces its commit."""
+
+    schema: str
+    first: int  # position of its first event decoded (>= the page's first position)
+    last: int  # position of its last row
+    items: list[tuple[Any, ...]]  # ``inbox_page.ITEMS`` columns (``data``: jsonb binary)
+
+    def overlaps(self, other: _Folded) -> bool:
+        return self.schema == other.schema and self.first <= other.last and other.first <= self.last
+
+
 _LOAN_KINDS = {
     # event: (kind, status, recipients)
     "Loan.Approved": ("loan.approved", "approved", ("borrower",)),
@@ -197,18 +219,34 @@ class InboxProjection(Projection):
 
     ``listeners``: callables ``(source, first, last)`` run (in the runner's thread, in
     order) after each committed page; a failing listener is logged and does not stop the
-    others or the projection. The realtime relay registers here and reads the page's items
-    with ``InboxQueries.items_for_positions``."""
+    others or the projection. ``item_listeners``: callables ``(source, first, last, items)``
+    run after those, with the items the page made when the page was folded in memory here
+    (``fold_page``) and that fold is what committed, else ``None`` (read them with
+    ``InboxQueries.items_for_positions``). The realtime relay registers there.
+
+    How the items of a committed page are known: while ``item_listeners`` is not empty,
+    each folded page leaves its items here (at most ``STASH_PAGES`` a source) once folded;
+    ``after_commit(source, first, last)`` takes the page of exactly that ``last`` position
+    (and events within ``first..last``). A later fold of an overlapping range of the same
+    version replaces it, and ``apply`` of one of its events (a page written event by event,
+    e.g. after its folded write failed) drops every kept page holding it, whatever the
+    version: so the items handed over are those of the write that committed, and anything
+    uncertain (two versions folding the same range, as a rebuild in the same process may)
+    falls back to ``None``."""
 
     name = "inbox"
     sources = ("library", "chat")
     ddl = DDL
     tables = ("heads", "items", "readers", "books", "loans", "conversations", "messages")
     records = True
+    batch_min = 1  # a live page of one event is folded too: its items reach item_listeners
     deferred_indexes = ("conversations_reader_idx",)
 
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
+        self.item_listeners: list[ItemListener] = []
+        self._folded: dict[str, list[_Folded]] = {}
+        self._folded_lock = threading.Lock()
         self._handlers: dict[str, Callable[[Cursor, sql.Identifier, str, int, Any], None]] = {
             "Reader.Registered": self._registered,
             "Reader.ProfileChanged": self._profile_changed,
@@ -226,6 +264,8 @@ class InboxProjection(Projection):
     def apply(
         self, cur: Cursor, schema: sql.Identifier, source: str, position: int, event: Any
     ) -> None:
+        if self._folded:  # this event is written one by one: no kept page of it committed
+            self._forget(None, source, position, position)
         handler = self._handlers.get(event_type(event))
         if handler is not None:
             handler(cur, schema, source, position, event)
@@ -243,7 +283,63 @@ class InboxProjection(Projection):
         ``apply`` event by event, in a few statements."""
         from projections.inbox_page import InboxPage
 
-        return InboxPage(schema, source, events, carry)
+        page = InboxPage(schema, source, events, carry)
+        if events and (self.item_listeners or self._folded):
+            self._forget(schema.as_string(None), source, events[0].position, events[-1].position)
+            if self.item_listeners:
+                page.on_statements = self._keep
+        return page
+
+    # -- items of committed pages, for ``item_listeners`` ---------------------------------
+
+    def _keep(self, page: Any) -> None:
+        """``InboxPage.on_statements``: the page is folded and its writes are encoded."""
+        if not page.events:
+            return
+        folded = _Folded(
+            page.schema.as_string(None), page.events[0].position, page.events[-1].position,
+            page.items,
+        )  # fmt: skip
+        with self._folded_lock:
+            pages = self._folded.setdefault(page.source, [])
+            pages[:] = [p for p in pages if not folded.overlaps(p)]
+            pages.append(folded)
+            del pages[:-STASH_PAGES]
+
+    def _forget(self, schema: str | None, source: str, first: int, last: int) -> None:
+        """Drop the kept pages of ``source`` in ``schema`` (``None``: any) that overlap
+        ``first..last``."""
+        with self._folded_lock:
+            pages = self._folded.get(source)
+            if pages:
+                pages[:] = [
+                    p
+                    for p in pages
+                    if (schema is not None and p.schema != schema)
+                    or p.last < first
+                    or p.first > last
+                ]
+
+    def _committed_items(self, source: str, first: int, last: int) -> list[dict[str, Any]] | None:
+        """The items of the kept page that committed as ``first..last`` (and forget every
+        kept page up to ``last``), or ``None``."""
+        with self._folded_lock:
+            pages = self._folded.get(source)
+            if not pages:
+                return None
+            found = [p for p in pages if p.last == last and p.first >= first]
+            pages[:] = [p for p in pages if p.last > last]
+        if len(found) != 1:
+            return None  # not folded here, or ambiguous (two versions folded that range)
+        decode = msgspec.json.decode
+        items = [
+            {"reader_id": reader, "seq": seq, "kind": kind, "at": at,
+             "data": decode(memoryview(data)[1:]),
+             "source": src, "position": position}
+            for reader, seq, kind, at, data, src, position in found[0].items
+        ]  # fmt: skip
+        items.sort(key=_position_seq)  # as ``items_for_positions`` orders them
+        return items
 
     def after_commit(self, source: str, first: int, last: int) -> None:
         for listener in list(self.listeners):
@@ -252,6 +348,23 @@ class InboxProjection(Projection):
             except Exception:
                 log.exception("inbox listener %r failed on %s [%s, %s]", listener, source,
                               first, last)  # fmt: skip
+        item_listeners = list(self.item_listeners)
+        if not item_listeners:
+            if self._folded:
+                with self._folded_lock:
+                    self._folded.clear()
+            return
+        try:
+            items = self._committed_items(source, first, last)
+        except Exception:
+            log.exception("inbox: items of %s [%s, %s] not handed over", source, first, last)
+            items = None
+        for item_listener in item_listeners:
+            try:
+                item_listener(source, first, last, items)
+            except Exception:
+                log.exception("inbox listener %r failed on %s [%s, %s]", item_listener,
+                              source, first, last)  # fmt: skip
 
     # -- library lookups ------------------------------------------------------------------
 
@@ -448,6 +561,10 @@ class InboxProjection(Projection):
         deliver(cur, s, [e.reader_id], "chat.hidden", e.timestamp, data, src, pos)
 
 
+def _position_seq(item: dict[str, Any]) -> tuple[int, int]:
+    return item["position"], item["seq"]
+
+
 # -- queries ------------------------------------------------------------------------------------
 
 
@@ -601,4 +718,4 @@ class InboxQueries:
         return self.message(message_id_for(conversation_id, sender_id, client_msg_id))
 
 
-__all__ = ["DDL", "InboxProjection", "InboxQueries", "Listener", "deliver"]
+__all__ = ["DDL", "InboxProjection", "InboxQueries", "ItemListener", "Listener", "deliver"]

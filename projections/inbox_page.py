@@ -10,13 +10,19 @@ compares the two on a realistic log, row for row):
 - lookups (``readers``, ``books``, ``loans``) are folded like the statements that maintain
   them (``ON CONFLICT DO NOTHING`` where those have it; a duplicate loan or a
   loan/conversation that does not exist fails as the statement fails);
-- ``unread`` after ``MessagesRead`` is recounted from the messages after the new read
-  position, so the page loads, for each (conversation, reader) it reads, the peer's
-  messages after the reader's stored read position (and takes the newer ones from memory);
+- ``unread`` is a counter on the conversation row (``InboxProjection`` keeps it equal to
+  the number of the peer's messages after ``read_up_to`` not hidden for the reader):
+  ``MessagesRead`` lowers it by the peer's visible messages in the range it marks read
+  (``seq`` in ``(old read_up_to, new read_up_to]``): none to count when the new position
+  is the conversation's ``last_seq`` (it drops to 0), else one range query for the
+  messages of that range (plus those of this page and the page before, in memory). So a
+  read receipt never iterates a conversation's messages: its cost is that of the range it
+  marks read, each message counted at most once per reader;
 - a hidden message that was a reader's last message is replaced by the newest message
   still visible to them, built as the SQL ``jsonb_build_object`` builds it (``at`` as
   ``to_char(… 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')``), from memory and, for the messages the
-  page does not know, one query.
+  page does not know, one query; the messages the page before added or hid are looked up
+  in it (``own``), never copied.
 
 A Library page and a Chat page never change the same tables except ``heads``/``items``;
 ``readers`` (sender nicknames) only change in Library pages, so a Chat page reads them as
@@ -25,16 +31,17 @@ stored (the runner commits one log's pages before it starts the other's).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.batch import Copy, Page, Rows, Statement, Table, as_json, as_jsonb
+from projections.batch import COPY_MIN_ROWS, Copy, Page, Rows, Statement, Table, as_json
 from projections.inbox import _LOAN_KINDS, _uuid
 
 READERS = Table("readers", {"id": "uuid", "nickname": "text", "avatar_url": "text"})
@@ -56,6 +63,11 @@ ITEMS = Table(
     },
     key=("reader_id", "seq"),
 )
+ITEMS_COPY_TYPES = tuple("bytea" if t == "jsonb" else t for t in ITEMS.types)
+"""How the items' ``COPY`` sends its values: ``data`` as the bytes of jsonb's binary
+input (version 1, then the JSON text: ``_jsonb_binary``), written as they are (the server
+reads a binary ``COPY`` field with the column's type, jsonb), rather than through psycopg's
+jsonb dumper, a Python call a value."""
 CONVERSATIONS = Table(
     "conversations",
     {
@@ -102,16 +114,9 @@ def _sql(query: str, schema: sql.Identifier) -> sql.Composed:
     return sql.SQL(query).format(s=schema)
 
 
-_UNREAD_CANDIDATES = """
-SELECT m.* FROM json_to_recordset(%s::json) AS p(c uuid, r uuid)
-CROSS JOIN LATERAL (
-    SELECT read_up_to FROM {s}.conversations cv
-    WHERE cv.reader_id = p.r AND cv.conversation_id = p.c OFFSET 0) cv
-CROSS JOIN LATERAL (
-    SELECT conversation_id, seq, message_id, sender_id, text, client_msg_id, at, hidden_for
-    FROM {s}.messages m
-    WHERE m.conversation_id = p.c AND m.seq > cv.read_up_to AND m.sender_id <> p.r
-    OFFSET 0) m
+_READ_RANGE = """
+SELECT conversation_id, seq, message_id, sender_id, text, client_msg_id, at, hidden_for
+FROM {s}.messages WHERE conversation_id = %s AND seq > %s AND seq <= %s AND sender_id <> %s
 """
 _MEMBERS_HEADS = """
 SELECT h.reader_id, h.seq FROM json_array_elements_text(%s::json) AS k(v)
@@ -131,6 +136,15 @@ LEFT JOIN {s}.readers r ON r.id = m.sender_id
 """
 
 
+_encode = msgspec.json.Encoder().encode
+
+
+def _jsonb_binary(value: Any) -> bytes:
+    """``value`` as jsonb's binary input: ``b"\\x01"`` then its JSON text (msgspec: UUIDs
+    and datetimes as strings)."""
+    return b"\x01" + _encode(value)
+
+
 def _sql_time(at: datetime) -> str:
     """``to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')``."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -144,12 +158,15 @@ class InboxPage(Page):
     ) -> None:
         super().__init__(schema, source, events, carry)
         self.conn: psycopg.Connection[Any] | None = None
+        # called with the page at the end of ``statements()`` (``InboxProjection``)
+        self.on_statements: Callable[[InboxPage], None] | None = None
         c: Any = carry  # an InboxPage of the same log, or None
         self.readers: Rows = Rows(READERS, c.readers if c else None, cumulative=True)
         self.books: Rows = Rows(BOOKS, c.books if c else None, cumulative=True)
         self.loans: Rows = Rows(LOANS, c.loans if c else None, cumulative=True)
         self.heads: Rows = Rows(HEADS, c.heads if c else None, cumulative=True)
-        self.items: list[tuple[Any, ...]] = []  # insert only: ITEMS' columns, in order
+        # insert only: ITEMS' columns, in order (``data`` as ``_jsonb_binary``)
+        self.items: list[tuple[Any, ...]] = []
         self.conversations: Rows = Rows(
             CONVERSATIONS, c.conversations if c else None, cumulative=True
         )
@@ -160,10 +177,14 @@ class InboxPage(Page):
         self.all_members: dict[int, list[tuple[int, int]]] = c.all_members if c else {}
         # conversation -> keys of the messages known (not necessarily all)
         self.by_conversation: dict[int, list[int]] = {}
+        # conversation -> keys of the messages this page added or hid (the page after looks
+        # them up here: they are newer than the table's until this page is written)
+        self.own: dict[int, list[int]] = {}
         self._load_conversations: dict[int, UUID] = {}
-        self._unread_pairs: dict[tuple[int, int], tuple[UUID, UUID]] = {}
         # (conversation, reader) -> [conversation, reader, hides in this page]
         self.hides: dict[tuple[int, int], list[Any]] = {}
+        # book or reader key -> its JSON in loan items (ids are random UUIDs: no clash)
+        self._fragments: dict[int, msgspec.Raw] = {}
         if source == "library":
             self._plan_library()
         else:
@@ -218,8 +239,6 @@ class InboxPage(Page):
                     self._take_conversation(cid)
                 else:
                     load[cid] = conversation
-                # before anything is read: the carried page's state of them is the newer
-                self._take_carried_messages(cid)
             d = e.data
             if kind == "Conversation.MessageSent":
                 mid, sender = d["message_id"], d["sender_id"]
@@ -234,7 +253,6 @@ class InboxPage(Page):
             elif kind == "Conversation.MessagesRead":
                 reader = d["reader_id"]
                 heads[reader.int] = reader
-                self._unread_pairs[(cid, reader.int)] = (conversation, reader)
             elif kind == "Conversation.Opened":
                 for member in d["members"]:
                     member = _uuid(member)
@@ -252,16 +270,6 @@ class InboxPage(Page):
             self.conversations.rows[k] = row
             self.heads.want(row["reader_id"].int, row["reader_id"])
         self.members[cid] = list(keys)
-
-    def _take_carried_messages(self, cid: int) -> None:
-        """Take the carried page's messages of a conversation (it may have added or hidden
-        some since the stored state)."""
-        carry: Any = self.carry
-        if carry is None:
-            return
-        for k in carry.by_conversation.get(cid, ()):
-            if k not in self.messages.rows:
-                self.messages.rows[k] = carry.messages.rows[k]
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -291,19 +299,13 @@ class InboxPage(Page):
                 self.heads.loaded(heads)
             return
         with conn.pipeline():
-            conversations = members_heads = unread = None
+            conversations = members_heads = None
             if self._load_conversations:
                 ids = as_json(list(self._load_conversations.values()))
                 conversations = conn.cursor(row_factory=dict_row)
                 conversations.execute(CONVERSATIONS.select_by(s, "conversation_id"), (ids,))
                 members_heads = conn.cursor(row_factory=dict_row)
                 members_heads.execute(_sql(_MEMBERS_HEADS, s), (ids,))
-            if self._unread_pairs:
-                unread = conn.cursor(row_factory=dict_row)
-                unread.execute(
-                    _sql(_UNREAD_CANDIDATES, s),
-                    (as_json([{"c": c, "r": r} for c, r in self._unread_pairs.values()]),),
-                )
             visible = None
             if self.hides:
                 # The messages a hide may leave as a reader's newest visible one: with k
@@ -333,7 +335,6 @@ class InboxPage(Page):
             self.messages.loaded(candidates)
         self.conversations.loaded(conversations)
         self.heads.loaded(members_heads)
-        self.messages.loaded(unread)
         self.messages.loaded(messages)
         self.readers.loaded(readers)
         self.heads.loaded(heads)
@@ -368,7 +369,7 @@ class InboxPage(Page):
         """``inbox.deliver``: one item a reader (duplicates ignored), each with the next seq
         of its reader."""
         heads, append = self.heads, self.items.append
-        payload = as_jsonb(data)  # encoded once for every reader
+        payload = _jsonb_binary(data)  # encoded once for every reader
         seen: set[int] = set()
         for reader in readers:
             if type(reader) is not UUID:
@@ -387,24 +388,36 @@ class InboxPage(Page):
 
     # library
 
-    def _loan_fields(self, loan_id: UUID, status: str) -> dict[str, Any]:
+    def _loan_fields(self, loan_id: UUID, status: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(loan fields, loan row)``: the fields with ``book``, ``borrower`` and
+        ``lender`` as JSON encoded once a page for each book and reader
+        (``_fragments``, dropped when the row changes)."""
         loan = self.loans.get(loan_id.int)
         if loan is None:
             raise LookupError(f"inbox: loan {loan_id} has no Loan.Requested before it")
-        book = self.books.get(loan["book_id"].int)
-        borrower = self.readers.get(loan["borrower_id"].int)
-        lender = self.readers.get(loan["lender_id"].int)
-        return {
-            "loan_id": loan_id,
-            "status": status,
-            "book": {"id": loan["book_id"], "title": (book and book["title"]) or ""},
-            "borrower": {"id": loan["borrower_id"],
-                         "nickname": (borrower and borrower["nickname"]) or "",
-                         "avatar_url": (borrower and borrower["avatar_url"]) or ""},
-            "lender": {"id": loan["lender_id"],
-                       "nickname": (lender and lender["nickname"]) or "",
-                       "avatar_url": (lender and lender["avatar_url"]) or ""},
+        fragments = self._fragments
+        book_id, borrower_id, lender_id = loan["book_id"], loan["borrower_id"], loan["lender_id"]
+        book = fragments.get(book_id.int)
+        if book is None:
+            row = self.books.get(book_id.int)
+            book = fragments[book_id.int] = msgspec.Raw(
+                _encode({"id": book_id, "title": (row and row["title"]) or ""})
+            )
+        borrower = fragments.get(borrower_id.int) or self._reader_fragment(borrower_id)
+        lender = fragments.get(lender_id.int) or self._reader_fragment(lender_id)
+        fields = {
+            "loan_id": loan_id, "status": status, "book": book, "borrower": borrower,
+            "lender": lender,
         }  # fmt: skip
+        return fields, loan
+
+    def _reader_fragment(self, reader_id: UUID) -> msgspec.Raw:
+        row = self.readers.get(reader_id.int)
+        fragment = self._fragments[reader_id.int] = msgspec.Raw(
+            _encode({"id": reader_id, "nickname": (row and row["nickname"]) or "",
+                     "avatar_url": (row and row["avatar_url"]) or ""})
+        )  # fmt: skip
+        return fragment
 
     def _fold_library(self, e: Any) -> None:  # noqa: C901
         kind = e.type
@@ -412,19 +425,23 @@ class InboxPage(Page):
         uuid = e.originator_id
         k = uuid.int
         if kind == "Reader.Registered":
+            self._fragments.pop(k, None)
             if k not in self.readers:  # ON CONFLICT (id) DO NOTHING
                 self.readers.insert(
                     k, {"id": uuid, "nickname": d["nickname"], "avatar_url": d["avatar_url"]}
                 )
         elif kind == "Reader.ProfileChanged":
+            self._fragments.pop(k, None)
             if (row := self.readers.change(k)) is not None:
                 row["nickname"] = d["nickname"]
                 row["avatar_url"] = d["avatar_url"]
         elif kind == "Book.Published":
+            self._fragments.pop(k, None)
             if k not in self.books:  # ON CONFLICT (id) DO NOTHING
                 self.books.insert(k, {"id": uuid, "owner_id": d["owner_id"], "title": d["title"]})
         elif kind == "Book.DetailsRevised":
             title = (d["changes"] or {}).get("title")
+            self._fragments.pop(k, None)
             if title and (row := self.books.change(k)) is not None:
                 row["title"] = title
         elif kind == "Loan.Requested":
@@ -432,16 +449,16 @@ class InboxPage(Page):
                 "id": uuid, "book_id": d["book_id"], "borrower_id": d["borrower_id"],
                 "lender_id": d["lender_id"],
             })  # fmt: skip
-            data = self._loan_fields(uuid, "requested")
+            data, _ = self._loan_fields(uuid, "requested")
             data["note"] = d["note"] or ""
             data["contact"] = dict(d["contact"]) if d["contact"] else None
             self._deliver([d["lender_id"]], "loan.requested", e.timestamp, data, e.position)
         elif kind in _LOAN_KINDS:
             item_kind, status, roles = _LOAN_KINDS[kind]
-            data = self._loan_fields(uuid, status)
+            data, loan = self._loan_fields(uuid, status)
             if status == "declined":
                 data["reason"] = d.get("reason", "") or ""
-            readers = [data[role]["id"] for role in roles]
+            readers = [loan[f"{role}_id"] for role in roles]
             self._deliver(readers, item_kind, e.timestamp, data, e.position)
 
     # chat
@@ -487,6 +504,7 @@ class InboxPage(Page):
             "at": e.timestamp, "hidden_for": [],
         })  # fmt: skip
         self.by_conversation.setdefault(cid, []).append(mid.int)
+        self.own.setdefault(cid, []).append(mid.int)
         who = self.readers.get(sender.int) or {}
         message = {
             "conversation_id": conversation,
@@ -520,17 +538,45 @@ class InboxPage(Page):
         row = self.conversations.change((reader.int, conversation.int))
         if row is None:
             raise LookupError(f"inbox: conversation {conversation} was never opened")
-        read_up_to = row["read_up_to"] if up_to is None else max(row["read_up_to"], up_to)
-        rows = self.messages.rows
-        unread = 0
-        for k in self.by_conversation.get(conversation.int, ()):
-            m = rows[k]
-            if m["seq"] > read_up_to and m["sender_id"] != reader and reader not in m["hidden_for"]:
-                unread += 1
-        row["read_up_to"] = read_up_to
-        row["unread"] = unread
+        old = row["read_up_to"]
+        if up_to is not None and up_to > old:
+            row["read_up_to"] = up_to
+            if up_to >= row["last_seq"]:
+                row["unread"] = 0  # every message is at or before it
+            elif row["unread"]:
+                row["unread"] -= self._unread_between(conversation, reader, old, up_to)
         data = {"conversation_id": conversation, "reader_id": reader, "up_to": up_to}
         self._deliver([reader, row["peer_id"]], "chat.read", e.timestamp, data, e.position)
+
+    def _unread_between(self, conversation: UUID, reader: UUID, after: int, up_to: int) -> int:
+        """How many messages of the peer with ``after < seq <= up_to`` ``reader`` has not
+        hidden: the stored ones (one range query; rows this page or the page before know
+        are taken from memory, they are newer) and those of this page and the page before."""
+        cid = conversation.int
+        assert self.conn is not None
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(_sql(_READ_RANGE, self.schema), (conversation, after, up_to, reader))
+            stored = cur.fetchall()
+        known = self.messages.rows
+        by_conversation = self.by_conversation.setdefault(cid, [])
+        fresh = [m["message_id"].int for m in stored if m["message_id"].int not in known]
+        self.messages.loaded(stored)
+        by_conversation.extend(fresh)
+        carry: Any = self.carry
+        candidates: dict[int, dict[str, Any]] = {}
+        for k in carry.own.get(cid, ()) if carry is not None else ():
+            candidates[k] = known.get(k) or carry.messages.rows[k]
+        for k in by_conversation:
+            candidates[k] = known[k]
+        unread = 0
+        for m in candidates.values():
+            if (
+                after < m["seq"] <= up_to
+                and m["sender_id"] != reader
+                and reader not in m["hidden_for"]
+            ):
+                unread += 1
+        return unread
 
     def _message_hidden(self, e: Any) -> None:
         d = e.data
@@ -547,6 +593,7 @@ class InboxPage(Page):
         message = self.messages.change(mid.int)
         assert message is not None
         message["hidden_for"] = [*message["hidden_for"], reader]
+        self.own.setdefault(cid, []).append(mid.int)
         row = self.conversations.change((reader.int, cid))
         if row is not None:
             seq, sender = message["seq"], message["sender_id"]
@@ -563,12 +610,14 @@ class InboxPage(Page):
     def _newest_visible(self, conversation: UUID, reader: UUID) -> dict[str, Any] | None:
         """The newest message of the conversation that ``reader`` has not hidden, shaped as
         the SQL ``jsonb_build_object`` of ``InboxProjection._message_hidden`` shapes it."""
+        cid = conversation.int
         known = self.messages.rows
-        candidates = [
-            known[k]
-            for k in self.by_conversation.get(conversation.int, ())
-            if reader not in known[k]["hidden_for"]
-        ]  # the newest of them is the newest visible (``load``)
+        carry: Any = self.carry
+        rows = {k: known[k] for k in self.by_conversation.get(cid, ())}
+        for k in carry.own.get(cid, ()) if carry is not None else ():
+            rows.setdefault(k, known.get(k) or carry.messages.rows[k])
+        candidates = [m for m in rows.values() if reader not in m["hidden_for"]]
+        # the newest of them is the newest visible (``load``)
         if not candidates:
             return None
         m = max(candidates, key=lambda c: c["seq"])
@@ -611,15 +660,32 @@ class InboxPage(Page):
 
     def statements(self) -> list[Statement]:
         s = self.schema
-        return [
+        statements = [
             *self.readers.statements(s),
             *self.books.statements(s),
             *self.loans.statements(s),
             *self.conversations.statements(s),
             *self.messages.statements(s),
             *self.heads.statements(s),
-            *([Copy(ITEMS.copy_sql(s), ITEMS.types, self.items)] if self.items else []),
+            *self._items_statements(),
         ]
+        if self.on_statements is not None:
+            self.on_statements(self)
+        return statements
+
+    def _items_statements(self) -> list[Statement]:
+        """A ``COPY`` of the items, or for a few (a live page) an ``INSERT`` pipelined with
+        the page's other statements (a ``COPY`` costs round trips of its own)."""
+        if not self.items:
+            return []
+        if len(self.items) >= COPY_MIN_ROWS:
+            return [Copy(ITEMS.copy_sql(self.schema), ITEMS_COPY_TYPES, self.items)]
+        rows = [
+            {"reader_id": reader, "seq": seq, "kind": kind, "at": at,
+             "data": msgspec.Raw(data[1:]), "source": source, "position": position}
+            for reader, seq, kind, at, data, source, position in self.items
+        ]  # fmt: skip
+        return [(ITEMS.insert_sql(self.schema), (as_json(rows),))]
 
 
 __all__ = ["InboxPage"]

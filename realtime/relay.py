@@ -2,12 +2,14 @@
 effect* to ``liudong.inbox.<reader_id>`` (stream ``LIUDONG_INBOX``).
 
 How nothing is lost between the database commit and NATS
-    The inbox projection calls ``Relay.on_page(source, first, last)`` (in its own thread)
-    after each committed page; the relay reads that page's items
-    (``InboxPages.items_for_positions``) and hands them to its asyncio task with
-    ``asyncio.run_coroutine_threadsafe``. The task publishes them to JetStream with the header
-    ``Nats-Msg-Id: <reader_id>:<seq>`` and waits for every acknowledgement; only then does it
-    advance ``relay_tracking(source, position)`` (migration ``0006_relay``). On start, on
+    The inbox projection calls ``Relay.on_page(source, first, last, items)`` (in its own
+    thread) after each committed page, with the items that page wrote when it knows them
+    in memory (``InboxProjection.item_listeners``); otherwise (``items`` is ``None``) the
+    relay reads them (``InboxPages.items_for_positions``). It hands them to its asyncio
+    task with ``asyncio.run_coroutine_threadsafe``. The task publishes them to JetStream
+    with the header ``Nats-Msg-Id: <reader_id>:<seq>`` and waits for every
+    acknowledgement; only then does it advance ``relay_tracking(source, position)``
+    (migration ``0006_relay``). On start, on
     NATS reconnect, after a failure, whenever a page does not follow the last relayed
     position, and every ``interval`` seconds, it re-publishes from ``relay_tracking`` up to the
     inbox projection's own position. Re-publishing is harmless: JetStream drops a message
@@ -203,18 +205,24 @@ class Relay:
 
     # -- the projection's listener (its thread) -------------------------------------------------
 
-    def on_page(self, source: str, first: int, last: int) -> None:
-        """``InboxProjection`` listener: page ``first..last`` of ``source`` committed."""
+    def on_page(
+        self, source: str, first: int, last: int, items: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        """``InboxProjection`` listener: page ``first..last`` of ``source`` committed.
+
+        ``items``: every item that page made (``InboxPages.items_for_positions``' shape and
+        order), as the projection committed them; ``None``: read them from the database."""
         loop = self._loop
         if loop is None or loop.is_closed() or source not in self.sources:
             return
-        try:
-            items: Sequence[dict[str, Any]] | None = self.inbox.items_for_positions(
-                source, first, last
-            )
-        except Exception as exc:  # the task re-reads them
-            log.warning("relay: could not read inbox page %s %s..%s: %s", source, first, last, exc)
-            items = None
+        if items is None:
+            try:
+                items = self.inbox.items_for_positions(source, first, last)
+            except Exception as exc:  # the task re-reads them
+                log.warning(
+                    "relay: could not read inbox page %s %s..%s: %s", source, first, last, exc
+                )
+                items = None
         with contextlib.suppress(RuntimeError):  # loop closed meanwhile
             asyncio.run_coroutine_threadsafe(self._offer(_Page(source, first, last, items)), loop)
 

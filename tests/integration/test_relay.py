@@ -136,6 +136,33 @@ async def test_a_page_after_a_gap_reads_the_gap_from_the_database(
         await sub.unsubscribe()
 
 
+async def test_a_page_handed_over_in_memory_is_published_without_reading_it_back(
+    nc: Any, tracking: RelayTracking
+) -> None:
+    source, reader = f"test-{uuid4().hex[:8]}", str(uuid4())
+    inbox = FakeInbox(source)
+    seqs, sub = await _received(nc, reader)
+    relay = Relay(nc, inbox, tracking, [source], is_active=lambda: False, interval=60)
+    await relay.start()
+    try:
+        first, last = inbox.commit(reader, 3)
+        items = inbox.items_for_positions(source, first, last)
+        reads: list[tuple[Any, ...]] = []
+
+        def read(*page: Any) -> list[dict[str, Any]]:
+            reads.append(page)
+            return []
+
+        inbox.items_for_positions = read  # type: ignore[method-assign]
+        await asyncio.to_thread(relay.on_page, source, first, last, items)  # as the inbox does
+        await _until(lambda: seqs == [1, 2, 3])
+        await _until(lambda: tracking.load(source) == 3)
+        assert reads == []
+    finally:
+        await relay.stop()
+        await sub.unsubscribe()
+
+
 async def test_re_publishing_is_deduplicated_by_jetstream(
     nc: Any, tracking: RelayTracking
 ) -> None:
