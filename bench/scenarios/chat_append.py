@@ -43,8 +43,12 @@ from bench.common import (
 ROUTE = "/v1/conversations/{conversation_id}/messages"
 
 
-def _wait_inbox(url: str, position: int, timeout: float = 300.0) -> None:
-    """Until the inbox projection has processed the chat log up to ``position``."""
+def _wait_inbox(url: str, position: int, timeout: float = 300.0) -> float:
+    """Until the inbox projection has processed the chat log up to ``position``, and the
+    server's relay has published its items to NATS (``relay_tracking``): the bulk-loaded
+    messages' items would otherwise still be publishing during the measured window, which
+    no real conversation at message 10,000 has pending. Returns the seconds the relay
+    took after the inbox had caught up."""
     from projections.framework import tracked_position
 
     deadline = time.monotonic() + timeout
@@ -52,6 +56,16 @@ def _wait_inbox(url: str, position: int, timeout: float = 300.0) -> None:
         while tracked_position(conn, "inbox", "chat") < position:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"inbox did not reach chat position {position}")
+            time.sleep(0.05)
+        inbox_done = time.monotonic()
+        while True:
+            row = conn.execute(
+                "SELECT position FROM relay_tracking WHERE source = 'chat'"
+            ).fetchone()
+            if row is not None and row[0] >= position:
+                return time.monotonic() - inbox_done
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the relay did not reach chat position {position}")
             time.sleep(0.05)
 
 
@@ -187,7 +201,8 @@ async def _measure(
         _bulk_fill, url, chat, conversation_id, members, early_n + window, target_n - 1
     )
     fill_seconds = time.monotonic() - t_fill
-    await asyncio.to_thread(_wait_inbox, url, position)
+    relay_seconds = await asyncio.to_thread(_wait_inbox, url, position)
+    log(f"chat_append: the relay published the bulk-loaded items {relay_seconds:.1f} s after the inbox")
     late = await measure_window(target_n)
     for conn in conns:
         await conn.close()
@@ -212,6 +227,7 @@ async def _measure(
         "fill": f"messages 1..{early_n - 1} through Chat.handle; {early_n + window}.."
         f"{target_n - 1} bulk-loaded with their snapshots (module docstring)",
         "fill_seconds": round(fill_seconds, 1),
+        "relay_catch_up_seconds": round(relay_seconds, 2),
         "setup_s": round(time.monotonic() - fill_started, 1),
         "baseline": f"the same window at message {early_n}",
     }
