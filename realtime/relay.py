@@ -248,7 +248,10 @@ class Relay:
                         await self._catch_up()
                     if job is _CATCH_UP:
                         continue
-                await self._page(job)
+                pages, catch_up = self._drain(job)
+                await self._pages(pages)
+                if catch_up and self.is_active():
+                    await self._catch_up()
                 backoff = 0.5
             except asyncio.CancelledError:
                 raise
@@ -260,17 +263,46 @@ class Relay:
                 backoff = min(backoff * 2, 10.0)
                 self._overflowed = True  # drop nothing: the next round reads the database
 
-    async def _page(self, page: _Page) -> None:
-        position = self._positions.get(page.source, 0)
-        if page.last <= position:
-            return
-        self.stats.pages += 1
-        if page.items is None or page.first > position + 1:
-            # a gap (another node relayed, or failed to, before us; or ids with holes)
-            await self._catch_up_source(page.source, upto=page.last)
-            return
-        await self._publish(page.items)
-        await self._advance(page.source, page.last)
+    def _drain(self, first: _Page) -> tuple[list[_Page], bool]:
+        """``first`` and the pages queued behind it (up to a catch-up request: True)."""
+        pages = [first]
+        while len(pages) < self.chunk:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if job is _CATCH_UP:
+                return pages, True
+            pages.append(job)
+        return pages, False
+
+    async def _pages(self, pages: Sequence[_Page]) -> None:
+        """Publish the items of the consecutive ``pages`` (in order) together, wait for
+        every acknowledgement, then advance the tracking once per source: a busy inbox's
+        pages do not each wait for the previous one's acks and tracking write."""
+        items: list[dict[str, Any]] = []
+        reached: dict[str, int] = {}
+
+        async def flush() -> None:
+            await self._publish(items)
+            for source, position in reached.items():
+                await self._advance(source, position)
+            items.clear()
+            reached.clear()
+
+        for page in pages:
+            position = reached.get(page.source) or self._positions.get(page.source, 0)
+            if page.last <= position:
+                continue
+            self.stats.pages += 1
+            if page.items is None or page.first > position + 1:
+                # a gap (another node relayed, or failed to, before us; or ids with holes)
+                await flush()
+                await self._catch_up_source(page.source, upto=page.last)
+                continue
+            items.extend(page.items)
+            reached[page.source] = page.last
+        await flush()
 
     async def _catch_up(self) -> None:
         self.stats.catch_ups += 1

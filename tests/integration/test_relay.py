@@ -6,6 +6,7 @@ after JetStream acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -159,6 +160,42 @@ async def test_a_page_handed_over_in_memory_is_published_without_reading_it_back
         await _until(lambda: tracking.load(source) == 3)
         assert reads == []
     finally:
+        await relay.stop()
+        await sub.unsubscribe()
+
+
+async def test_pages_queued_behind_a_busy_relay_are_published_together_in_order(
+    nc: Any, tracking: RelayTracking
+) -> None:
+    source, reader = f"test-{uuid4().hex[:8]}", str(uuid4())
+    inbox = FakeInbox(source)
+    seqs, sub = await _received(nc, reader)
+    relay = Relay(nc, inbox, tracking, [source], is_active=lambda: False, interval=60)
+    saves: list[int] = []
+    release = threading.Event()
+    save = tracking.save
+
+    def slow_save(src: str, position: int) -> None:
+        saves.append(position)
+        release.wait(10)  # the first page's tracking write holds the relay up
+        save(src, position)
+
+    await relay.start()
+    tracking.save = slow_save  # type: ignore[method-assign]
+    try:
+        pages = [inbox.commit(reader, 2) for _ in range(4)]
+        for first, last in pages:
+            items = inbox.items_for_positions(source, first, last)
+            await asyncio.to_thread(relay.on_page, source, first, last, items)
+            if first == 1:
+                await _until(lambda: saves == [2])
+        release.set()
+        await _until(lambda: tracking.load(source) == 8)
+        await _until(lambda: seqs == list(range(1, 9)))
+        assert saves == [2, 8]  # pages 2-4 were published as one batch, tracked once
+        assert relay.stats.published == 8
+    finally:
+        release.set()
         await relay.stop()
         await sub.unsubscribe()
 
