@@ -7,7 +7,6 @@ fast decoding must equal the mapper on the real logs; and a poison event in a fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -17,7 +16,6 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from api.db import eventsourcing_env
 from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat
@@ -39,13 +37,6 @@ from tests.integration.chat_activity import chat_story
 from tests.integration.test_upcasting import insert_golden_v1
 
 PROJECTIONS = {"shelf": ShelfProjection, "inbox": InboxProjection, "rooms": RoomsProjection}
-
-
-@pytest.fixture(scope="module")
-def chat(database_url: str) -> Iterator[Chat]:
-    app = Chat(env=eventsourcing_env(database_url))
-    yield app
-    app.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import csv
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from api.cli import main
-from api.db import eventsourcing_env
 from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat
 from domain.library import Library
 from tests.integration.activity import reader
-
-
-@pytest.fixture(scope="module")
-def chat(database_url: str) -> Iterator[Chat]:
-    app = Chat(env=eventsourcing_env(database_url))
-    yield app
-    app.close()
 
 
 def run(database_url: str, *args: str) -> Result:

@@ -7,7 +7,6 @@ mapper into a ``LogEvent``, written row by row as the export used to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -18,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main
-from api.db import eventsourcing_env
 from api.eventlog import LogEvent, LogReader
 from domain.chat import Chat
 from domain.library import Library
@@ -33,13 +31,6 @@ from tests.unit.test_export_decoding import (
     reference_parquet,
     same,
 )
-
-
-@pytest.fixture(scope="module")
-def chat(database_url: str) -> Iterator[Chat]:
-    app = Chat(env=eventsourcing_env(database_url))
-    yield app
-    app.close()
 
 
 @pytest.fixture(scope="module")

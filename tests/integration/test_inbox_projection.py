@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from api.db import eventsourcing_env, make_pool
+from api.db import make_pool
 from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat, Conversation, conversation_id_for
@@ -73,13 +73,6 @@ class Harness:
 
     def kinds(self, reader: UUID) -> list[str]:
         return [i["kind"] for i in self.feed(reader)]
-
-
-@pytest.fixture(scope="module")
-def chat(database_url: str) -> Iterator[Chat]:
-    app = Chat(env=eventsourcing_env(database_url))
-    yield app
-    app.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ and overlapped.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -22,7 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from api.db import eventsourcing_env, make_pool
+from api.db import make_pool
 from domain import chat_commands as cc
 from domain.chat import Chat
 from domain.library import Library
@@ -37,13 +36,6 @@ from tests.integration.test_batched_projections import (
     named,
     one_by_one,
 )
-
-
-@pytest.fixture(scope="module")
-def chat(database_url: str) -> Iterator[Chat]:
-    app = Chat(env=eventsourcing_env(database_url))
-    yield app
-    app.close()
 
 
 @pytest.fixture(scope="module")

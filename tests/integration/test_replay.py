@@ -18,7 +18,6 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from api.cli import main
-from api.db import eventsourcing_env
 from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat
@@ -31,13 +30,6 @@ from tests.integration.activity import reader
 
 SCHEMAS = ("analyst_t1", "analyst_all", "analyst_all_inbox", "analyst_all_rooms",
            "analyst_empty", "analyst_other", "analyst_poison", "ref_t1", "ref_t2")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def chat(database_url: str) -> Iterator[Chat]:
-    app = Chat(env=eventsourcing_env(database_url))
-    yield app
-    app.close()
 
 
 @pytest.fixture(scope="module")
