@@ -40,7 +40,11 @@ def authenticate_token(container: object, token: str | None) -> UUID:
         raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
 
 
-def _current_reader(request: Request) -> UUID:  # type: ignore[type-arg]
+def current_reader(request: Request) -> UUID:  # type: ignore[type-arg]
+    """The reader of the request's bearer token (the ``reader_id`` dependency). Raises
+    ``Unauthorized`` (401). Command handlers that run in a worker thread anyway may call it
+    there instead of declaring ``reader_id``: the dependency costs a second thread hop per
+    request (about a tenth of the server's CPU per command)."""
     return authenticate_token(request.app.state.container, bearer_token(request))
 
 
@@ -52,6 +56,6 @@ def _optional_reader(request: Request) -> UUID | None:  # type: ignore[type-arg]
 
 
 AUTH_DEPENDENCIES = {
-    "reader_id": Provide(_current_reader, sync_to_thread=True),
+    "reader_id": Provide(current_reader, sync_to_thread=True),
     "viewer_id": Provide(_optional_reader, sync_to_thread=True),
 }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from uuid import UUID
 from typing import Any
+from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, post

@@ -9,12 +9,12 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
+from api.auth import current_reader
 from api.catalog import CatalogEntry
 from api.controllers.chat import open_loan_conversation
 from api.controllers.common import (
     accepted,
     container_of,
-    current_reader,
     execute,
     position_headers,
     shelf_includes,

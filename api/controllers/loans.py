@@ -8,10 +8,10 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 
+from api.auth import current_reader
 from api.controllers.common import (
     accepted,
     container_of,
-    current_reader,
     execute,
     position_headers,
 )
