@@ -238,7 +238,7 @@ class Services:
 @contextlib.contextmanager
 def services(bench_dir: Path) -> Iterator[Services]:
     """``DATABASE_URL``'s server and ``NATS_URL``, or embedded ones under ``bench_dir``."""
-    from api.embedded import EmbeddedNats, start_postgres
+    from api.bootstrap.embedded import EmbeddedNats, start_postgres
 
     configured_db = os.environ.get("DATABASE_URL")
     if configured_db:
@@ -271,7 +271,7 @@ def throwaway_database(server_url: str, tag: str, *, migrate: bool = True) -> It
     url = with_dbname(server_url, name)
     try:
         if migrate:
-            from api.db import migrate as apply
+            from api.bootstrap.db import migrate as apply
 
             apply(url)
         yield url

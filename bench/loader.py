@@ -228,7 +228,7 @@ def _shard(
     job: tuple[str, str, int, int, list[uuid.UUID], list[tuple[uuid.UUID, uuid.UUID]]],
 ) -> tuple[str, int]:
     """One worker process: ``("loans", …)`` or ``("chat", …)``; returns (table, written)."""
-    from api.db import eventsourcing_env
+    from api.bootstrap.db import eventsourcing_env
     from domain.book import Book
     from domain.chat import Chat
     from domain.library import Library
@@ -276,7 +276,7 @@ def generate_log(database_url: str, n: int, seed: int = 5, workers: int | None =
     parallel, each COPYing its own chunks: every aggregate's events stay in order."""
     import multiprocessing
 
-    from api.db import eventsourcing_env
+    from api.bootstrap.db import eventsourcing_env
     from domain.library import Library
 
     rng = random.Random(seed)

@@ -24,7 +24,7 @@ from bench.common import Skip
 
 def realtime_missing() -> str | None:
     """Why the WebSocket gateway cannot be measured here (``None`` when it can)."""
-    for module in ("realtime.gateway", "api.controllers.ws"):
+    for module in ("realtime.gateway", "api.http.controllers.ws"):
         if importlib.util.find_spec(module) is None:
             return f"{module} does not exist yet"
     return None
@@ -40,8 +40,8 @@ def bulk_readers(
     database_url: str, count: int, prefix: str = "bench"
 ) -> list[tuple[uuid.UUID, str]]:
     """``count`` registered readers with a live session each: ``[(reader_id, token)]``."""
-    from api.db import eventsourcing_env, make_pool
-    from api.sessions import SessionStore
+    from api.bootstrap.db import eventsourcing_env, make_pool
+    from api.adapters.sessions import SessionStore
     from bench.loader import copy_stored
     from domain.library import Library
     from domain.reader import Reader
@@ -96,7 +96,7 @@ def open_conversations(
     database_url: str, pairs: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> list[uuid.UUID]:
     """Open the conversation of each pair through ``Chat.handle`` (the API's command)."""
-    from api.db import eventsourcing_env
+    from api.bootstrap.db import eventsourcing_env
     from domain.chat import Chat
     from domain.chat_commands import OpenConversation
 
@@ -108,7 +108,7 @@ def open_conversations(
 
 
 def create_room(database_url: str, name: str, title: str) -> Any:
-    from api.db import eventsourcing_env
+    from api.bootstrap.db import eventsourcing_env
     from domain.chat import Chat
     from domain.chat_commands import CreateRoom
 

@@ -22,7 +22,7 @@
         └── InvalidDetails
 
 Every class has a stable ``code`` (snake_case) that the API exposes as the problem ``code``;
-the HTTP status is chosen from the branch (``api/errors.py``), never here.
+the HTTP status is chosen from the branch (``api/http/errors.py``), never here.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 projection's tables afresh in schema ``analyst_t1`` from the events recorded up to ``T``, so
 an analyst can query the shelf (or inbox…) of that moment with plain SQL
 (``SELECT status, count(*) FROM analyst_t1.books GROUP BY 1``). The command line is
-``liudong replay`` (``api.replay_cli``); docs/OPERATIONS.md has the operator's view.
+``liudong replay`` (``api.cli.replay``); docs/OPERATIONS.md has the operator's view.
 
 What it touches
     Only schema ``NAME`` (and, for several projections, ``NAME_<projection>``): never a live

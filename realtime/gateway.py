@@ -118,7 +118,7 @@ ROOM_SUBJECT_PREFIX = "liudong.room."
 
 
 class Socket(Protocol):
-    """One WebSocket, as the gateway sees it (``api.controllers.ws`` adapts Litestar's)."""
+    """One WebSocket, as the gateway sees it (``api.http.controllers.ws`` adapts Litestar's)."""
 
     async def receive(self) -> str | bytes | None:
         """The next message: ``str`` (text), ``bytes`` (binary) or ``None`` (disconnected)."""

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from api.db import migrate
-from api.embedded import EmbeddedNats, start_postgres
+from api.bootstrap.db import migrate
+from api.bootstrap.embedded import EmbeddedNats, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def nats_url(services_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def library(database_url: str) -> Iterator[object]:
     """The Library Application on the session database."""
-    from api.db import eventsourcing_env
+    from api.bootstrap.db import eventsourcing_env
     from domain.library import Library
 
     app = Library(env=eventsourcing_env(database_url))

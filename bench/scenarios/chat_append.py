@@ -111,7 +111,7 @@ def _bulk_fill(
 
 
 def run(ctx: Any) -> None:
-    from api.db import eventsourcing_env
+    from api.bootstrap.db import eventsourcing_env
     from domain.chat import Chat
 
     target_n = ctx.size(10_000, 300)

@@ -22,7 +22,7 @@ from bench.scenarios.rebuild import raw_baseline, run_cli
 
 def run(ctx: Any) -> None:
     try:
-        module = importlib.import_module("api.events_cli")
+        module = importlib.import_module("api.cli.events")
     except ModuleNotFoundError as exc:
         raise Skip(f"no export command: {exc.name} does not exist yet") from None
     if "export" not in module.events.commands:

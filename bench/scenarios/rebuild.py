@@ -31,7 +31,7 @@ def available() -> str | None:
     """Why the rebuild command cannot run here (``None`` when it can)."""
     try:
         ops = importlib.import_module("projections.ops")
-        importlib.import_module("api.projections_cli")
+        importlib.import_module("api.cli.projections")
     except ModuleNotFoundError as exc:
         return f"{exc.name} does not exist yet"
     if not hasattr(ops, "rebuild"):

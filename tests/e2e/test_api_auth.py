@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.sessions import hash_token
-from api.wechat import DevLoginProvider
+from api.adapters.sessions import hash_token
+from api.adapters.wechat import DevLoginProvider
 from tests.e2e.conftest import LiveServer
 
 # -- helpers shared by the test_api_* modules ------------------------------------------------------

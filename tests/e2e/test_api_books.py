@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.catalog import CatalogEntry
+from api.adapters.catalog import CatalogEntry
 from tests.e2e.conftest import LiveServer
 from tests.e2e.test_api_auth import (
     Actor,

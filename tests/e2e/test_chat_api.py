@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import httpx
 
-from api.controllers.chat import open_loan_conversation
+from api.http.controllers.chat import open_loan_conversation
 from domain.chat import conversation_id_for
 from tests.conftest import wait_until
 from tests.e2e.conftest import LiveServer

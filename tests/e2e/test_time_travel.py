@@ -1,5 +1,5 @@
 """E2E over real HTTP: time travel, ``GET /v1/books/{id}?as_of=…`` and
-``GET /v1/loans/{id}?as_of=…`` (``api.time_travel``): a version or an aware ISO 8601 time,
+``GET /v1/loans/{id}?as_of=…`` (``api.http.time_travel``): a version or an aware ISO 8601 time,
 the state as it was, the same visibility rules as now, 404/422 refusals."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.db import eventsourcing_env
+from api.bootstrap.db import eventsourcing_env
 from domain.chat import Chat
 
 

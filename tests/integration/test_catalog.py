@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from psycopg_pool import ConnectionPool
 
-from api.catalog import (
+from api.adapters.catalog import (
     Catalog,
     CatalogEntry,
     CatalogImportError,
@@ -22,9 +22,9 @@ from api.catalog import (
     import_csv,
     read_catalog_csv,
 )
-from api.catalog_cli import catalog as catalog_group
-from api.db import make_pool
-from api.isbn import InvalidIsbn
+from api.cli.catalog import catalog as catalog_group
+from api.bootstrap.db import make_pool
+from api.adapters.isbn import InvalidIsbn
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DOUBAN_FILE = SHARED_DATA / "douban" / "douban_books.csv"

@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from api.db import eventsourcing_env
+from api.bootstrap.db import eventsourcing_env
 from domain import chat_commands as cc
 from domain.chat import Chat, Room, room_id_for
 

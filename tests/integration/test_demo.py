@@ -15,10 +15,10 @@ from uuid import UUID
 import pytest
 from click.testing import CliRunner
 
-from api.catalog import CatalogEntry, read_catalog_csv
+from api.adapters.catalog import CatalogEntry, read_catalog_csv
 from api.cli import main
-from api.db import make_pool
-from api.wechat import DevLoginProvider
+from api.bootstrap.db import make_pool
+from api.adapters.wechat import DevLoginProvider
 from domain.reader import reader_id_for
 from projections.shelf import ShelfQueries
 

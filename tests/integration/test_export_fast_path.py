@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main
-from api.eventlog import LogEvent, LogReader
+from api.adapters.eventlog import LogEvent, LogReader
 from domain.chat import Chat
 from domain.library import Library
 from projections.framework import Source

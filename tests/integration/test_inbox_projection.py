@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from api.db import make_pool
+from api.bootstrap.db import make_pool
 from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat, Conversation, conversation_id_for

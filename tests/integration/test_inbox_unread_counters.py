@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from api.db import make_pool
+from api.bootstrap.db import make_pool
 from domain import chat_commands as cc
 from domain.chat import Chat
 from domain.library import Library

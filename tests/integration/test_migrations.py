@@ -1,6 +1,6 @@
 import psycopg
 
-from api.db import migrate, pending_migrations
+from api.bootstrap.db import migrate, pending_migrations
 
 
 def test_migrations_create_the_event_store_tables(database_url: str) -> None:

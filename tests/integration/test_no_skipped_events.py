@@ -13,7 +13,7 @@ from uuid import uuid4
 
 import psycopg
 
-from api.db import eventsourcing_env
+from api.bootstrap.db import eventsourcing_env
 from domain import commands as c
 from domain.library import Library
 from domain.reader import reader_id_for

@@ -16,7 +16,7 @@ from uuid import uuid4
 import nats
 import pytest
 
-from api.db import make_pool
+from api.bootstrap.db import make_pool
 from realtime.relay import MSG_ID, STREAM, Relay, RelayTracking, inbox_subject
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # database argv[1]; prints every state transition of its runner on its own line.
 SCRIPT = r"""
 import sys, time
-from api.db import eventsourcing_env
+from api.bootstrap.db import eventsourcing_env
 from domain.library import Library
 from projections.framework import ProjectionRunner, Source
 from projections.shelf import ShelfProjection

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from api.db import connect, make_pool
-from api.sessions import (
+from api.bootstrap.db import connect, make_pool
+from api.adapters.sessions import (
     TOKEN_LENGTH,
     ExpiredToken,
     InvalidSession,

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from api.db import make_pool
+from api.bootstrap.db import make_pool
 from domain import commands as c
 from domain.library import Library
 from domain.reader import reader_id_for

@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import pytest
 
-from api.settings import Settings
-from api.wechat import (
+from api.bootstrap.settings import Settings
+from api.adapters.wechat import (
     BlockedUser,
     InvalidCode,
     JsCode2SessionClient,

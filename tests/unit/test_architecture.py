@@ -158,7 +158,7 @@ def test_domain_module_does_not_import_our_other_packages(path: Path) -> None:
         "from eventsourcing.postgres import PostgresDatastore",
         "from eventsourcing import sqlite",
         "import api",
-        "from api.errors import problem",
+        "from api.http.errors import problem",
         "from projections import catalogue",
         "import realtime.gateway",
         "import isbnlib",  # third-party, not on the allowed list

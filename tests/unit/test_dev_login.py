@@ -7,8 +7,8 @@ import hashlib
 import httpx
 import pytest
 
-from api.settings import Settings
-from api.wechat import (
+from api.bootstrap.settings import Settings
+from api.adapters.wechat import (
     DevLoginProvider,
     InvalidCode,
     JsCode2SessionClient,

@@ -1,4 +1,4 @@
-"""The export's fast path (``api.eventlog``: ``RecordDecoder`` pages, columns straight to
+"""The export's fast path (``api.adapters.eventlog``: ``RecordDecoder`` pages, columns straight to
 Arrow) against the reference path (each Application's mapper, one ``LogEvent`` per event,
 the writers as they were), in memory: every event type of both contexts, the upcast v1
 ``Book.Published``, contact details hidden or not, an event only the mapper can decode, and a
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from eventsourcing.persistence import Compressor
 
-from api.eventlog import (
+from api.adapters.eventlog import (
     COLUMNS,
     MAX_JOBS,
     PARALLEL_MIN_EVENTS,

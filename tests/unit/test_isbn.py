@@ -1,6 +1,6 @@
 import pytest
 
-from api.isbn import InvalidIsbn, isbn10_of, normalize_isbn
+from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from api import cli, runtime
-from api.settings import Settings, SettingsError
+from api import cli
+from api.bootstrap import runtime
+from api.bootstrap.settings import Settings, SettingsError
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Adapters to the outside: WeChat, session store, ISBN catalog, event-log export."""

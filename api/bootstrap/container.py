@@ -1,0 +1,155 @@
+"""The composition root: builds every adapter once at start-up, closes them at shutdown.
+
+Nothing connects at import time; ``Container.build(settings)`` does the work, and tests build
+the same container with their own settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from api.adapters.catalog import Catalog
+from api.bootstrap.db import eventsourcing_env, make_pool
+from api.bootstrap.embedded import EmbeddedNats
+from api.bootstrap.runtime import resolve_database_url
+from api.adapters.sessions import SessionStore
+from api.bootstrap.settings import Settings
+from api.adapters.wechat import LoginProvider, login_provider_for
+from domain.chat import Chat
+from domain.commands import Recorded
+from domain.library import Library
+from projections.framework import (
+    PositionBoard,
+    ProjectionRunner,
+    Source,
+    tracked_position,
+)
+from projections.inbox import InboxProjection, InboxQueries
+from projections.rooms import RoomsProjection
+from projections.shelf import ShelfProjection, ShelfQueries
+
+log = logging.getLogger(__name__)
+
+
+class ReadModelLag(RuntimeError):
+    """The read models did not reach a command's position within the consistency timeout."""
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database_url: str
+    pool: ConnectionPool
+    library: Library
+    shelf: ShelfQueries
+    sessions: SessionStore
+    catalog: Catalog
+    login: LoginProvider
+    board: PositionBoard
+    chat: Chat
+    inbox: InboxQueries
+    runners: list[ProjectionRunner] = field(default_factory=list)
+    inbox_projection: InboxProjection = field(default_factory=InboxProjection)
+    nats_url: str | None = None
+    embedded_nats: EmbeddedNats | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        """Connect everything; start the projection runners when ``run_projections``."""
+        database_url = resolve_database_url(settings)
+        pool = make_pool(database_url, size=settings.db_pool_size)
+        library = Library(env=eventsourcing_env(database_url, pool_size=5))
+        chat = Chat(env=eventsourcing_env(database_url, pool_size=5))
+        board = PositionBoard()
+        container = cls(
+            settings=settings,
+            database_url=database_url,
+            pool=pool,
+            library=library,
+            shelf=ShelfQueries(pool),
+            sessions=SessionStore(pool),
+            catalog=Catalog(pool),
+            login=login_provider_for(settings),
+            board=board,
+            chat=chat,
+            inbox=InboxQueries(pool),
+        )
+        if settings.run_projections:
+            container.runners.append(
+                ProjectionRunner(
+                    ShelfProjection(),
+                    database_url,
+                    {"library": Source("library", library)},
+                    board=board,
+                )
+            )
+            container.runners.append(
+                ProjectionRunner(
+                    container.inbox_projection,
+                    database_url,
+                    {"library": Source("library", library), "chat": Source("chat", chat)},
+                    board=board,
+                )
+            )
+            container.runners.append(
+                ProjectionRunner(
+                    RoomsProjection(), database_url, {"chat": Source("chat", chat)}, board=board
+                )
+            )
+            for runner in container.runners:
+                runner.start()
+        return container
+
+    async def aclose(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        await self.login.aclose()
+        self.library.close()
+        self.chat.close()
+        self.pool.close()
+        if self.embedded_nats is not None:
+            self.embedded_nats.stop()
+
+    # -- read-your-writes -------------------------------------------------------------------
+
+    def wait_for_shelf(self, recorded: Recorded) -> None:
+        """Block until the shelf read model includes ``recorded`` (its log position).
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        self.wait_for("shelf", "library", recorded)
+
+    def wait_for(self, projection: str, source: str, recorded: Recorded) -> None:
+        """Block until ``projection`` has processed the ``source`` log ("library" or
+        "chat") up to ``recorded.position`` (nothing to wait for when it is ``None``).
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        if recorded.position is None:
+            return
+        for runner in self.runners:
+            if runner.projection.name == projection:
+                runner.wake(source)
+
+        def poll() -> int:
+            with self.pool.connection() as conn:
+                return tracked_position(conn, projection, source)
+
+        if not self.board.wait(
+            projection, source, recorded.position, self.settings.consistency_timeout, poll
+        ):
+            raise ReadModelLag(
+                f"{projection} has not reached {source} position {recorded.position}"
+            )
+
+    def check_database(self) -> None:
+        """Raises ``psycopg.Error`` when the database does not answer."""
+        with self.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+
+__all__ = ["Container", "ReadModelLag", "psycopg"]

@@ -1,0 +1,237 @@
+"""Wires the realtime module (``realtime/``) into the app: one NATS connection per process,
+the inbox relay, the WebSocket gateway, room presence and reader presence (online / offline,
+``realtime.reader_presence``; a reader's peers come from ``InboxQueries.conversations``).
+
+``realtime_lifespan`` runs after the container's lifespan (``api.http.app``): it connects to
+``settings.nats_url`` (or the container's / an embedded nats-server), starts the pieces,
+registers the relay as an item listener of the container's ``InboxProjection`` (it hands
+the relay each committed page's items in memory), adds a ``nats``
+readiness check, and puts the ``RealtimeNode`` in ``container.extras["realtime"]`` (and
+``app.state.realtime``). At shutdown it closes every socket with 1001, tells the other nodes
+this one has left its rooms and has no reader online, stops the relay and drains the
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import nats
+from litestar import Litestar
+
+from api.bootstrap.container import Container
+from api.bootstrap.embedded import EmbeddedNats
+from projections.framework import tracked_position
+from projections.rooms import RoomQueries
+from realtime.gateway import Gateway, GatewayConfig
+from realtime.presence import Presence
+from realtime.reader_presence import ReaderPresence
+from realtime.relay import Relay, RelayTracking
+
+log = logging.getLogger(__name__)
+
+INBOX_SOURCES = ("library", "chat")
+
+
+class _InboxPages:
+    """``realtime.relay.InboxPages`` over the container's inbox read model."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def items_for_positions(self, source: str, first: int, last: int) -> list[dict[str, Any]]:
+        return self.container.inbox.items_for_positions(source, first, last)
+
+    def position(self, source: str) -> int:
+        with self.container.pool.connection() as conn:
+            return tracked_position(conn, "inbox", source)
+
+
+class ConversationPeers:
+    """``peers(reader_id)`` for the gateway: the readers ``reader_id`` has a conversation with,
+    from the inbox read model (``InboxQueries.conversations``, pages of ``page``), at most
+    ``limit`` of them (the most recently active)."""
+
+    def __init__(self, container: Container, *, page: int = 500, limit: int = 5000) -> None:
+        self.container = container
+        self.page = page
+        self.limit = limit
+
+    def __call__(self, reader_id: UUID) -> list[UUID]:
+        peers: list[UUID] = []
+        cursor: str | None = None
+        while len(peers) < self.limit:
+            rows, cursor = self.container.inbox.conversations(
+                reader_id, cursor=cursor, limit=self.page
+            )
+            peers.extend(UUID(str(row["peer_id"])) for row in rows)
+            if cursor is None:
+                break
+        return peers[: self.limit]
+
+
+@dataclass
+class RealtimeNode:
+    """This process's realtime pieces (one per app)."""
+
+    node: str
+    nc: Any
+    gateway: Gateway
+    presence: Presence
+    readers: ReaderPresence
+    relay: Relay
+    rooms: RoomQueries
+    stopping: bool = False
+
+    def readiness(self) -> dict[str, Any]:
+        """The ``nats`` entry of ``/readyz``: ok while connected to NATS."""
+        stats = self.relay.stats
+        return {
+            "ok": bool(self.nc.is_connected),
+            "node": self.node,
+            "sockets": self.gateway.local_count(),
+            "readers_online": self.readers.online_count(),
+            "relay": {
+                "published": stats.published,
+                "duplicates": stats.duplicates,
+                "failures": stats.failures,
+                "last_error": stats.last_error,
+                "positions": dict(stats.positions or {}),
+            },
+        }
+
+
+def _inbox_runner_active(container: Container) -> bool:
+    return any(
+        r.projection.name == "inbox" and r.status.state == "running" for r in container.runners
+    )
+
+
+async def start_realtime(container: Container) -> RealtimeNode:
+    """Connect to NATS and start relay, presence and gateway. Raises when NATS cannot be
+    reached (the process should not serve without its fan-out)."""
+    settings = container.settings
+    url = settings.nats_url or container.nats_url
+    if not url:
+        embedded = EmbeddedNats(settings.data_dir)
+        url = await asyncio.to_thread(embedded.start)
+        container.embedded_nats = embedded
+    container.nats_url = url
+    node_id = uuid.uuid4().hex[:12]
+    node: RealtimeNode | None = None
+
+    async def reconnected() -> None:
+        log.info("nats: reconnected; resynchronising sockets, presence and relay")
+        if node is not None:
+            node.gateway.resync()
+            node.relay.request_catch_up()
+            with contextlib.suppress(Exception):
+                await node.presence.resync()
+            with contextlib.suppress(Exception):
+                await node.readers.resync()
+
+    async def disconnected() -> None:
+        if node is not None and not node.stopping:
+            log.warning("nats: disconnected; reconnecting")
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    nc = await nats.connect(
+        url,
+        name=f"liudong-{node_id}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=5,
+        reconnected_cb=reconnected,
+        disconnected_cb=disconnected,
+        error_cb=error,
+    )
+    presence = Presence(nc, node_id, interval=settings.presence_interval)
+    readers = ReaderPresence(nc, node_id, interval=settings.presence_interval)
+    gateway = Gateway(
+        nc,
+        container.inbox,
+        container.chat,
+        presence,
+        directory=container.shelf.reader,
+        config=GatewayConfig(heartbeat=settings.ws_heartbeat, queue_size=settings.ws_queue_size),
+        readers=readers,
+        peers=ConversationPeers(container),
+    )
+    relay = Relay(
+        nc,
+        _InboxPages(container),
+        RelayTracking(container.pool),
+        INBOX_SOURCES,
+        is_active=lambda: _inbox_runner_active(container),
+    )
+    await relay.start()
+    await presence.start()
+    await readers.start()
+    await gateway.start()
+    container.inbox_projection.item_listeners.append(relay.on_page)
+    node = RealtimeNode(
+        node=node_id,
+        nc=nc,
+        gateway=gateway,
+        presence=presence,
+        readers=readers,
+        relay=relay,
+        rooms=RoomQueries(container.pool),
+    )
+    return node
+
+
+async def stop_realtime(container: Container, node: RealtimeNode) -> None:
+    node.stopping = True
+    with contextlib.suppress(ValueError):
+        container.inbox_projection.item_listeners.remove(node.relay.on_page)
+    await node.gateway.stop()
+    await node.readers.stop()
+    await node.presence.stop()
+    await node.relay.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(node.nc.drain(), 5)
+    if not node.nc.is_closed:
+        with contextlib.suppress(Exception):
+            await node.nc.close()
+
+
+@contextlib.asynccontextmanager
+async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Litestar lifespan: after the container's (it needs ``app.state.container``)."""
+    container: Container = app.state.container
+    node = await start_realtime(container)
+    container.extras["realtime"] = node
+    container.extras.setdefault("readiness_checks", {})["nats"] = node.readiness
+    app.state.realtime = node
+    try:
+        yield
+    finally:
+        container.extras.get("readiness_checks", {}).pop("nats", None)
+        container.extras.pop("realtime", None)
+        await stop_realtime(container, node)
+
+
+def realtime_of(container: Container) -> RealtimeNode | None:
+    """The running ``RealtimeNode`` of ``container``, if any."""
+    node = container.extras.get("realtime")
+    return node if isinstance(node, RealtimeNode) else None
+
+
+__all__ = [
+    "ConversationPeers",
+    "RealtimeNode",
+    "realtime_lifespan",
+    "realtime_of",
+    "start_realtime",
+    "stop_realtime",
+]

@@ -1,0 +1,85 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio.to_thread
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.http.auth import AUTH_DEPENDENCIES
+from api.bootstrap.container import Container
+from api.http.controllers.auth import AuthController
+from api.http.controllers.books import BookController, IsbnController
+from api.http.controllers.chat import ConversationController
+from api.http.controllers.health import healthz, readyz
+from api.http.controllers.inbox import InboxController
+from api.http.controllers.loans import LoanController
+from api.http.controllers.me import MeController
+from api.http.controllers.metrics import metrics
+from api.http.controllers.rooms import RoomController
+from api.http.controllers.ws import ws_endpoint
+from api.http.errors import EXCEPTION_HANDLERS
+from api.bootstrap.realtime import realtime_lifespan
+from api.bootstrap.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> Litestar:
+    """Build the app. The container (database, projections, …) is built in the lifespan
+    unless one is given (tests may share one)."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Synchronous handlers (``sync_to_thread``) run in the loop's default executor, whose
+        # default size is min(32, CPUs + 4): 6 threads on two CPUs would cap the requests in
+        # flight at 6, each command holding its thread while it waits for its read models.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.handler_threads, thread_name_prefix="liudong-handler")
+        )
+        owned = container is None
+        built = container or await anyio.to_thread.run_sync(Container.build, settings)
+        app.state.container = built
+        try:
+            yield
+        finally:
+            if owned:
+                await built.aclose()
+
+    return Litestar(
+        route_handlers=[
+            AuthController, MeController, BookController, IsbnController, LoanController,
+            ConversationController, InboxController,
+            RoomController, ws_endpoint,
+            healthz, readyz, metrics,
+        ],  # fmt: skip
+        dependencies=AUTH_DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan, realtime_lifespan],  # realtime needs the container
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Liudong API",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer", description="Session token from /v1/auth/login"
+                    )
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
+        debug=False,
+    )
+
+
+__all__ = ["AppConfig", "create_app"]

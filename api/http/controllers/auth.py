@@ -1,0 +1,83 @@
+"""``/v1/auth``: WeChat code login and logout."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, post
+
+from api.http.auth import bearer_token
+from api.http.controllers.common import container_of
+from api.http.errors import ApiError, Unauthorized
+from api.http.schemas import LoginBody, LoginOut, ReaderOut
+from api.adapters.sessions import SessionStoreUnavailable
+from api.adapters.wechat import WeChatConfigError, WeChatError
+from domain.commands import RegisterReader
+from domain.reader import reader_id_for
+
+_WECHAT_STATUS = {
+    "invalid_code": 401,
+    "blocked_user": 403,
+    "rate_limited": 429,
+    "wechat_busy": 503,
+    "wechat_unavailable": 503,
+    "wechat_misconfigured": 500,
+}
+
+
+def default_nickname(code: str, open_id: str) -> str:
+    if code.startswith("dev:"):
+        return code[4:]
+    return "读者" + hashlib.sha256(open_id.encode()).hexdigest()[:6]
+
+
+class AuthController(Controller):
+    path = "/v1/auth"
+    tags = ["auth"]
+
+    @post("/login", operation_id="login", status_code=200, security=[])
+    async def login(self, request: Request[Any, Any, Any], data: LoginBody) -> LoginOut:
+        """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
+        token. The openId stays on the server."""
+        container = container_of(request)
+        try:
+            session = await container.login.code_to_session(data.code)
+        except WeChatConfigError as exc:
+            raise ApiError(500, exc.code, "WeChat login is misconfigured on the server.") from exc
+        except WeChatError as exc:
+            raise ApiError(_WECHAT_STATUS.get(exc.code, 502), exc.code, str(exc)) from exc
+        reader_id = reader_id_for(session.open_id)
+        nickname = default_nickname(data.code, session.open_id)
+
+        def register_and_issue() -> LoginOut:
+            recorded = container.library.handle(
+                RegisterReader(reader_id=reader_id, nickname=nickname)
+            )
+            container.wait_for_shelf(recorded)
+            reader = container.shelf.reader(reader_id)
+            issued = container.sessions.issue(reader_id, container.settings.token_ttl)
+            return LoginOut(
+                token=issued.token,
+                expires_at=issued.expires_at,
+                reader=ReaderOut(
+                    id=reader_id,
+                    nickname=reader["nickname"] if reader else nickname,
+                    avatar_url=reader["avatar_url"] if reader else "",
+                ),
+            )
+
+        try:
+            return await anyio.to_thread.run_sync(register_and_issue)
+        except SessionStoreUnavailable as exc:
+            raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+
+    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True)
+    def logout(self, request: Request[Any, Any, Any], reader_id: UUID) -> Response[None]:
+        """Revoke the token of this request."""
+        token = bearer_token(request)
+        if token is None or not container_of(request).sessions.revoke(token):
+            raise Unauthorized()
+        return Response(None, status_code=204)

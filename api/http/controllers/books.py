@@ -1,0 +1,295 @@
+"""``/v1/books`` (the shelf), ``/v1/isbn`` (the catalog) and loan requests on a book."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.params import Parameter
+
+from api.http.auth import current_reader
+from api.adapters.catalog import CatalogEntry
+from api.http.controllers.chat import open_loan_conversation
+from api.http.controllers.common import (
+    accepted,
+    container_of,
+    execute,
+    position_headers,
+    shelf_includes,
+)
+from api.http.errors import ApiError
+from api.http.idempotency import IdempotencyKey, derived_id, run_idempotent
+from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
+from api.http.schemas import (
+    Availability,
+    BookOut,
+    HistoryEvent,
+    IsbnOut,
+    LoanOut,
+    LoanRequestBody,
+    Page,
+    PublishBody,
+    RevisePatch,
+    book_out,
+    loan_out,
+)
+from api.http.time_travel import AsOfParam, BookAsOfOut, book_as_of, book_with_as_of
+from domain import commands as c
+from domain.errors import BookNotFound, NotTheOwner
+from projections.shelf import InvalidCursor
+
+Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
+# PostgreSQL text cannot hold U+0000: a NUL in a query would be a 500, so it is a 422.
+_NO_NUL = r"^[^\x00]*$"
+Query = Annotated[
+    str | None,
+    Parameter(max_length=100, pattern=_NO_NUL, description="title/author/ISBN substring"),
+]
+TagParam = Annotated[str | None, Parameter(max_length=32, pattern=_NO_NUL)]
+CursorParam = Annotated[str | None, Parameter(max_length=200)]
+
+
+def valid_isbn(raw: str) -> str:
+    """Canonical ISBN-13 of ``raw``; an invalid one is a 422 ``invalid_isbn``."""
+    try:
+        return normalize_isbn(raw)
+    except InvalidIsbn as exc:
+        raise ApiError(422, "invalid_isbn", str(exc)) from exc
+
+
+def catalog_fields(entry: CatalogEntry | None) -> dict[str, Any]:
+    """The fields a catalog entry gives a new book, within the limits of ``PublishBook``.
+
+    An imported catalog (douban CSV…) may hold a longer title or summary, or tags a client
+    could not send; those must not make the publish of that ISBN a 422."""
+    if entry is None:
+        return {}
+    cover = entry.cover_url or ""
+    return {
+        "title": entry.title[:300],
+        "author": (entry.author or "")[:300],
+        "publisher": (entry.publisher or "")[:300],
+        "tags": list(dict.fromkeys(t for t in entry.tags if 1 <= len(t) <= 32))[:20],
+        "cover_url": cover if len(cover) <= 1024 else "",
+        "summary": (entry.summary or "")[:5000],
+    }
+
+
+def page_or_422(fn: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except InvalidCursor as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+
+
+class BookController(Controller):
+    path = "/v1/books"
+    tags = ["books"]
+
+    @post("/", operation_id="publishBook", status_code=201, sync_to_thread=True)
+    def publish(
+        self,
+        request: Request[Any, Any, Any],
+        data: PublishBody,
+        reader_id: UUID,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
+        with no title after that is a 422 ``title_required``."""
+        container = container_of(request)
+        isbn = valid_isbn(data.isbn)
+
+        def action() -> Response[Any]:
+            known = catalog_fields(container.catalog.lookup(isbn))
+            fields: dict[str, Any] = {
+                "title": data.title or known.get("title"),
+                **{
+                    k: getattr(data, k) if getattr(data, k) is not None else known.get(k)
+                    for k in ("author", "publisher", "tags", "cover_url", "summary")
+                },
+            }
+            if not fields["title"]:
+                raise ApiError(
+                    422, "title_required",
+                    f"ISBN {isbn} is not in the catalog: send a title.",
+                )  # fmt: skip
+            try:
+                command = msgspec.convert(
+                    {
+                        "book_id": derived_id(reader_id, idempotency_key, "book"),
+                        "owner_id": reader_id,
+                        "isbn": isbn,
+                        **{k: (v or "") if k != "tags" else list(v or [])[:20]
+                           for k, v in fields.items()},
+                    },
+                    c.PublishBook,
+                )  # fmt: skip
+            except msgspec.ValidationError as exc:
+                raise ApiError(422, "validation_failed", str(exc)) from exc
+            recorded, consistent = execute(container, command)
+            if not consistent:
+                return accepted(recorded)
+            row = container.shelf.book(recorded.id)
+            return Response(
+                book_out(row, reader_id), status_code=201, headers=position_headers(recorded)
+            )
+
+        return run_idempotent(
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+        )
+
+    @get("/", operation_id="searchBooks", sync_to_thread=True, security=[])
+    def search(
+        self,
+        request: Request[Any, Any, Any],
+        viewer_id: UUID | None,
+        q: Query = None,
+        tag: TagParam = None,
+        isbn: Annotated[str | None, Parameter(max_length=32)] = None,
+        owner_id: UUID | None = None,
+        available: bool | None = None,
+        cursor: CursorParam = None,
+        limit: Limit = 20,
+    ) -> Page[BookOut]:
+        """Search the shelf: substring of title/author/ISBN (Chinese too), tag, ISBN, owner,
+        availability; newest first, cursor pages."""
+        container = container_of(request)
+        rows, next_cursor = page_or_422(
+            container.shelf.search_books,
+            q=q, tag=tag, isbn=valid_isbn(isbn) if isbn else None, owner_id=owner_id,
+            available=available, cursor=cursor, limit=limit,
+        )  # fmt: skip
+        return Page(items=[book_out(r, viewer_id) for r in rows], next_cursor=next_cursor)
+
+    @get("/{book_id:uuid}", operation_id="getBook", sync_to_thread=True, security=[])
+    def detail(
+        self, request: Request[Any, Any, Any], book_id: UUID, viewer_id: UUID | None,
+        as_of: AsOfParam = None,
+    ) -> BookOut | BookAsOfOut:  # fmt: skip
+        """One book; ``borrower`` and ``loan_id`` are shown to its owner only. With
+        ``as_of`` (a version or an ISO 8601 time with a timezone), the book as it was then,
+        plus ``as_of: {version, at}`` (``api.http.time_travel``)."""
+        if as_of is not None:
+            row, when = book_as_of(container_of(request), book_id, as_of, viewer_id)
+            return book_with_as_of(book_out(row, viewer_id), when)
+        row = container_of(request).shelf.book(book_id)
+        if row is None:
+            raise BookNotFound
+        return book_out(row, viewer_id)
+
+    def _change(
+        self, request: Request[Any, Any, Any], command: c.Command, reader_id: UUID
+    ) -> Response[Any]:
+        container = container_of(request)
+        recorded, consistent = execute(container, command)
+        if not consistent:
+            return accepted(recorded)
+        row = container.shelf.book(recorded.id)
+        return Response(book_out(row, reader_id), headers=position_headers(recorded))
+
+    @patch("/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True)
+    def revise(
+        self, request: Request[Any, Any, Any], book_id: UUID, data: RevisePatch, reader_id: UUID
+    ) -> Response[Any]:
+        """Revise a book's details (owner only)."""
+        fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        return self._change(
+            request, c.ReviseBook(book_id=book_id, actor_id=reader_id, **fields), reader_id
+        )
+
+    @delete("/{book_id:uuid}", operation_id="withdrawBook", status_code=200, sync_to_thread=True)
+    def withdraw(
+        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+    ) -> Response[Any]:
+        """Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent)."""
+        return self._change(request, c.WithdrawBook(book_id=book_id, actor_id=reader_id), reader_id)
+
+    @post("/{book_id:uuid}/relist", operation_id="relistBook", status_code=200, sync_to_thread=True)
+    def relist(
+        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+    ) -> Response[Any]:
+        """Put a withdrawn book back on the shelf (owner only)."""
+        return self._change(request, c.RelistBook(book_id=book_id, actor_id=reader_id), reader_id)
+
+    @get("/{book_id:uuid}/history", operation_id="bookHistory", sync_to_thread=True)
+    def history(
+        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+    ) -> list[HistoryEvent]:
+        """The book's events, oldest first (owner only: who borrowed it is personal data)."""
+        container = container_of(request)
+        row = container.shelf.book(book_id)
+        if row is None:
+            raise BookNotFound
+        if row["owner_id"] != reader_id:
+            raise NotTheOwner
+        skip = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+        return [
+            HistoryEvent(
+                version=e.originator_version,
+                type=type(e).__name__,
+                at=e.timestamp,
+                data={k: v for k, v in e.__dict__.items() if k not in skip},
+            )
+            for e in container.library.repository.event_store.get(book_id)
+        ]
+
+    @post("/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True)
+    def request_loan(
+        self,
+        request: Request[Any, Any, Any],
+        book_id: UUID,
+        data: LoanRequestBody | None = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Ask to borrow a book (the body is optional: every field of it is).
+        422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
+        reader_id = current_reader(request)  # in this thread (see there)
+        container = container_of(request)
+        data = data or LoanRequestBody()
+
+        def action() -> Response[Any]:
+            command = c.RequestLoan(
+                loan_id=derived_id(reader_id, idempotency_key, "loan"),
+                book_id=book_id, borrower_id=reader_id, note=data.note, contact=data.contact,
+            )  # fmt: skip
+            recorded = container.library.handle(command)
+            # its note opens the chat (which waits for the inbox) while the shelf's page is
+            # written: the two waits overlap
+            open_loan_conversation(container, recorded.id)
+            if not shelf_includes(container, recorded):
+                return accepted(recorded)
+            row = container.shelf.loan(recorded.id)
+            return Response(
+                loan_out(row, reader_id), status_code=201, headers=position_headers(recorded)
+            )
+
+        return run_idempotent(
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+        )
+
+
+class IsbnController(Controller):
+    path = "/v1/isbn"
+    tags = ["catalog"]
+
+    @get("/{isbn:str}", operation_id="lookupIsbn", sync_to_thread=True, security=[])
+    def lookup(self, request: Request[Any, Any, Any], isbn: str) -> IsbnOut:
+        """Catalog metadata of an ISBN-10/13 plus shelf availability; 404 if unknown,
+        422 if not a valid ISBN (ISO 2108 checksum)."""
+        container = container_of(request)
+        canonical = valid_isbn(isbn[:32])
+        entry = container.catalog.lookup(canonical)
+        if entry is None:
+            raise ApiError(404, "isbn_not_found", f"ISBN {canonical} is not in the catalog.")
+        return IsbnOut(
+            isbn=entry.isbn, isbn10=entry.isbn10 or isbn10_of(entry.isbn), title=entry.title,
+            author=entry.author, publisher=entry.publisher,
+            published_year=entry.published_year, language=entry.language,
+            tags=list(entry.tags), cover_url=entry.cover_url, summary=entry.summary,
+            availability=Availability(**container.shelf.availability(canonical)),
+        )  # fmt: skip
+
+
+__all__ = ["BookController", "IsbnController", "LoanOut"]

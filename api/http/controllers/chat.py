@@ -1,0 +1,363 @@
+"""``/v1/conversations``: one-to-one conversations, their history, sends and read receipts.
+
+Commands go to the Chat application; reads come from the inbox read model only. A command's
+response waits until the inbox includes its chat log position (read-your-writes), else 202.
+Only a conversation's two members see or act in it (403 ``not_a_member``; 404
+``conversation_not_found`` when there is no such conversation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from api.bootstrap.container import Container, ReadModelLag
+from api.http.controllers.common import POSITION_HEADER, container_of
+from api.http.errors import ApiError
+from api.http.idempotency import IdempotencyKey, run_idempotent
+from api.bootstrap.realtime import realtime_of
+from api.http.schemas import Body, Out, Page, ReaderOut
+from domain import chat_commands as cc
+from domain.chat_errors import ConversationNotFound, NotAMember
+from domain.commands import Command, Recorded
+from domain.errors import NotFound, ReaderNotFound
+from projections.shelf import InvalidCursor
+
+log = logging.getLogger(__name__)
+
+CursorParam = Annotated[str | None, Parameter(max_length=200)]
+HistoryLimit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
+Before = Annotated[
+    int | None, Parameter(ge=1, description="only messages with a seq below this (next page)")
+]
+
+
+class MessageNotFound(NotFound):
+    """No such message in this conversation."""
+
+    code = "message_not_found"
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+
+class OpenConversationBody(Body, frozen=True):
+    peer_id: UUID
+
+
+class SendMessageBody(Body, frozen=True):
+    text: cc.Text
+    client_msg_id: cc.ClientMsgId
+
+
+class ReadBody(Body, frozen=True):
+    up_to: cc.Seq
+
+
+class MessageOut(Out, frozen=True):
+    id: UUID
+    conversation_id: UUID
+    seq: int
+    sender: ReaderOut
+    text: str
+    client_msg_id: str
+    at: datetime
+
+
+class ConversationOut(Out, frozen=True):
+    id: UUID
+    peer: ReaderOut
+    unread: int
+    last_seq: int
+    read_up_to: int
+    opened_at: datetime
+    updated_at: datetime
+    last_message: MessageOut | None = None
+    loan_id: UUID | None = None
+    peer_online: bool | None = None
+    """Whether the peer has a WebSocket open on some server (``GET`` list and detail; null
+    in the answers of commands)."""
+
+
+def message_out(row: dict[str, Any]) -> MessageOut:
+    """From a row of ``InboxQueries.messages`` / ``message``."""
+    return MessageOut(
+        id=row["message_id"], conversation_id=row["conversation_id"], seq=row["seq"],
+        sender=ReaderOut(id=row["sender_id"], nickname=row.get("sender_nickname") or "",
+                         avatar_url=row.get("sender_avatar_url") or ""),
+        text=row["text"], client_msg_id=row["client_msg_id"], at=row["at"],
+    )  # fmt: skip
+
+
+def _last_message_out(data: dict[str, Any] | None) -> MessageOut | None:
+    """From the ``last_message`` jsonb (the ``chat.message`` item's data)."""
+    if not data:
+        return None
+    return msgspec.convert({**data, "id": data["message_id"]}, MessageOut, strict=False)
+
+
+def peer_presence(container: Container) -> Callable[[UUID], bool]:
+    """``is_online(reader_id) -> bool`` of this node's realtime (nobody is online without)."""
+    node = realtime_of(container)
+    return node.readers.is_online if node is not None else (lambda _reader_id: False)
+
+
+def conversation_out(row: dict[str, Any], peer_online: bool | None = None) -> ConversationOut:
+    """From a row of ``InboxQueries.conversations`` / ``conversation``."""
+    return ConversationOut(
+        id=row["conversation_id"],
+        peer=ReaderOut(id=row["peer_id"], nickname=row.get("peer_nickname") or "",
+                       avatar_url=row.get("peer_avatar_url") or ""),
+        unread=row["unread"], last_seq=row["last_seq"], read_up_to=row["read_up_to"],
+        opened_at=row["opened_at"], updated_at=row["updated_at"],
+        last_message=_last_message_out(row["last_message"]), loan_id=row["loan_id"],
+        peer_online=peer_online,
+    )  # fmt: skip
+
+
+# -- command execution ----------------------------------------------------------------------------
+
+
+def chat_headers(recorded: Recorded) -> dict[str, str]:
+    if recorded.position is None:
+        return {}
+    return {POSITION_HEADER: f"chat:{recorded.position}"}
+
+
+def execute_chat(container: Container, command: Command) -> tuple[Recorded, bool]:
+    """Run a Chat command and wait until the inbox read model includes it. Returns
+    ``(recorded, consistent)``; ``consistent`` is False if the inbox lagged past the
+    consistency timeout. Raises ``DomainError``."""
+    recorded = container.chat.handle(command)
+    try:
+        container.wait_for("inbox", "chat", recorded)
+    except ReadModelLag:
+        return recorded, False
+    return recorded, True
+
+
+def chat_accepted(recorded: Recorded, **extra: Any) -> Response[dict[str, Any]]:
+    """202: recorded, but the inbox has not caught up in time."""
+    body = {"id": str(recorded.id), "position": recorded.position, "status": "accepted"}
+    body.update({k: str(v) if isinstance(v, UUID) else v for k, v in extra.items()})
+    return Response(body, status_code=202, headers=chat_headers(recorded))
+
+
+def require_member(container: Container, conversation_id: UUID, reader_id: UUID) -> None:
+    """Raise ``NotAMember`` (403) or ``ConversationNotFound`` (404) unless ``reader_id`` is a
+    member. The read model answers; only when it does not know the pair (a conversation just
+    opened by the peer) is the command side asked."""
+    if container.inbox.is_member(conversation_id, reader_id):
+        return
+    if not container.chat.conversation(conversation_id).is_member(reader_id):
+        raise NotAMember
+
+
+def open_loan_conversation(container: Container, loan_id: UUID) -> None:
+    """After a loan request: open (or find) the conversation of its borrower and lender and
+    post the request's note as the borrower's message (``client_msg_id`` ``loan:<loan id>``),
+    then wait for the inbox to show them. Idempotent: opening is, and the message id is
+    derived from the loan id (looked up in the read model too, beyond the send window).
+
+    Never raises: the loan is recorded whatever happens here, so a failure is logged."""
+    try:
+        loan = container.library.loan(loan_id)
+        opened = container.chat.handle(
+            cc.OpenConversation(reader_id=loan.borrower_id, peer_id=loan.lender_id,
+                                loan_id=loan_id)
+        )  # fmt: skip
+        positions = [opened.position]
+        client_msg_id = f"loan:{loan_id}"
+        note = (loan.note or "").strip()
+        if note and not container.inbox.message_by_client_id(
+            opened.id, loan.borrower_id, client_msg_id
+        ):
+            sent = container.chat.send(
+                cc.SendMessage(conversation_id=opened.id, sender_id=loan.borrower_id,
+                               text=loan.note, client_msg_id=client_msg_id)
+            )  # fmt: skip
+            positions.append(sent.position)
+        last = max((p for p in positions if p is not None), default=None)
+        container.wait_for("inbox", "chat", Recorded(id=opened.id, position=last))
+    except ReadModelLag:
+        log.warning("inbox lags behind the conversation of loan %s", loan_id)
+    except Exception:
+        log.exception("could not open the conversation of loan %s", loan_id)
+
+
+# -- the controller -------------------------------------------------------------------------------
+
+
+class ConversationController(Controller):
+    path = "/v1/conversations"
+    tags = ["chat"]
+
+    @get("/", operation_id="listConversations", sync_to_thread=True)
+    def list_conversations(
+        self, request: Request[Any, Any, Any], reader_id: UUID,
+        cursor: CursorParam = None, limit: HistoryLimit = 20,
+    ) -> Page[ConversationOut]:  # fmt: skip
+        """Your conversations, most recent activity first, with the peer (and whether they
+        are online: ``peer_online``), the last message and your unread count."""
+        container = container_of(request)
+        try:
+            rows, next_cursor = container.inbox.conversations(reader_id, cursor=cursor, limit=limit)
+        except InvalidCursor as exc:
+            raise ApiError(422, "invalid_cursor", str(exc)) from exc
+        online = peer_presence(container)
+        return Page(
+            items=[conversation_out(r, online(r["peer_id"])) for r in rows],
+            next_cursor=next_cursor,
+        )
+
+    @post("/", operation_id="openConversation", status_code=201, sync_to_thread=True)
+    def open_conversation(
+        self,
+        request: Request[Any, Any, Any],
+        data: OpenConversationBody,
+        reader_id: UUID,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Open the conversation with ``peer_id`` (201), or find it (200): the same pair
+        always gives the same id. 404 ``reader_not_found`` if the peer is not a registered
+        reader, 422 ``cannot_chat_with_self``."""
+        container = container_of(request)
+
+        def action() -> Response[Any]:
+            if data.peer_id != reader_id and container.shelf.reader(data.peer_id) is None:
+                raise ReaderNotFound
+            command = cc.OpenConversation(reader_id=reader_id, peer_id=data.peer_id)
+            recorded, consistent = execute_chat(container, command)
+            row = container.inbox.conversation(recorded.id, reader_id) if consistent else None
+            if row is None:  # the inbox lags (or the peer opened it a moment ago)
+                return chat_accepted(recorded)
+            status = 201 if recorded.position is not None else 200
+            return Response(
+                conversation_out(row), status_code=status, headers=chat_headers(recorded)
+            )
+
+        return run_idempotent(
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+        )
+
+    @get("/{conversation_id:uuid}", operation_id="getConversation", sync_to_thread=True)
+    def detail(
+        self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID
+    ) -> ConversationOut:
+        """One of your conversations (with ``peer_online``)."""
+        container = container_of(request)
+        row = container.inbox.conversation(conversation_id, reader_id)
+        if row is None:
+            require_member(container, conversation_id, reader_id)
+            raise ConversationNotFound  # a member, but not in the read model yet
+        return conversation_out(row, peer_presence(container)(row["peer_id"]))
+
+    @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True)
+    def history(
+        self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID,
+        before: Before = None, limit: HistoryLimit = 30,
+    ) -> Page[MessageOut]:  # fmt: skip
+        """History, newest first; ``next_cursor`` is the ``before`` of the next (older)
+        page. Messages you hid are left out."""
+        container = container_of(request)
+        require_member(container, conversation_id, reader_id)
+        rows, next_before = container.inbox.messages(conversation_id, reader_id, before, limit)
+        return Page(
+            items=[message_out(r) for r in rows],
+            next_cursor=None if next_before is None else str(next_before),
+        )
+
+    @post("/{conversation_id:uuid}/messages", operation_id="sendMessage", status_code=201,
+          sync_to_thread=True)  # fmt: skip
+    def send(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: UUID,
+        data: SendMessageBody,
+        reader_id: UUID,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Send a message (201). A retry with the same ``client_msg_id`` returns the first
+        message (200) and sends nothing, even if its text differs."""
+        container = container_of(request)
+
+        def action() -> Response[Any]:
+            known = container.inbox.message_by_client_id(
+                conversation_id, reader_id, data.client_msg_id
+            )
+            if known is not None:
+                return Response(message_out(known), status_code=200)
+            command = cc.SendMessage(conversation_id=conversation_id, sender_id=reader_id,
+                                     text=data.text, client_msg_id=data.client_msg_id)  # fmt: skip
+            recorded, consistent = execute_chat(container, command)
+            assert isinstance(recorded, cc.MessageRecorded)
+            row = container.inbox.message(recorded.message_id) if consistent else None
+            if row is None:
+                if recorded.created:
+                    return chat_accepted(recorded, message_id=recorded.message_id,
+                                         seq=recorded.seq)  # fmt: skip
+                # a retry within the send window of a message the inbox has not shown yet
+                row = {
+                    "message_id": recorded.message_id, "conversation_id": conversation_id,
+                    "seq": recorded.seq, "sender_id": reader_id, "text": data.text,
+                    "client_msg_id": data.client_msg_id, "at": recorded.at,
+                }  # fmt: skip
+            status = 201 if recorded.created else 200
+            return Response(message_out(row), status_code=status, headers=chat_headers(recorded))
+
+        return run_idempotent(
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+        )
+
+    @post("/{conversation_id:uuid}/read", operation_id="markRead", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def read(
+        self, request: Request[Any, Any, Any], conversation_id: UUID, data: ReadBody,
+        reader_id: UUID,
+    ) -> Response[Any]:  # fmt: skip
+        """Read receipt: you have read up to message ``seq`` ``up_to`` (capped at the last
+        message; going backwards changes nothing). Returns your view of the conversation."""
+        container = container_of(request)
+        command = cc.MarkRead(conversation_id=conversation_id, reader_id=reader_id,
+                              up_to=data.up_to)  # fmt: skip
+        recorded, consistent = execute_chat(container, command)
+        row = container.inbox.conversation(conversation_id, reader_id) if consistent else None
+        if row is None:
+            return chat_accepted(recorded)
+        return Response(conversation_out(row), headers=chat_headers(recorded))
+
+    @post("/{conversation_id:uuid}/messages/{message_id:uuid}/hide", operation_id="hideMessage",
+          status_code=204, sync_to_thread=True)  # fmt: skip
+    def hide(
+        self, request: Request[Any, Any, Any], conversation_id: UUID, message_id: UUID,
+        reader_id: UUID,
+    ) -> Response[None]:  # fmt: skip
+        """Hide a message from your own history (the peer still sees it). 204; hiding
+        twice is fine; 404 ``message_not_found``."""
+        container = container_of(request)
+        require_member(container, conversation_id, reader_id)
+        row = container.inbox.message(message_id)
+        if row is None or row["conversation_id"] != conversation_id:
+            raise MessageNotFound
+        command = cc.HideMessage(conversation_id=conversation_id, reader_id=reader_id,
+                                 message_id=message_id)  # fmt: skip
+        recorded, consistent = execute_chat(container, command)
+        return Response(None, status_code=204 if consistent else 202,
+                        headers=chat_headers(recorded))  # fmt: skip
+
+
+__all__ = [
+    "ConversationController",
+    "ConversationOut",
+    "MessageOut",
+    "execute_chat",
+    "open_loan_conversation",
+    "require_member",
+]

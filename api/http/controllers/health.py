@@ -1,0 +1,81 @@
+"""Operator endpoints: liveness, readiness."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request, Response, get
+
+from api.http.controllers.common import container_of
+
+
+@get("/healthz", operation_id="healthz", tags=["operations"], security=[])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+def _add_lag(container: Any, projections: dict[str, Any]) -> None:
+    """Add each projection's database-wide position, head and lag (the ``/metrics``
+    figures) under ``lag``; projections this process does not run are listed too, for
+    information (they do not change readiness)."""
+    from api.http.controllers.metrics import projection_statuses
+
+    try:
+        statuses = projection_statuses(container)
+    except Exception as exc:  # the database check above reports the cause
+        for entry in projections.values():
+            entry["lag"] = {"error": str(exc)}
+        return
+    for st in statuses:
+        entry = projections.setdefault(st.name, {"ok": True, "state": "not run here"})
+        entry["db_state"] = st.state
+        entry["lag"] = {
+            src.source: {
+                "position": src.position,
+                "head": src.head,
+                "lag_events": src.lag_events,
+                "lag_seconds": src.lag_seconds,
+            }
+            for src in st.sources
+        }
+
+
+@get("/readyz", operation_id="readyz", tags=["operations"], sync_to_thread=True, security=[])
+def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Readiness: the database answers and every projection runs (503 otherwise)."""
+    container = container_of(request)
+    checks: dict[str, Any] = {}
+    ready = True
+    try:
+        container.check_database()
+        checks["database"] = {"ok": True}
+    except Exception as exc:  # any database failure means not ready
+        checks["database"] = {"ok": False, "error": str(exc)}
+        ready = False
+    projections = {}
+    for runner in container.runners:
+        state = runner.status
+        ok = state.state in ("running", "standby", "starting")
+        projections[runner.projection.name] = {
+            "ok": ok,
+            "state": state.state,
+            "positions": state.positions,
+            "error": state.error,
+            "failed_position": state.failed_position,
+            "seconds_since_last_page": round(time.time() - state.last_page_at, 3)
+            if state.last_page_at
+            else None,
+        }
+        ready = ready and ok
+    _add_lag(container, projections)
+    checks["projections"] = projections
+    for name, check in container.extras.get("readiness_checks", {}).items():
+        result = check()
+        checks[name] = result
+        ready = ready and bool(result.get("ok"))
+    return Response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

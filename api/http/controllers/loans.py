@@ -1,0 +1,98 @@
+"""``/v1/loans``: a loan's two parties see it and move it along its life."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+
+from api.http.auth import current_reader
+from api.http.controllers.common import (
+    accepted,
+    container_of,
+    execute,
+    position_headers,
+)
+from api.http.schemas import DeclineBody, LoanOut, loan_out
+from api.http.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
+from domain import commands as c
+from domain.errors import Forbidden, LoanNotFound
+
+
+class NotAParty(Forbidden):
+    """Only the borrower and the lender of this loan may see it."""
+
+    code = "not_a_party"
+
+
+class LoanController(Controller):
+    path = "/v1/loans"
+    tags = ["loans"]
+
+    @get("/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True)
+    def detail(
+        self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID,
+        as_of: AsOfParam = None,
+    ) -> LoanOut | LoanAsOfOut:  # fmt: skip
+        """A loan, for its borrower or lender; ``contact`` for the lender only. With
+        ``as_of`` (a version or an ISO 8601 time with a timezone), the loan as it was then,
+        plus ``as_of: {version, at}`` (``api.http.time_travel``)."""
+        if as_of is not None:
+            row, when = loan_as_of(container_of(request), loan_id, as_of, reader_id, NotAParty)
+            return loan_with_as_of(loan_out(row, reader_id), when)
+        row = container_of(request).shelf.loan(loan_id)
+        if row is None:
+            raise LoanNotFound
+        if reader_id not in (row["borrower_id"], row["lender_id"]):
+            raise NotAParty
+        return loan_out(row, reader_id)
+
+    def _transition(
+        self, request: Request[Any, Any, Any], command: Callable[[UUID], c.Command]
+    ) -> Response[Any]:
+        """Run ``command(reader_id)`` for the request's reader (``current_reader``: in this
+        handler's thread) and answer with the loan once the shelf has it."""
+        container = container_of(request)
+        reader_id = current_reader(request)
+        recorded, consistent = execute(container, command(reader_id))
+        if not consistent:
+            return accepted(recorded)
+        row = container.shelf.loan(recorded.id)
+        return Response(loan_out(row, reader_id), headers=position_headers(recorded))
+
+    @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def approve(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+        """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
+        return self._transition(request, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r))
+
+    @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def decline(
+        self, request: Request[Any, Any, Any], loan_id: UUID, data: DeclineBody | None = None
+    ) -> Response[Any]:
+        """Lender refuses the request."""
+        reason = data.reason if data else ""
+        return self._transition(
+            request, lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason)
+        )
+
+    @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def cancel(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+        """Borrower withdraws the request."""
+        return self._transition(request, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r))
+
+    @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def start_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+        """Borrower says "I gave it back"."""
+        return self._transition(request, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r))
+
+    @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200,
+          sync_to_thread=True)  # fmt: skip
+    def confirm_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+        """Lender says "I have it"; the book is available again."""
+        return self._transition(request, lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r))

@@ -1,0 +1,108 @@
+"""``/v1/rooms``: public chat rooms (created by operators: ``liudong rooms create``).
+
+The list carries each room's live member count (presence over NATS, the same on every node);
+history comes from the rooms read model (``projections.rooms``). Joining, leaving and sending
+happen over the WebSocket (``room.join`` / ``room.leave`` / ``room.send``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, get
+from litestar.params import Parameter
+
+from api.http.controllers.common import container_of
+from api.bootstrap.realtime import realtime_of
+from api.http.schemas import Out, Page, ReaderOut
+from domain.chat_commands import ROOM_NAME_PATTERN
+from domain.chat_errors import RoomNotFound
+from projections.rooms import RoomQueries
+
+HistoryLimit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
+Before = Annotated[
+    int | None, Parameter(ge=1, description="only messages with a seq below this (next page)")
+]
+_NAME = re.compile(ROOM_NAME_PATTERN)
+
+
+class RoomOut(Out, frozen=True):
+    id: UUID
+    name: str
+    title: str
+    members: int
+    """Distinct readers in the room now, over all API nodes."""
+    messages: int
+    created_at: datetime
+    last_message_at: datetime | None = None
+
+
+class RoomMessageOut(Out, frozen=True):
+    id: UUID
+    room: str
+    seq: int
+    sender: ReaderOut
+    text: str
+    at: datetime
+
+
+def _queries(request: Request[Any, Any, Any]) -> RoomQueries:
+    container = container_of(request)
+    node = realtime_of(container)
+    return node.rooms if node is not None else RoomQueries(container.pool)
+
+
+def _members(request: Request[Any, Any, Any], name: str) -> int:
+    node = realtime_of(container_of(request))
+    return node.presence.count(name) if node is not None else 0
+
+
+class RoomController(Controller):
+    path = "/v1/rooms"
+    tags = ["rooms"]
+
+    @get("/", operation_id="listRooms", sync_to_thread=True, security=[])
+    def rooms(self, request: Request[Any, Any, Any]) -> Page[RoomOut]:
+        """Every room, by name, with its live member count."""
+        rows = _queries(request).rooms()
+        return Page(
+            items=[
+                RoomOut(
+                    id=r["id"], name=r["name"], title=r["title"],
+                    members=_members(request, r["name"]), messages=r["last_seq"],
+                    created_at=r["created_at"], last_message_at=r["last_message_at"],
+                )
+                for r in rows
+            ],
+            next_cursor=None,
+        )  # fmt: skip
+
+    @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True)
+    def messages(
+        self, request: Request[Any, Any, Any], name: str, reader_id: UUID,
+        before: Before = None, limit: HistoryLimit = 30,
+    ) -> Page[RoomMessageOut]:  # fmt: skip
+        """A room's history, newest first; ``next_cursor`` is the ``before`` of the next
+        (older) page. 404 ``room_not_found``."""
+        queries = _queries(request)
+        room = queries.room(name) if _NAME.fullmatch(name) else None
+        if room is None:
+            raise RoomNotFound
+        rows, next_before = queries.messages(room["id"], before, limit)
+        return Page(
+            items=[
+                RoomMessageOut(
+                    id=r["message_id"], room=name, seq=r["seq"], text=r["text"], at=r["at"],
+                    sender=ReaderOut(id=r["sender_id"], nickname=r.get("sender_nickname") or "",
+                                     avatar_url=r.get("sender_avatar_url") or ""),
+                )
+                for r in rows
+            ],
+            next_cursor=None if next_before is None else str(next_before),
+        )  # fmt: skip
+
+
+__all__ = ["RoomController", "RoomMessageOut", "RoomOut"]

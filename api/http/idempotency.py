@@ -1,0 +1,133 @@
+"""``Idempotency-Key`` for POSTs: a retried request with the same key gets the first
+response again instead of acting twice (draft-ietf-httpapi-idempotency-key-header).
+
+A key is scoped to the reader. Reusing a key for a different request is a 422; a retry
+while the first is still running is a 409. Server errors are not remembered, so they can be
+retried. Creating commands also derive their new aggregate's id from the key
+(``derived_id``), so even a retry after a crash between the event and the stored response
+cannot create a second book or loan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+from uuid import UUID, uuid4, uuid5
+
+import msgspec
+from litestar import Response
+from litestar.params import Parameter
+
+from api.http.errors import ApiError, problem
+from domain.errors import DomainError
+
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        min_length=1,
+        max_length=255,
+        description="Makes a POST safe to retry: the same key returns the first response.",
+    ),
+]
+
+STALE_AFTER = timedelta(seconds=60)
+
+
+def derived_id(reader_id: UUID, key: str | None, purpose: str) -> UUID:
+    """A new aggregate id: random, or derived from the idempotency key when one is given."""
+    if key is None:
+        return uuid4()
+    return uuid5(reader_id, f"{purpose}:{key}")
+
+
+def _encode(status: int, body: Any) -> bytes:
+    return msgspec.json.encode({"status": status, "body": body})
+
+
+def run_idempotent(
+    container: Any,
+    reader_id: UUID,
+    key: str | None,
+    method: str,
+    path: str,
+    payload: Any,
+    action: Callable[[], Response[Any]],
+) -> Response[Any]:
+    """Run ``action`` at most once per ``(reader_id, key)``; replay its response after."""
+    if key is None:
+        return action()
+    request_hash = hashlib.sha256(
+        method.encode() + b" " + path.encode() + b" " + msgspec.json.encode(payload)
+    ).hexdigest()
+    pool = container.pool
+    with pool.connection() as conn:
+        inserted = conn.execute(
+            "INSERT INTO idempotency_keys (reader_id, key, method, path, request_hash) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING key",
+            (reader_id, key, method, path, request_hash),
+        ).fetchone()
+        if inserted is None:
+            row = conn.execute(
+                "SELECT request_hash, status, body, now() - created_at AS age "
+                "FROM idempotency_keys WHERE reader_id = %s AND key = %s",
+                (reader_id, key),
+            ).fetchone()
+            if row is None:  # deleted meanwhile: treat as new
+                conn.rollback()
+                return run_idempotent(container, reader_id, key, method, path, payload, action)
+            if row["request_hash"] != request_hash:
+                raise ApiError(
+                    422, "idempotency_key_reused",
+                    "This Idempotency-Key was used for a different request.",
+                )  # fmt: skip
+            if row["status"] is None:
+                if row["age"] < STALE_AFTER:
+                    raise ApiError(
+                        409, "idempotency_in_progress",
+                        "A request with this Idempotency-Key is still being processed.",
+                    )  # fmt: skip
+            else:
+                stored = msgspec.json.decode(row["body"])
+                return _replay(stored["status"], stored["body"])
+    try:
+        response = action()
+    except DomainError as exc:
+        from api.http.errors import domain_status
+
+        response = problem(domain_status(exc), exc.code, exc.message)
+    except ApiError as exc:
+        if exc.status >= 500:
+            _forget(pool, reader_id, key)
+            raise
+        response = problem(exc.status, exc.code, exc.detail, errors=exc.errors)
+    except BaseException:
+        _forget(pool, reader_id, key)
+        raise
+    if response.status_code >= 500:
+        _forget(pool, reader_id, key)
+        return response
+    body = msgspec.to_builtins(response.content)
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET status = %s, body = %s WHERE reader_id = %s AND key = %s",
+            (response.status_code, _encode(response.status_code, body), reader_id, key),
+        )
+    return response
+
+
+def _forget(pool: Any, reader_id: UUID, key: str) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "DELETE FROM idempotency_keys WHERE reader_id = %s AND key = %s", (reader_id, key)
+        )
+
+
+def _replay(status: int, body: Any) -> Response[Any]:
+    media = "application/problem+json" if status >= 400 else "application/json"
+    return Response(
+        body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"}
+    )
