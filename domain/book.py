@@ -19,28 +19,13 @@ from domain.errors import (
     CannotBorrowOwnBook,
     NotTheOwner,
 )
+from domain.isbn import language_of_isbn
 
 AVAILABLE = "available"
 ON_LOAN = "on_loan"
 WITHDRAWN = "withdrawn"
 
 REVISABLE_FIELDS = ("title", "author", "publisher", "tags", "cover_url", "summary")
-
-# ISBN registration groups (after the 978 prefix) whose books are in Chinese: mainland China,
-# and Taiwan (957, 986). Other groups (0/1 English-speaking countries, 3 German…) say too
-# little about a book's language to guess.
-_CHINESE_GROUPS = ("9787", "978957", "978986")
-
-
-def language_of_isbn(isbn: str) -> str:
-    """The language code the ISBN's registration group implies: ``"zh"`` for 978-7,
-    978-957 and 978-986 (ISBN-10 ``7…``, ``957…``, ``986…`` too), else ``""`` (unknown).
-    Hyphens and spaces are ignored. Source: the International ISBN Agency's range list."""
-    digits = "".join(ch for ch in isbn if ch.isdigit() or ch in "Xx")
-    if len(digits) == 10:  # noqa: PLR2004 - an ISBN-10 is the 978 form without the prefix
-        digits = "978" + digits
-    return "zh" if digits.startswith(_CHINESE_GROUPS) else ""
-
 
 class Book(Aggregate):
     """Events: ``Published``, ``DetailsRevised``, ``Withdrawn``, ``Relisted``, ``Lent``,

@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain import commands as c
-from domain.book import Book, language_of_isbn
+from domain.book import Book
 from domain.errors import (
     BookNotFound,
     ConcurrentUpdate,
@@ -30,6 +30,7 @@ from domain.errors import (
     NotFound,
     ReaderNotFound,
 )
+from domain.isbn import language_of_isbn
 from domain.loan import Loan
 from domain.reader import Reader
 

@@ -50,13 +50,14 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from domain.instants import parse_instant
 from projections.framework import Projection, Source
 
 Progress = Callable[[int, int], None]
@@ -493,9 +494,10 @@ def _counts(conn: psycopg.Connection[Any], projection: Projection, target: str) 
 
 
 def parse_until(value: str) -> datetime:
-    """An ISO 8601 time; UTC when it has no offset (as ``liudong events export``)."""
-    parsed = datetime.fromisoformat(value.strip())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    """An ISO 8601 time with an offset (``domain.instants``: the rule of every entry point).
+
+    Raises ``InvalidInstant`` (a ``ValueError``)."""
+    return parse_instant(value)
 
 
 __all__ = [

@@ -14,12 +14,12 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from api.adapters.catalog import Catalog
+from api.adapters.sessions import SessionStore
+from api.adapters.wechat import LoginProvider, login_provider_for
 from api.bootstrap.db import eventsourcing_env, make_pool
 from api.bootstrap.embedded import EmbeddedNats
 from api.bootstrap.runtime import resolve_database_url
-from api.adapters.sessions import SessionStore
 from api.bootstrap.settings import Settings
-from api.adapters.wechat import LoginProvider, login_provider_for
 from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library

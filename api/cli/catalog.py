@@ -15,8 +15,8 @@ import msgspec
 import psycopg
 
 from api.adapters.catalog import Catalog, CatalogImportError, ImportSummary, import_csv
-from api.bootstrap.db import make_pool
 from api.adapters.isbn import InvalidIsbn, normalize_isbn
+from api.bootstrap.db import make_pool
 from api.cli.context import cli_context
 
 catalog = click.Group(

@@ -38,26 +38,24 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import click
-import msgspec
 import psycopg
 
 from api.adapters.catalog import (
-    Catalog,
     CatalogEntry,
     CatalogImportError,
+    PublishRefused,
     Rejection,
     detect_format,
+    publish_command,
     read_catalog_csv,
 )
-from api.adapters.isbn import InvalidIsbn, normalize_isbn
-from api.http.schemas import PublishBody
+from api.adapters.wechat import DevLoginProvider, default_nickname
 from api.bootstrap.settings import Settings, SettingsError
-from api.adapters.wechat import DevLoginProvider
 from domain import commands as c
 from domain.errors import DomainError
 from domain.reader import reader_id_for
 
-__all__ = ["PublishRefused", "SeedPlan", "SeedSummary", "demo", "publish_command", "seed_library"]
+__all__ = ["SeedPlan", "SeedSummary", "demo", "seed_library"]
 
 demo = click.Group(
     "demo",
@@ -86,55 +84,6 @@ _DECLINE_REASONS = (
     "",
 )
 _CATALOG_BATCH = 1000
-
-
-# --------------------------------------------------------------------------- publishing
-
-
-class PublishRefused(Exception):
-    """A publish the API would refuse with a 422; ``code`` is the API's problem code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def publish_command(
-    catalog: Catalog, body: PublishBody, *, book_id: UUID, owner_id: UUID
-) -> c.PublishBook:
-    """The ``PublishBook`` command ``POST /v1/books`` builds from ``body``: missing fields
-    come from the ISBN catalog, tags are cut to 20.
-
-    A copy of the fill-in in ``api.http.controllers.books.BookController.publish`` (which this
-    module may not change); keep the two in step. Raises ``PublishRefused`` with the API's
-    codes ``invalid_isbn``, ``title_required`` or ``validation_failed``."""
-    try:
-        isbn = normalize_isbn(body.isbn)
-    except InvalidIsbn as exc:
-        raise PublishRefused("invalid_isbn", str(exc)) from exc
-    entry = catalog.lookup(isbn)
-    fields: dict[str, Any] = {
-        "title": body.title or (entry.title if entry else None),
-        "author": body.author if body.author is not None else (entry and entry.author),
-        "publisher": body.publisher if body.publisher is not None else (entry and entry.publisher),
-        "tags": body.tags if body.tags is not None else list(entry.tags if entry else ()),
-        "cover_url": body.cover_url if body.cover_url is not None else (entry and entry.cover_url),
-        "summary": body.summary if body.summary is not None else (entry and entry.summary),
-    }
-    if not fields["title"]:
-        raise PublishRefused("title_required", f"ISBN {isbn} is not in the catalog: send a title.")
-    try:
-        return msgspec.convert(
-            {
-                "book_id": book_id,
-                "owner_id": owner_id,
-                "isbn": isbn,
-                **{k: (v or "") if k != "tags" else list(v or [])[:20] for k, v in fields.items()},
-            },
-            c.PublishBook,
-        )
-    except msgspec.ValidationError as exc:
-        raise PublishRefused("validation_failed", str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- the run
@@ -328,8 +277,6 @@ def seed_library(container: Any, plan: SeedPlan) -> SeedSummary:
     driver = _Driver(container.library.handle, summary)
 
     # 2. readers, through the login path
-    from api.http.controllers.auth import default_nickname
-
     readers: list[UUID] = []
     t_readers = time.perf_counter()
     with _bar(plan.progress, plan.readers, "readers") as bar:
@@ -357,7 +304,7 @@ def seed_library(container: Any, plan: SeedPlan) -> SeedSummary:
             owner_id = readers[rng.randrange(len(readers))]
             try:
                 command = publish_command(
-                    container.catalog, PublishBody(isbn=entry.isbn),
+                    container.catalog, entry.isbn, {},
                     book_id=uuid4(), owner_id=owner_id,
                 )  # fmt: skip
             except PublishRefused as exc:

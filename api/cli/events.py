@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from api.adapters.eventlog import (
     format_event,
 )
 from api.cli.context import cli_context
+from domain.instants import InvalidInstant, parse_instant
 from projections.framework import Source, gc_paused
 from projections.registry import open_sources
 
@@ -57,10 +58,9 @@ def _when(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO 8601 time: {value!r}", param_hint=name) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parse_instant(value)
+    except InvalidInstant as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from exc
 
 
 events = click.Group("events", help="The event logs: export, show one aggregate, tail.")
@@ -81,7 +81,7 @@ events = click.Group("events", help="The event logs: export, show one aggregate,
     help="File to write; '-' writes NDJSON or CSV to standard output.",
 )
 @click.option(
-    "--since", help="Only events recorded at or after this ISO 8601 time (UTC if no offset)."
+    "--since", help="Only events recorded at or after this ISO 8601 time (with Z or an offset)."
 )
 @click.option("--until", help="Only events recorded before this ISO 8601 time.")
 @click.option(

@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from projections import ops
 from api.cli.context import cli_context
+from projections import ops
 from projections.framework import ProjectionFailed, Source
 from projections.registry import all_projections, open_sources, projection_named
 

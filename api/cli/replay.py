@@ -19,7 +19,7 @@ def _projection_names() -> list[str]:
     "--until",
     "until_text",
     required=True,
-    help="The moment: ISO 8601 time (UTC when it has no offset), e.g. 2025-05-04T08:30:00+08:00.",
+    help="The moment: ISO 8601 time with Z or an offset, e.g. 2025-05-04T08:30:00+08:00.",
 )
 @click.option(
     "--schema",
@@ -72,9 +72,7 @@ def replay(
     try:
         until = r.parse_until(until_text)
     except ValueError as exc:
-        raise click.BadParameter(
-            f"not an ISO 8601 time: {until_text!r}", param_hint="--until"
-        ) from exc
+        raise click.BadParameter(str(exc), param_hint="--until") from exc
     chosen: list[Projection] = [p for p in all_projections() if projection_name in ("all", p.name)]
     try:
         for target in r.target_schemas(schema, chosen).values():

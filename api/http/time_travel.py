@@ -34,6 +34,7 @@ from api.bootstrap.container import Container
 from api.http.errors import ApiError
 from api.http.schemas import BookOut, LoanOut, Out
 from domain.errors import BookNotFound, Forbidden, LoanNotFound, NotFound
+from domain.instants import InvalidInstant, parse_instant
 
 MAX_VERSION = 2**31 - 1
 """Versions above this are read as "the latest" (the events table's version is an int)."""
@@ -80,12 +81,9 @@ def parse_as_of(raw: str) -> Moment:
             raise _invalid(raw, "a version starts at 1")
         return Moment(version=min(version, MAX_VERSION))
     try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise _invalid(raw, "expected a version (1, 2, …) or an ISO 8601 time") from None
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise _invalid(raw, "an ISO 8601 time needs a timezone (Z or ±hh:mm)")
-    return Moment(at=at)
+        return Moment(at=parse_instant(text))
+    except InvalidInstant as exc:
+        raise _invalid(raw, f"expected a version (1, 2, …) or an ISO 8601 time: {exc}") from None
 
 
 def _invalid(raw: str, why: str) -> ApiError:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import uvicorn
 
-from api.http.app import create_app
 from api.bootstrap.settings import Settings
+from api.http.app import create_app
 
 
 def free_port() -> int:

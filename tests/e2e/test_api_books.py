@@ -23,7 +23,6 @@ from tests.e2e.test_api_auth import (
     request_loan,
 )
 
-
 # fixtures `actors` and `anon` live in tests/e2e/conftest.py
 
 

@@ -22,9 +22,9 @@ from api.adapters.catalog import (
     import_csv,
     read_catalog_csv,
 )
-from api.cli.catalog import catalog as catalog_group
-from api.bootstrap.db import make_pool
 from api.adapters.isbn import InvalidIsbn
+from api.bootstrap.db import make_pool
+from api.cli.catalog import catalog as catalog_group
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DOUBAN_FILE = SHARED_DATA / "douban" / "douban_books.csv"

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from api.cli import main
 from api.adapters.eventlog import LogEvent, LogReader
+from api.cli import main
 from domain.chat import Chat
 from domain.library import Library
 from projections.framework import Source

@@ -278,10 +278,13 @@ def test_replay_all_projections_into_schemas_of_their_own(
     database_url: str, library: Library, db: psycopg.Connection[Any], timeline: Timeline
 ) -> None:
     versions_before = registry(db)
-    naive_utc = timeline.t1.replace(tzinfo=None).isoformat()  # no offset: UTC
+    naive = timeline.t1.replace(tzinfo=None).isoformat()
+    refused = replay(database_url, "--until", naive, "--schema", "analyst_all")
+    assert refused.exit_code == 2 and "no timezone" in refused.output  # domain.instants' rule
+    utc = timeline.t1.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
     result = ok(
-        replay(database_url, "--until", naive_utc, "--schema", "analyst_all",
+        replay(database_url, "--until", utc, "--schema", "analyst_all",
                "--projection", "all")
     )  # fmt: skip
 

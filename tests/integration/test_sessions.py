@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from api.bootstrap.db import connect, make_pool
 from api.adapters.sessions import (
     TOKEN_LENGTH,
     ExpiredToken,
@@ -25,6 +24,7 @@ from api.adapters.sessions import (
     hash_token,
     is_well_formed,
 )
+from api.bootstrap.db import connect, make_pool
 
 TTL = 3600
 

@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import pytest
 
-from api.bootstrap.settings import Settings
 from api.adapters.wechat import (
     BlockedUser,
     InvalidCode,
@@ -33,6 +32,7 @@ from api.adapters.wechat import (
     WeChatUnavailable,
     login_provider_for,
 )
+from api.bootstrap.settings import Settings
 
 APPID = "wx1234567890abcdef"
 SECRET = "s3cr3t-appsecret-0123456789abcdef"

@@ -7,7 +7,6 @@ import hashlib
 import httpx
 import pytest
 
-from api.bootstrap.settings import Settings
 from api.adapters.wechat import (
     DevLoginProvider,
     InvalidCode,
@@ -19,6 +18,7 @@ from api.adapters.wechat import (
     WeChatSession,
     login_provider_for,
 )
+from api.bootstrap.settings import Settings
 
 
 def no_network(request: httpx.Request) -> httpx.Response:

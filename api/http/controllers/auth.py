@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
 
+from api.adapters.sessions import SessionStoreUnavailable
+from api.adapters.wechat import WeChatConfigError, WeChatError, default_nickname
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError, Unauthorized
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
-from api.adapters.sessions import SessionStoreUnavailable
-from api.adapters.wechat import WeChatConfigError, WeChatError
 from domain.commands import RegisterReader
 from domain.reader import reader_id_for
 
@@ -26,12 +25,6 @@ _WECHAT_STATUS = {
     "wechat_unavailable": 503,
     "wechat_misconfigured": 500,
 }
-
-
-def default_nickname(code: str, open_id: str) -> str:
-    if code.startswith("dev:"):
-        return code[4:]
-    return "读者" + hashlib.sha256(open_id.encode()).hexdigest()[:6]
 
 
 class AuthController(Controller):

@@ -9,8 +9,9 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
+from api.adapters.catalog import PublishRefused, publish_command
+from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
 from api.http.auth import current_reader
-from api.adapters.catalog import CatalogEntry
 from api.http.controllers.chat import open_loan_conversation
 from api.http.controllers.common import (
     accepted,
@@ -21,7 +22,6 @@ from api.http.controllers.common import (
 )
 from api.http.errors import ApiError
 from api.http.idempotency import IdempotencyKey, derived_id, run_idempotent
-from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
 from api.http.schemas import (
     Availability,
     BookOut,
@@ -59,24 +59,6 @@ def valid_isbn(raw: str) -> str:
         raise ApiError(422, "invalid_isbn", str(exc)) from exc
 
 
-def catalog_fields(entry: CatalogEntry | None) -> dict[str, Any]:
-    """The fields a catalog entry gives a new book, within the limits of ``PublishBook``.
-
-    An imported catalog (douban CSV…) may hold a longer title or summary, or tags a client
-    could not send; those must not make the publish of that ISBN a 422."""
-    if entry is None:
-        return {}
-    cover = entry.cover_url or ""
-    return {
-        "title": entry.title[:300],
-        "author": (entry.author or "")[:300],
-        "publisher": (entry.publisher or "")[:300],
-        "tags": list(dict.fromkeys(t for t in entry.tags if 1 <= len(t) <= 32))[:20],
-        "cover_url": cover if len(cover) <= 1024 else "",
-        "summary": (entry.summary or "")[:5000],
-    }
-
-
 def page_or_422(fn: Any, **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
@@ -102,32 +84,13 @@ class BookController(Controller):
         isbn = valid_isbn(data.isbn)
 
         def action() -> Response[Any]:
-            known = catalog_fields(container.catalog.lookup(isbn))
-            fields: dict[str, Any] = {
-                "title": data.title or known.get("title"),
-                **{
-                    k: getattr(data, k) if getattr(data, k) is not None else known.get(k)
-                    for k in ("author", "publisher", "tags", "cover_url", "summary")
-                },
-            }
-            if not fields["title"]:
-                raise ApiError(
-                    422, "title_required",
-                    f"ISBN {isbn} is not in the catalog: send a title.",
-                )  # fmt: skip
             try:
-                command = msgspec.convert(
-                    {
-                        "book_id": derived_id(reader_id, idempotency_key, "book"),
-                        "owner_id": reader_id,
-                        "isbn": isbn,
-                        **{k: (v or "") if k != "tags" else list(v or [])[:20]
-                           for k, v in fields.items()},
-                    },
-                    c.PublishBook,
+                command = publish_command(
+                    container.catalog, isbn, msgspec.structs.asdict(data),
+                    book_id=derived_id(reader_id, idempotency_key, "book"), owner_id=reader_id,
                 )  # fmt: skip
-            except msgspec.ValidationError as exc:
-                raise ApiError(422, "validation_failed", str(exc)) from exc
+            except PublishRefused as exc:
+                raise ApiError(422, exc.code, str(exc)) from exc
             recorded, consistent = execute(container, command)
             if not consistent:
                 return accepted(recorded)

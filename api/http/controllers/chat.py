@@ -19,10 +19,10 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from api.bootstrap.container import Container, ReadModelLag
+from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
 from api.http.idempotency import IdempotencyKey, run_idempotent
-from api.bootstrap.realtime import realtime_of
 from api.http.schemas import Body, Out, Page, ReaderOut
 from domain import chat_commands as cc
 from domain.chat_errors import ConversationNotFound, NotAMember

@@ -15,8 +15,8 @@ from uuid import UUID
 from litestar import Controller, Request, get
 from litestar.params import Parameter
 
-from api.http.controllers.common import container_of
 from api.bootstrap.realtime import realtime_of
+from api.http.controllers.common import container_of
 from api.http.schemas import Out, Page, ReaderOut
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound

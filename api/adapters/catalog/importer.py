@@ -1,4 +1,4 @@
-"""The local ISBN catalog: book metadata keyed by ISBN-13, imported from CSV files.
+"""Reading catalog CSV files (three layouts) into entries, and importing them.
 
 Used by ``GET /v1/isbn/{isbn}`` and to fill the fields a client leaves out of
 ``POST /v1/books``. Stored in the ``catalog_books`` table (migration ``0005_catalog``).
@@ -29,7 +29,8 @@ becomes a ``CatalogEntry`` or a ``Rejection`` whose ``reason`` is one of: ``miss
 ``wrong number of fields``.
 
 When a source gives no language, it is inferred from the ISBN registration group for the
-groups that are one language (China/Taiwan/Hong Kong/Macau → ``zh``, Japan → ``ja``, …).
+groups that are one language (``domain.isbn.language_of_isbn``: China/Taiwan/Hong Kong/Macau
+→ ``zh``, Japan → ``ja``, …), the same rule the Library's ``Book.Published`` records.
 """
 
 from __future__ import annotations
@@ -40,271 +41,28 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, TextIO
 
-import isbnlib  # type: ignore[import-untyped]
-import msgspec
-from psycopg_pool import ConnectionPool
-
-from api.adapters.isbn import InvalidIsbn, normalize_isbn
-
-__all__ = [
-    "Catalog",
-    "CatalogEntry",
-    "CatalogImportError",
-    "CsvFormat",
-    "ImportSummary",
-    "Rejection",
-    "UnknownCsvFormat",
-    "detect_format",
-    "import_csv",
-    "merge_entries",
-    "read_catalog_csv",
-]
-
-CsvFormat = Literal["douban", "goodbooks", "csv"]
+from api.adapters.catalog.entries import (
+    CatalogEntry,
+    CatalogImportError,
+    CsvFormat,
+    ImportSummary,
+    Rejection,
+    UnknownCsvFormat,
+    unique_tags,
+)
+from api.adapters.catalog.store import Catalog
+from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
+from domain.isbn import language_of_isbn
 
 # Large introductions: the csv module's default limit is 128 KiB per field.
 _FIELD_SIZE_LIMIT = 16 * 1024 * 1024
 if csv.field_size_limit() < _FIELD_SIZE_LIMIT:
     csv.field_size_limit(_FIELD_SIZE_LIMIT)
-
-
-class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """Metadata of one book edition. ``isbn`` is the canonical ISBN-13 (13 digits).
-
-    ``tags`` keep their first-seen order; ``source`` names where the entry came from
-    (``douban``, ``goodbooks``, ``csv``, …); ``updated_at`` is set on entries read back from
-    the database and ``None`` on entries not yet stored."""
-
-    isbn: str
-    title: str
-    source: str
-    isbn10: str | None = None
-    author: str | None = None
-    publisher: str | None = None
-    published_year: int | None = None
-    language: str | None = None
-    tags: tuple[str, ...] = ()
-    cover_url: str | None = None
-    summary: str | None = None
-    updated_at: datetime | None = None
-
-
-class Rejection(msgspec.Struct, frozen=True):
-    """A CSV row that did not become an entry: its first physical ``line`` in the file (the
-    header is line 1), a stable ``reason`` (see the module docstring) and a human ``detail``."""
-
-    line: int
-    reason: str
-    detail: str
-
-
-class ImportSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``import_csv`` did.
-
-    ``rows_read``: data rows in the file (blank lines not counted); ``imported``: rows that
-    became entries and were written (rows repeating an ISBN are merged into one catalog
-    entry); ``rejected``: reason → number of rows; ``distinct_isbns``: catalog entries the
-    imported rows produced; ``seconds``: wall time; ``samples``: the first rejections of each
-    reason (at most three per reason), with line numbers, to help fix the file."""
-
-    path: str
-    format: CsvFormat
-    rows_read: int
-    imported: int
-    rejected: dict[str, int]
-    distinct_isbns: int
-    seconds: float
-    samples: tuple[Rejection, ...] = ()
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows_read / self.seconds if self.seconds > 0 else float("inf")
-
-
-class CatalogImportError(ValueError):
-    """A CSV file cannot be imported at all (unreadable encoding, broken CSV quoting…)."""
-
-
-class UnknownCsvFormat(CatalogImportError):
-    """The header row matches none of the known layouts; the message lists them."""
-
-
-# --------------------------------------------------------------------------- merging
-
-
-def _union(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*a, *b]))
-
-
-def merge_entries(old: CatalogEntry, new: CatalogEntry) -> CatalogEntry:
-    """``new`` over ``old`` for the same ISBN: ``new``'s non-empty fields win, tags are the
-    union (``old``'s first). This is also what ``Catalog.upsert_many`` does with a stored
-    entry. Raises ``ValueError`` if the ISBNs differ."""
-    if old.isbn != new.isbn:
-        raise ValueError(f"cannot merge entries of {old.isbn} and {new.isbn}")
-
-    def pick(name: str) -> Any:
-        value = getattr(new, name)
-        return getattr(old, name) if value is None else value
-
-    return CatalogEntry(
-        isbn=new.isbn,
-        title=new.title,
-        source=new.source,
-        isbn10=pick("isbn10"),
-        author=pick("author"),
-        publisher=pick("publisher"),
-        published_year=pick("published_year"),
-        language=pick("language"),
-        tags=_union(old.tags, new.tags),
-        cover_url=pick("cover_url"),
-        summary=pick("summary"),
-        updated_at=pick("updated_at"),
-    )
-
-
-def _merge_by_isbn(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
-    merged: dict[str, CatalogEntry] = {}
-    for entry in entries:
-        seen = merged.get(entry.isbn)
-        merged[entry.isbn] = entry if seen is None else merge_entries(seen, entry)
-    return list(merged.values())
-
-
-# --------------------------------------------------------------------------- database
-
-_COLUMNS = (
-    "isbn13, isbn10, title, author, publisher, published_year, language, tags, cover_url,"
-    " summary, source, updated_at"
-)
-
-_LOAD_TABLE = """
-CREATE TEMP TABLE catalog_books_load (
-    isbn13 text, isbn10 text, title text, author text, publisher text, published_year integer,
-    language text, tags text[], cover_url text, summary text, source text
-) ON COMMIT DROP
-"""
-
-_LOAD_COLUMNS = (
-    "isbn13, isbn10, title, author, publisher, published_year, language, tags, cover_url,"
-    " summary, source"
-)
-_LOAD_TYPES = [
-    "text", "text", "text", "text", "text", "int4", "text", "text[]", "text", "text", "text",
-]  # fmt: skip
-
-# Rows are merged by ISBN before the COPY, so no row is affected twice.
-_UPSERT = f"""
-INSERT INTO catalog_books ({_COLUMNS})
-SELECT {_LOAD_COLUMNS}, now() FROM catalog_books_load
-ON CONFLICT (isbn13) DO UPDATE SET
-    isbn10 = COALESCE(EXCLUDED.isbn10, catalog_books.isbn10),
-    title = EXCLUDED.title,
-    author = COALESCE(EXCLUDED.author, catalog_books.author),
-    publisher = COALESCE(EXCLUDED.publisher, catalog_books.publisher),
-    published_year = COALESCE(EXCLUDED.published_year, catalog_books.published_year),
-    language = COALESCE(EXCLUDED.language, catalog_books.language),
-    tags = ARRAY(
-        SELECT u.tag
-        FROM unnest(catalog_books.tags || EXCLUDED.tags) WITH ORDINALITY AS u(tag, n)
-        GROUP BY u.tag
-        ORDER BY min(u.n)
-    ),
-    cover_url = COALESCE(EXCLUDED.cover_url, catalog_books.cover_url),
-    summary = COALESCE(EXCLUDED.summary, catalog_books.summary),
-    source = EXCLUDED.source,
-    updated_at = now()
-"""
-
-
-def _params(e: CatalogEntry) -> tuple[Any, ...]:
-    return (
-        e.isbn,
-        e.isbn10,
-        e.title,
-        e.author,
-        e.publisher,
-        e.published_year,
-        e.language,
-        list(e.tags),
-        e.cover_url,
-        e.summary,
-        e.source,
-    )
-
-
-def _entry_of_row(row: dict[str, Any]) -> CatalogEntry:
-    return CatalogEntry(
-        isbn=row["isbn13"],
-        isbn10=row["isbn10"],
-        title=row["title"],
-        author=row["author"],
-        publisher=row["publisher"],
-        published_year=row["published_year"],
-        language=row["language"],
-        tags=tuple(row["tags"] or ()),
-        cover_url=row["cover_url"],
-        summary=row["summary"],
-        source=row["source"],
-        updated_at=row["updated_at"],
-    )
-
-
-class Catalog:
-    """The ``catalog_books`` table, through a psycopg pool whose connections return dict rows
-    (``api.bootstrap.db.make_pool``). Methods are synchronous; psycopg errors propagate (e.g.
-    ``psycopg.errors.UndefinedTable`` when migration ``0005_catalog`` was not applied)."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-
-    def lookup(self, isbn13: str) -> CatalogEntry | None:
-        """The entry of an ISBN (any form ``normalize_isbn`` accepts), or ``None``.
-
-        Raises ``InvalidIsbn`` if ``isbn13`` is not a valid ISBN."""
-        key = normalize_isbn(isbn13)
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM catalog_books WHERE isbn13 = %s", (key,)
-            ).fetchone()
-        return None if row is None else _entry_of_row(cast(dict[str, Any], row))
-
-    def upsert_many(self, entries: Iterable[CatalogEntry]) -> int:
-        """Insert or update entries in one transaction; returns the number of distinct ISBNs
-        written.
-
-        Entries repeating an ISBN (in ``entries`` or already stored) are merged as by
-        ``merge_entries``: the newer non-null fields win, tags are unioned (first-seen
-        order), so importing the same file twice changes nothing but ``updated_at``.
-        The rows are sent with ``COPY`` to a temporary table (dropped at commit), then
-        upserted with one ``INSERT … ON CONFLICT (isbn13) DO UPDATE``."""
-        merged = _merge_by_isbn(entries)
-        if not merged:
-            return 0
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute(_LOAD_TABLE)
-            with cur.copy(f"COPY catalog_books_load ({_LOAD_COLUMNS}) FROM STDIN") as copy:
-                copy.set_types(_LOAD_TYPES)
-                for entry in merged:
-                    copy.write_row(_params(entry))
-            cur.execute(_UPSERT)
-        return len(merged)
-
-    def count(self) -> int:
-        """Number of entries in the catalog."""
-        with self._pool.connection() as conn:
-            row = conn.execute("SELECT count(*) AS n FROM catalog_books").fetchone()
-        return int(cast(dict[str, Any], row)["n"]) if row else 0
 
 
 # --------------------------------------------------------------------------- CSV reading
@@ -321,18 +79,6 @@ _GENERIC_OPTIONAL = (
     "cover_url",
     "summary",
 )
-
-_LANGUAGE_OF_GROUP = {
-    "China, People's Republic": "zh",
-    "Taiwan": "zh",
-    "Hong Kong, China": "zh",
-    "Macau": "zh",
-    "Japan": "ja",
-    "Korea, Republic": "ko",
-    "English language": "en",
-    "French language": "fr",
-    "German language": "de",
-}
 
 _YEAR = re.compile(r"(?<!\d)(\d{4})")
 _SHORT_ISBN10 = re.compile(r"^[0-9]{0,8}[0-9Xx]$")
@@ -390,16 +136,8 @@ def _url(value: str | None) -> str | None:
     return text
 
 
-def _isbn10(isbn13: str) -> str | None:
-    """``api.adapters.isbn.isbn10_of`` for an ISBN-13 already normalised."""
-    return (str(isbnlib.to_isbn10(isbn13)) or None) if isbn13.startswith("978") else None
-
-
 def _language_of(isbn13: str) -> str | None:
-    try:
-        return _LANGUAGE_OF_GROUP.get(str(isbnlib.info(isbn13)))
-    except Exception:  # isbnlib raises its own errors on odd input; a guess is optional
-        return None
+    return language_of_isbn(isbn13) or None
 
 
 class _Row:
@@ -439,13 +177,13 @@ def _douban(row: _Row, line: int) -> CatalogEntry | Rejection:
     tags = tuple(t for t in (_text(row.get("category")), _text(row.get("tag"))) if t)
     return CatalogEntry(
         isbn=isbn,
-        isbn10=_isbn10(isbn),
+        isbn10=isbn10_of(isbn),
         title=title,
         author=author,
         publisher=_text(row.get("press")),
         published_year=_year_in_text(row.get("press_year")),
         language=_language_of(isbn),
-        tags=_union(tags, ()),
+        tags=unique_tags(tags, ()),
         cover_url=_url(row.get("book_img")),
         summary=_text(row.get("introduction")),
         source="douban",
@@ -468,7 +206,7 @@ def _goodbooks(row: _Row, line: int) -> CatalogEntry | Rejection:
         cover = None
     return CatalogEntry(
         isbn=isbn,
-        isbn10=_isbn10(isbn),
+        isbn10=isbn10_of(isbn),
         title=title,
         author=_text(row.get("authors")),
         published_year=_year_number(row.get("original_publication_year")),
@@ -488,13 +226,13 @@ def _generic(row: _Row, line: int) -> CatalogEntry | Rejection:
     tags = [t.strip() for t in (row.get("tags") or "").split("|")]
     return CatalogEntry(
         isbn=isbn,
-        isbn10=_isbn10(isbn),
+        isbn10=isbn10_of(isbn),
         title=title,
         author=_text(row.get("author")),
         publisher=_text(row.get("publisher")),
         published_year=_year_number(row.get("published_year")),
         language=_text(row.get("language")) or _language_of(isbn),
-        tags=_union((t for t in tags if t), ()),
+        tags=unique_tags((t for t in tags if t), ()),
         cover_url=_url(row.get("cover_url")),
         summary=_text(row.get("summary")),
         source="csv",
