@@ -48,7 +48,7 @@ import itertools
 import multiprocessing
 import multiprocessing.util
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
@@ -651,8 +651,11 @@ def export_tasks(
     return tasks
 
 
-def export_parallel(tasks: Sequence[ExportTask], jobs: int) -> Iterator[ExportChunk]:
-    """Run ``tasks`` on ``jobs`` worker processes (started fresh: ``spawn``) and yield their
+def export_parallel(
+    tasks: Sequence[ExportTask], jobs: int, env: Mapping[str, str]
+) -> Iterator[ExportChunk]:
+    """Run ``tasks`` on ``jobs`` worker processes (started fresh: ``spawn``), each opening the
+    logs with the eventsourcing environment ``env``, and yield their
     chunks in the order of ``tasks``; at most two chunks per worker are in flight or waiting,
     so memory stays bounded whatever the log's size. Once a chunk is ``past_until``, the
     later chunks of its context are dropped. Raises what a worker raises."""
@@ -662,7 +665,7 @@ def export_parallel(tasks: Sequence[ExportTask], jobs: int) -> Iterator[ExportCh
     window: collections.deque[Future[ExportChunk]] = collections.deque()
     done: set[str] = set()
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(database_url,)
+        jobs, mp_context=context, initializer=_start_worker, initargs=(database_url, dict(env))
     ) as pool:
         try:
             for task in itertools.islice(todo, 2 * jobs):
@@ -686,13 +689,12 @@ def export_parallel(tasks: Sequence[ExportTask], jobs: int) -> Iterator[ExportCh
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(database_url: str) -> None:
+def _start_worker(database_url: str, env: dict[str, str]) -> None:
     """A worker's own Applications (for their mappers) and connection, for its life."""
-    from api.bootstrap.db import eventsourcing_env
     from projections.registry import open_sources
 
     stack = contextlib.ExitStack()
-    sources = stack.enter_context(open_sources(eventsourcing_env(database_url, pool_size=1)))
+    sources = stack.enter_context(open_sources(env))
     conn = stack.enter_context(
         psycopg.connect(database_url, autocommit=True, application_name="liudong events export")
     )

@@ -50,8 +50,6 @@ from typing import ClassVar, Protocol, runtime_checkable
 import httpx
 import msgspec
 
-from api.bootstrap.settings import Settings
-
 __all__ = [
     "BlockedUser",
     "DevLoginProvider",
@@ -76,6 +74,21 @@ CODE2SESSION_DOC = (
 DEV_PREFIX = "dev:"
 
 log = logging.getLogger(__name__)
+
+
+class WeChatSettings(Protocol):
+    """The settings this adapter reads (``api.bootstrap.settings.Settings`` has them)."""
+
+    @property
+    def wechat_appid(self) -> str: ...
+    @property
+    def wechat_secret(self) -> str: ...
+    @property
+    def wechat_base_url(self) -> str: ...
+    @property
+    def wechat_timeout(self) -> float: ...
+    @property
+    def dev_login_allowed(self) -> bool: ...
 
 
 # --------------------------------------------------------------------------- errors
@@ -284,7 +297,7 @@ class JsCode2SessionClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        cls, settings: WeChatSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> JsCode2SessionClient:
         """Built from ``wechat_appid``, ``wechat_secret``, ``wechat_base_url`` and
         ``wechat_timeout`` (seconds). Raises ``WeChatConfigError`` if appid/secret are unset."""
@@ -483,7 +496,7 @@ class RoutingLoginProvider:
 
 
 def login_provider_for(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: WeChatSettings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> LoginProvider:
     """The login provider for ``settings``.
 

@@ -30,6 +30,7 @@ from api.adapters.eventlog import (
     export_tasks,
     format_event,
 )
+from api.bootstrap.db import eventsourcing_env
 from api.cli.context import cli_context
 from domain.instants import InvalidInstant, parse_instant
 from projections.framework import Source, gc_paused
@@ -44,8 +45,6 @@ def _database_url() -> str:
 
 @contextlib.contextmanager
 def _logs() -> Iterator[tuple[psycopg.Connection[Any], dict[str, Source]]]:
-    from api.bootstrap.db import eventsourcing_env
-
     database_url = _database_url()
     with (
         open_sources(eventsourcing_env(database_url, pool_size=1)) as sources,
@@ -165,7 +164,9 @@ def export_command(  # noqa: PLR0913
                     since=start_at,
                     until=end_at,
                 )
-                for chunk in export_parallel(tasks, workers):
+                for chunk in export_parallel(
+                    tasks, workers, eventsourcing_env(_database_url(), pool_size=1)
+                ):
                     for payload in chunk.payloads:
                         writer.write_encoded(payload)
                     written += chunk.written
