@@ -1,5 +1,10 @@
 """The Chat bounded context: one-to-one conversations, public rooms, and their Application.
 
+Why one module of ~600 lines: every stored Chat event names its class by topic
+(``domain.chat:Conversation.MessageSent``…); moving the aggregates to modules of their own
+would need a topic alias per event class (``eventsourcing.utils.register_topic``) kept
+forever, for a split that buys little: the two aggregates share ``_MessageStream``.
+
 Aggregates (each one stream of events in the ``chat_events`` table, apart from the Library's):
 
 ``Conversation``

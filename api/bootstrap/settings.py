@@ -1,43 +1,26 @@
 """Typed settings, read once from the environment.
 
-=================================  ===========================================================
-variable                           meaning (default)
-=================================  ===========================================================
-``LIUDONG_ENV``                    ``development`` | ``production`` | ``test`` (development)
-``DATABASE_URL``                   PostgreSQL URL; unset → embedded PostgreSQL (pgserver)
-``NATS_URL``                       NATS URL; unset → embedded nats-server with JetStream
-``LIUDONG_DATA_DIR``               folder of the embedded servers' data (per-user data dir)
-``LIUDONG_HOST`` / ``LIUDONG_PORT`` where ``liudong serve`` listens (127.0.0.1 / 8000)
-``LIUDONG_WECHAT_APPID``           mini-program AppID (production login)
-``LIUDONG_WECHAT_SECRET``          mini-program AppSecret (production login)
-``LIUDONG_WECHAT_BASE_URL``        base URL of the WeChat API (https://api.weixin.qq.com)
-``LIUDONG_WECHAT_TIMEOUT``         seconds per jscode2session call (5)
-``LIUDONG_TOKEN_TTL``              session token lifetime in seconds (2,592,000 = 30 days)
-``LIUDONG_RUN_PROJECTIONS``        run the projection runners in this process (true)
-``LIUDONG_CONSISTENCY_TIMEOUT``    seconds a command waits for its read models (5)
-``LIUDONG_DB_POOL_SIZE``           connections in the read-model pool (10)
-``LIUDONG_HANDLER_THREADS``        threads running synchronous request handlers (16): a
-                                   command holds one while it waits for its read models;
-                                   more cost CPU (GIL and pool contention: event inserts
-                                   are serialised by a table lock anyway)
-``LIUDONG_ACCESS_LOG``             log every HTTP request (uvicorn's access log) (false)
-``LIUDONG_WS_HEARTBEAT``           seconds between WebSocket server pings (25)
-``LIUDONG_WS_QUEUE_SIZE``          frames queued per socket before 4008 slow consumer (256)
-``LIUDONG_PRESENCE_INTERVAL``      seconds between room presence heartbeats over NATS (5)
-=================================  ===========================================================
+Each field names its environment variable and says what it means (``msgspec.Meta``); the
+list of variables is generated from them (``liudong settings --markdown``, the table in
+README.md, checked by ``tests/unit/test_settings.py``), never kept by hand.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import platformdirs
 
 Environment = Literal["development", "production", "test"]
+
+
+def _var(env: str, meaning: str, **constraints: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=meaning, extra={"env": env}, **constraints)
 
 
 def _decode_path(kind: type, value: object) -> object:
@@ -50,26 +33,77 @@ class SettingsError(ValueError):
     """A setting has an unusable value; the message names the variable."""
 
 
+_DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("liudong"))
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    env: Environment = "development"
-    database_url: str | None = None
-    nats_url: str | None = None
-    data_dir: Path = Path(platformdirs.user_data_dir("liudong"))
-    host: str = "127.0.0.1"
-    port: int = 8000
-    wechat_appid: str = ""
-    wechat_secret: str = ""
-    wechat_base_url: str = "https://api.weixin.qq.com"
-    wechat_timeout: float = 5.0
-    token_ttl: int = 30 * 24 * 3600
-    run_projections: bool = True
-    consistency_timeout: float = 5.0
-    db_pool_size: int = 10
-    handler_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
-    access_log: bool = False
-    ws_heartbeat: float = 25.0
-    ws_queue_size: int = 256
-    presence_interval: float = 5.0
+    env: Annotated[
+        Environment, _var("LIUDONG_ENV", "`development`, `production` or `test`; "
+                          "`production` refuses dev-mode login")
+    ] = "development"
+    database_url: Annotated[
+        str | None, _var("DATABASE_URL", "PostgreSQL URL, e.g. "
+                         "`postgresql://user@host:5432/liudong`; unset: embedded PostgreSQL")
+    ] = None
+    nats_url: Annotated[
+        str | None, _var("NATS_URL", "e.g. `nats://127.0.0.1:4222`; unset: embedded "
+                         "nats-server with JetStream")
+    ] = None
+    data_dir: Annotated[
+        Path, _var("LIUDONG_DATA_DIR", "where the embedded servers keep their data "
+                   "(per-user data folder)")
+    ] = _DEFAULT_DATA_DIR
+    host: Annotated[str, _var("LIUDONG_HOST", "where `liudong serve` listens")] = "127.0.0.1"
+    port: Annotated[int, _var("LIUDONG_PORT", "the port `liudong serve` listens on",
+                              ge=1, le=65535)] = 8000
+    wechat_appid: Annotated[
+        str, _var("LIUDONG_WECHAT_APPID", "the mini-program's AppID (production login)")
+    ] = ""
+    wechat_secret: Annotated[
+        str, _var("LIUDONG_WECHAT_SECRET", "the mini-program's AppSecret (production login); "
+                  "secret")
+    ] = ""
+    wechat_base_url: Annotated[
+        str, _var("LIUDONG_WECHAT_BASE_URL", "base URL of WeChat's server API "
+                  "(`jscode2session`…)")
+    ] = "https://api.weixin.qq.com"
+    wechat_timeout: Annotated[
+        float, _var("LIUDONG_WECHAT_TIMEOUT", "seconds per WeChat call", gt=0)
+    ] = 5.0
+    token_ttl: Annotated[
+        int, _var("LIUDONG_TOKEN_TTL", "session token lifetime, seconds (30 days)", ge=1)
+    ] = 30 * 24 * 3600
+    run_projections: Annotated[
+        bool, _var("LIUDONG_RUN_PROJECTIONS", "run projection runners in this process (one "
+                   "process is active per projection)")
+    ] = True
+    consistency_timeout: Annotated[
+        float, _var("LIUDONG_CONSISTENCY_TIMEOUT", "seconds a command waits for the read "
+                    "models (read-your-writes) before answering 202", ge=0)
+    ] = 5.0
+    db_pool_size: Annotated[
+        int, _var("LIUDONG_DB_POOL_SIZE", "read-model connection pool size", ge=1)
+    ] = 10
+    handler_threads: Annotated[
+        int, _var("LIUDONG_HANDLER_THREADS", "threads running the synchronous request "
+                  "handlers (each command holds one while it waits for the read models)",
+                  ge=1, le=1024)
+    ] = 16
+    access_log: Annotated[
+        bool, _var("LIUDONG_ACCESS_LOG", "log every HTTP request (`liudong serve "
+                   "--access-log`); off: it costs ~5 % of a command's CPU")
+    ] = False
+    ws_heartbeat: Annotated[
+        float, _var("LIUDONG_WS_HEARTBEAT", "seconds between WebSocket server pings", gt=0)
+    ] = 25.0
+    ws_queue_size: Annotated[
+        int, _var("LIUDONG_WS_QUEUE_SIZE", "frames queued per socket before it is closed "
+                  "4008 (slow consumer)", ge=1)
+    ] = 256
+    presence_interval: Annotated[
+        float, _var("LIUDONG_PRESENCE_INTERVAL", "seconds between room presence heartbeats "
+                    "over NATS", gt=0)
+    ] = 5.0
 
     @property
     def dev_login_allowed(self) -> bool:
@@ -81,34 +115,56 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``).
+        """Build settings from ``environ`` (default ``os.environ``); empty values count as unset.
 
-        Raises ``SettingsError`` naming the variable when a value has the wrong type."""
+        Raises ``SettingsError`` naming the variable when a value has the wrong type or is
+        out of range."""
         env = os.environ if environ is None else environ
-        names = {
-            "env": "LIUDONG_ENV",
-            "database_url": "DATABASE_URL",
-            "nats_url": "NATS_URL",
-            "data_dir": "LIUDONG_DATA_DIR",
-            "host": "LIUDONG_HOST",
-            "port": "LIUDONG_PORT",
-            "wechat_appid": "LIUDONG_WECHAT_APPID",
-            "wechat_secret": "LIUDONG_WECHAT_SECRET",
-            "wechat_base_url": "LIUDONG_WECHAT_BASE_URL",
-            "wechat_timeout": "LIUDONG_WECHAT_TIMEOUT",
-            "token_ttl": "LIUDONG_TOKEN_TTL",
-            "run_projections": "LIUDONG_RUN_PROJECTIONS",
-            "consistency_timeout": "LIUDONG_CONSISTENCY_TIMEOUT",
-            "db_pool_size": "LIUDONG_DB_POOL_SIZE",
-            "handler_threads": "LIUDONG_HANDLER_THREADS",
-            "access_log": "LIUDONG_ACCESS_LOG",
-            "ws_heartbeat": "LIUDONG_WS_HEARTBEAT",
-            "ws_queue_size": "LIUDONG_WS_QUEUE_SIZE",
-            "presence_interval": "LIUDONG_PRESENCE_INTERVAL",
-        }
+        names = {v.field: v.env for v in variables()}
         raw = {field: env[var] for field, var in names.items() if env.get(var)}
         try:
             return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
         except msgspec.ValidationError as exc:
             field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
             raise SettingsError(f"{names.get(field, field)}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable of ``Settings``."""
+
+    env: str
+    field: str
+    default: Any
+    meaning: str
+
+    @property
+    def shown_default(self) -> str:
+        if self.default is None:
+            return "—"
+        if self.default is _DEFAULT_DATA_DIR:
+            return "`~/.local/share/liudong`"
+        if isinstance(self.default, bool):
+            return f"`{str(self.default).lower()}`"
+        if isinstance(self.default, float) and self.default.is_integer():
+            return f"`{int(self.default)}`"
+        return f"`{self.default}`" if self.default != "" else "—"
+
+
+def variables() -> Iterator[Variable]:
+    """Every setting's variable, in the order of the ``Settings`` fields."""
+    for f in msgspec.inspect.type_info(Settings).fields:  # type: ignore[attr-defined]
+        meta = f.type
+        yield Variable(
+            env=meta.extra["env"],
+            field=f.name,
+            default=f.default,
+            meaning=meta.extra_json_schema["description"],
+        )
+
+
+def variables_markdown() -> str:
+    """The table of variables for README.md (``liudong settings --markdown``)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{v.env}` | {v.shown_default} | {v.meaning} |" for v in variables()]
+    return "\n".join(rows) + "\n"

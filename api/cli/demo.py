@@ -1,5 +1,8 @@
 """``liudong demo …``: load real data through the same command path a client uses.
 
+(One module a little over 500 lines: the seeding plan, its driver and its summary serve this
+command group only.)
+
 ``liudong demo seed FILE`` reads book rows from a catalog CSV (douban, goodbooks-10k or the
 generic layout, read by ``api.adapters.catalog.read_catalog_csv``), imports them into the ISBN catalog,
 then drives the Library exactly as the mini-program would:
