@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
-from api.bootstrap.settings import Settings, SettingsError
+if TYPE_CHECKING:  # imported when first used: `liudong --help` stays fast
+    from api.bootstrap.settings import Settings
 
 
 @dataclass
@@ -22,6 +24,8 @@ class CliContext:
         """The settings, read from the environment on first use.
 
         Raises ``click.ClickException`` naming the variable when one is unusable."""
+        from api.bootstrap.settings import Settings, SettingsError
+
         if self._settings is None:
             try:
                 self._settings = Settings.from_env()
