@@ -20,9 +20,11 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
+from platformdirs.api import RuntimeDirWarning
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,11 @@ def start_postgres(data_dir: Path) -> str:
     Returns a libpq URL of the ``liudong`` database (created when missing), over a unix
     socket. Raises ``EmbeddedError``.
     """
-    import pgserver  # imported lazily: it is only needed without DATABASE_URL
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime folder at import; where /run/user/<uid> is
+        # missing (containers, CI) platformdirs warns and falls back, which is fine here.
+        warnings.simplefilter("ignore", RuntimeDirWarning)
+        import pgserver  # imported lazily: it is only needed without DATABASE_URL
 
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -113,17 +119,23 @@ class EmbeddedNats:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
+    def running_url(self) -> str | None:
+        """The URL of the server this folder's state file names, if it runs (never starts one)."""
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            state = json.loads(self.state_file.read_text())
+            if _pid_alive(state["pid"]) and _port_open(state["port"]):
+                return f"nats://127.0.0.1:{state['port']}"
+        return None
+
     def start(self, timeout: float = 15.0) -> str:
         """Start nats-server, or reuse the one this folder's state file names.
 
         Returns its URL. Raises ``EmbeddedError``."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.state_file.exists():
-            with contextlib.suppress(ValueError, KeyError, OSError):
-                state = json.loads(self.state_file.read_text())
-                if _pid_alive(state["pid"]) and _port_open(state["port"]):
-                    self.url = f"nats://127.0.0.1:{state['port']}"
-                    return self.url
+        running = self.running_url()
+        if running:
+            self.url = running
+            return self.url
         port = _free_port()
         args = [
             nats_server_binary(), "-a", "127.0.0.1", "-p", str(port),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import warnings
 
 import click
 
@@ -62,8 +61,6 @@ def main(ctx: click.Context, verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     ctx.obj = CliContext(verbose=verbose)
 
 

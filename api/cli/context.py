@@ -35,14 +35,20 @@ class CliContext:
 
     def database_url(self, *, apply_migrations: bool | None = None) -> str:
         """``DATABASE_URL`` or the embedded PostgreSQL (started, migrated); on a configured
-        database that is not migrated, a ``click.ClickException`` naming ``liudong migrate``.
+        database that is not migrated, a ``click.ClickException`` naming ``liudong migrate``;
+        one that does not answer, a ``click.ClickException`` saying so.
         """
+        import psycopg
+
         from api.bootstrap.runtime import NotMigrated, resolve_database_url
 
         try:
             return resolve_database_url(self.settings, apply_migrations=apply_migrations)
         except NotMigrated as exc:
             raise click.ClickException(str(exc)) from exc
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(f"cannot reach the database: {reason}") from exc
 
 
 def cli_context() -> CliContext:

@@ -106,14 +106,9 @@ def _nats_url(settings: Any) -> str | None:
     """The configured NATS, or the embedded one if a server already runs it (never starts one)."""
     if settings.nats_url:
         return str(settings.nats_url)
-    from api.bootstrap.embedded import _pid_alive, _port_open
+    from api.bootstrap.embedded import EmbeddedNats
 
-    state_file = settings.data_dir / "nats" / "server.json"
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        state = json.loads(state_file.read_text())
-        if _pid_alive(state["pid"]) and _port_open(state["port"]):
-            return f"nats://127.0.0.1:{state['port']}"
-    return None
+    return EmbeddedNats(settings.data_dir).running_url()
 
 
 @rooms.command("list")
