@@ -47,7 +47,7 @@ class CliContext:
         except NotMigrated as exc:
             raise click.ClickException(str(exc)) from exc
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise click.ClickException(f"cannot reach the database: {reason}") from exc
 
 
