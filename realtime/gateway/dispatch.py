@@ -115,7 +115,7 @@ class Dispatcher:
         elif isinstance(frame, ClientPong):
             pass
         elif isinstance(frame, Resume):
-            self.replay.start(session, frame.after)
+            self.replay.start(session, frame.after, resume=True)
         elif isinstance(frame, ChatSend):
             await self._chat_send(session, frame)
         elif isinstance(frame, Read):

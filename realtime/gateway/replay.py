@@ -16,8 +16,9 @@ Resume / replay
 
 An ``after`` beyond the reader's inbox head
     The client saw seqs this inbox does not have (a rebuilt inbox renumbers). On connect
-    (``?after=``), the socket is told with an ``error`` frame ``after_beyond_head``
-    (``after_beyond_head()``) and continues from the head.
+    (``?after=``) and on a ``resume`` frame alike, the socket is told with an ``error`` frame
+    ``after_beyond_head`` (``after_beyond_head()``) and continues from the head: it stays open,
+    streams the live items that follow, and the client may resume again.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ class Replay:
         session.held[seq] = text
         self.start(session, session.last_seq)
 
-    def start(self, session: Session, after: int) -> None:
-        """Replay ``session`` from ``after`` (a resume, a gap, a reconnect to NATS, a connect
-        with ``?after=``), replacing a replay in progress."""
+    def start(self, session: Session, after: int, *, resume: bool = False) -> None:
+        """Replay ``session`` from ``after`` (a gap, a reconnect to NATS, a connect with
+        ``?after=``), replacing a replay in progress. ``resume``: ``after`` comes from a
+        ``resume`` frame; one beyond the inbox head is reported (module doc)."""
         if session.closed:
             return
         if session.replay_task is not None and not session.replay_task.done():
@@ -92,18 +94,27 @@ class Replay:
         session.replaying = True
         session.last_seq = after
         session.replay_task = asyncio.create_task(
-            self._run(session), name=f"ws-replay-{session.id}"
+            self._run(session, check_head=resume), name=f"ws-replay-{session.id}"
         )
 
-    async def _run(self, session: Session) -> None:
+    async def _run(self, session: Session, *, check_head: bool) -> None:
         me = asyncio.current_task()
         page = self.config().replay_page
         idle_rounds = 0
         try:
             while not session.closed:
-                items, _head = await in_thread(
+                items, head = await in_thread(
                     self.inbox.items, session.reader.id, session.last_seq, page
                 )
+                if check_head:
+                    check_head = False
+                    if head < session.last_seq:
+                        await session.put_waiting(
+                            after_beyond_head(session.last_seq, head, "resume"),
+                            self.config().send_timeout,
+                        )
+                        session.last_seq = head
+                        continue  # read again from the head: what was committed meanwhile
                 for item in items:
                     seq = int(item["seq"])
                     if seq <= session.last_seq:
