@@ -427,6 +427,7 @@ __all__ = [
     "Ping",
     "Pong",
     "PresenceChanged",
+    "PresenceOrigin",
     "PresenceQuery",
     "PresenceState",
     "PresenceStates",
@@ -451,5 +452,9 @@ __all__ = [
     "decode_client_frame",
     "encode",
     "encode_text",
+    "presence_origin_decoder",
+    "presence_state_decoder",
+    "presence_sync_decoder",
     "reader_presence_decoder",
+    "server_frame_decoder",
 ]

@@ -33,7 +33,7 @@ A reader is **online** while at least one of their WebSocket sessions is open on
     order of their transitions. Nothing is looked up while this node has no sockets.
 
 Privacy: presence goes only to a reader's conversation peers (the gateway answers
-``presence.query`` for peers only, ``realtime.gateway``).
+``presence.query`` for peers only, ``realtime.gateway.dispatch``).
 """
 
 from __future__ import annotations

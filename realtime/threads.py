@@ -17,3 +17,6 @@ async def in_thread(func: Callable[..., T], *args: object) -> T:
     Cancelling the caller abandons the thread's result at once (the call itself runs to
     completion): the gateway cancels a replay whose database read is in flight."""
     return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True)
+
+
+__all__ = ["in_thread"]

@@ -119,6 +119,40 @@ async def test_a_hundred_messages_sent_while_offline_arrive_once_in_order_on_res
         await b_ws.close()
 
 
+async def test_a_resume_beyond_the_head_gets_an_error_and_the_socket_stays_live(
+    live_server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    a_token, _a = await login(http)
+    b_token, b = await login(http)
+    conversation = await open_conversation(http, a_token, b["id"])
+    b_ws = await Ws.open(live_server.url, b_token)
+    try:
+        head = (await b_ws.recv_type("hello"))["head"]
+        await b_ws.send({"type": "resume", "after": head + 50})  # e.g. a rebuilt inbox
+        error = await b_ws.recv_type("error")
+        assert error["code"] == "after_beyond_head" and error["frame"] == "resume"
+        assert f"after={head + 50} is beyond your inbox head" in error["message"]
+
+        # the socket stays open and goes on live from the head
+        r = await http.post(
+            f"/v1/conversations/{conversation}/messages",
+            json={"text": "still here", "client_msg_id": "live-1"},
+            headers=auth(a_token),
+        )
+        assert r.status_code in (201, 202), r.text
+        live = await b_ws.recv_until(lambda f: f.get("type") == "event"
+                                     and f["data"].get("text") == "still here")  # fmt: skip
+        assert live["seq"] > head
+
+        # and the client may resume again, from a seq it really has
+        await b_ws.send({"type": "resume", "after": 0})
+        again = await b_ws.events(live["seq"])
+        assert [e["seq"] for e in again] == list(range(1, live["seq"] + 1))
+        assert [f for f in await b_ws.quiet(0.3) if f["type"] in ("event", "error")] == []
+    finally:
+        await b_ws.close()
+
+
 async def test_two_devices_of_one_reader_both_receive(
     live_server: LiveServer, http: httpx.AsyncClient
 ) -> None:

@@ -218,6 +218,63 @@ async def test_an_after_beyond_the_head_is_reported_and_the_socket_starts_at_the
     await task
 
 
+async def test_a_resume_beyond_the_head_is_reported_and_the_socket_goes_on_from_the_head() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    inbox.add(reader, 3)
+    gateway, session, task = await start(inbox, socket, reader)
+    socket.incoming.put_nowait(json.dumps({"type": "resume", "after": 9}))
+    await socket.wait_for(lambda: any(f["type"] == "error" for f in socket.sent))
+    (error,) = [f for f in socket.sent if f["type"] == "error"]
+    assert error["code"] == "after_beyond_head" and error["frame"] == "resume"
+    assert "after=9" in error["message"] and "head 3" in error["message"]
+    await _until(lambda: not session.replaying)
+    assert session.last_seq == 3 and socket.closed is None  # open, at the head
+    inbox.add(reader, 1)
+    gateway.offer(session, 4, frame(4))  # live again
+    await socket.wait_for(lambda: socket.events() == [4])
+    socket.incoming.put_nowait(json.dumps({"type": "resume", "after": 2}))  # and may resume
+    await socket.wait_for(lambda: socket.events() == [4, 3, 4])
+    socket.incoming.put_nowait(None)
+    await task
+
+
+class CommitDuringFirstRead(FakeInbox):
+    """Item 4 is committed (and offered live) just after the first read of a resume."""
+
+    def __init__(self, reader: UUID) -> None:
+        super().__init__()
+        self.add(reader, 3)
+        self.commit: Any = None  # set by the test: runs on the loop
+        self.loop = asyncio.get_running_loop()
+
+    def items(self, reader_id: UUID, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        found = super().items(reader_id, after, limit)
+        if self.commit is not None and after == 9:
+            commit, self.commit = self.commit, None
+            self.loop.call_soon_threadsafe(commit)
+            import time
+
+            time.sleep(0.05)  # the live copy arrives while this read is on its way back
+        return found
+
+
+async def test_an_item_committed_while_a_resume_beyond_the_head_is_checked_is_sent() -> None:
+    reader, socket = uuid4(), FakeSocket()
+    inbox = CommitDuringFirstRead(reader)
+    gateway, session, task = await start(inbox, socket, reader)
+
+    def commit() -> None:
+        inbox.add(reader, 1)
+        gateway.offer(session, 4, frame(4))  # 4 <= after: dropped as a duplicate
+
+    inbox.commit = commit
+    socket.incoming.put_nowait(json.dumps({"type": "resume", "after": 9}))
+    await socket.wait_for(lambda: socket.events() == [4])  # re-read from the head
+    assert [f["code"] for f in socket.sent if f["type"] == "error"] == ["after_beyond_head"]
+    socket.incoming.put_nowait(None)
+    await task
+
+
 class GatedSocket(FakeSocket):
     """A socket whose sends after the first wait until ``gate`` opens (a full transport)."""
 

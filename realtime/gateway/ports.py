@@ -1,0 +1,45 @@
+"""What the gateway needs from outside ``realtime``, as small protocols: the WebSocket, the inbox
+read model and the Chat application. The composition root (``api``) satisfies them; tests pass
+in-memory fakes."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+from uuid import UUID
+
+
+class Socket(Protocol):
+    """One WebSocket, as the gateway sees it (``api.http.controllers.ws`` adapts Litestar's)."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next message: ``str`` (text), ``bytes`` (binary) or ``None`` (disconnected)."""
+        ...
+
+    async def send(self, text: str) -> None:
+        """Send one text message. Raises when the connection is gone. A coroutine function:
+        the gateway steps the coroutine itself, outside any task, and hands it to a task
+        only if it has to wait (see ``Session.push``)."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class InboxFeed(Protocol):
+    """The inbox read model, as the gateway reads it (``projections.inbox.InboxQueries``)."""
+
+    def items(self, reader_id: UUID, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """``(items, head)``: items with ``seq > after`` oldest first, and the head seq."""
+        ...
+
+    def head(self, reader_id: UUID) -> int: ...
+
+
+class ChatPort(Protocol):
+    """The Chat application (``domain.chat.Chat``): runs in a worker thread."""
+
+    def handle(self, command: Any) -> Any: ...
+
+    def room(self, room_id: UUID) -> Any: ...
+
+
+__all__ = ["ChatPort", "InboxFeed", "Socket"]
