@@ -23,15 +23,12 @@ from api.wechat import LoginProvider, login_provider_for
 from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library
-from projections.framework import (
-    PositionBoard,
-    ProjectionRunner,
-    Source,
-    tracked_position,
-)
+from projections.board import PositionBoard, tracked_position
 from projections.inbox import InboxProjection, InboxQueries
 from projections.rooms import RoomsProjection
+from projections.runner import ProjectionRunner
 from projections.shelf import ShelfProjection, ShelfQueries
+from projections.source import Source
 
 log = logging.getLogger(__name__)
 

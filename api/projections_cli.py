@@ -18,8 +18,9 @@ from typing import Any
 import click
 
 from projections import ops
-from projections.framework import ProjectionFailed, Source
 from projections.registry import all_projections, open_sources, projection_named
+from projections.runner import ProjectionFailed
+from projections.source import Source
 
 
 @dataclass

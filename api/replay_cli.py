@@ -67,7 +67,7 @@ def replay(
     from api.db import eventsourcing_env
     from api.runtime import resolve_database_url
     from projections import replay as r
-    from projections.framework import Projection
+    from projections.read_model import Projection
     from projections.registry import open_sources
 
     try:

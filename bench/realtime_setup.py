@@ -80,7 +80,7 @@ def wait_projection(
     timeout: float = 600.0,
 ) -> None:
     """Until ``projection`` has processed ``source`` up to ``position`` (default: its head)."""
-    from projections.framework import tracked_position
+    from projections.board import tracked_position
 
     if position is None:
         position = log_head(database_url, f"{source}_events")

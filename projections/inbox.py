@@ -74,7 +74,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.chat import message_id_for
 from projections.batch import Page
-from projections.framework import Cursor, Projection
+from projections.read_model import Cursor, Projection
 from projections.records import event_type
 from projections.shelf import decode_cursor, encode_cursor
 

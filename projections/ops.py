@@ -35,10 +35,11 @@ Rebuild (``rebuild``)
     projection runs at a time (an advisory lock, ``rebuild_lock_key``).
 
 Skip (``skip``) and retry (``retry``)
-    A poison event stops its projection (``framework`` docstring). ``skip`` marks the recorded
-    failure skipped (by whom, when, why) and moves the tracking position past it, in one
-    transaction; ``retry`` clears the failure so the event is tried again (after a code fix).
-    A failed runner notices either within ``retry_interval`` (5 s) and resumes.
+    A poison event stops its projection (``projections.runner`` docstring). ``skip`` marks
+    the recorded failure skipped (by whom, when, why) and moves the tracking position past
+    it, in one transaction; ``retry`` clears the failure so the event is tried again (after
+    a code fix). A failed runner notices either within ``retry_interval`` (5 s) and
+    resumes.
 
 Errors: ``OpsError`` and its subclasses carry a message meant for the operator.
 """
@@ -56,10 +57,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.framework import (
-    Projection,
-    ProjectionRunner,
-    Source,
+from projections.read_model import Projection
+from projections.runner import ProjectionRunner
+from projections.source import Source
+from projections.versions import (
     active_schema,
     create_deferred_indexes,
     create_version,
@@ -88,7 +89,7 @@ def rebuild_lock_key(projection: str) -> int:
 
 
 def _version_lock_key(projection: str) -> int:
-    # serialises registry changes with framework.ensure_active_version (same key)
+    # serialises registry changes with versions.ensure_active_version (same key)
     return lock_key(projection) + 1
 
 
@@ -421,7 +422,7 @@ def rebuild(  # noqa: PLR0913
     (inactive) instead of dropping it. ``resume``: continue the newest version an
     interrupted rebuild left, instead of starting again. ``lock_timeout``: seconds the switch
     may wait for the live runner's page. Raises ``RebuildInProgress``,
-    ``framework.ProjectionFailed`` (a poison event; the new version stays, inactive, with
+    ``runner.ProjectionFailed`` (a poison event; the new version stays, inactive, with
     the failure recorded), ``OpsError``."""
     missing = [s for s in projection.sources if s not in sources]
     if missing:

@@ -15,7 +15,8 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.framework import Projection, Source
+from projections.read_model import Projection
+from projections.source import Source
 
 
 def _optional(module: str, attribute: str) -> Any | None:

@@ -15,7 +15,7 @@ What it touches
 
 The cut (commit order)
     Each log a projection follows is read in its notification order (= commit order,
-    ``projections.framework``) from position 0, and the replay of that log stops at the
+    ``projections.source``) from position 0, and the replay of that log stops at the
     first event whose timestamp is later than ``until``. Timestamps are taken by the writer
     just before its insert, so they follow log order only to within the time a commit takes:
     events recorded concurrently around ``until`` may straddle the cut (an event stamped a
@@ -57,7 +57,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.framework import Projection, Source
+from projections.read_model import Projection
+from projections.source import Source
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: ``done`` more log positions scanned; ``total`` (when not 0) is
@@ -391,7 +392,7 @@ def _replay_log(  # noqa: PLR0913
 
 def _shape_for(projection: Projection) -> Callable[[Any, Any], Any]:
     """How ``projection`` wants its events: domain events, or (``records = True``, see
-    ``projections.framework.Projection``) ``Record``s made from them."""
+    ``projections.read_model.Projection``) ``Record``s made from them."""
     if getattr(projection, "records", False):
         try:
             from projections.records import record_of

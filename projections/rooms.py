@@ -27,7 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from projections.batch import Page, Rows, Statement, Table, as_json
-from projections.framework import Cursor, Projection
+from projections.read_model import Cursor, Projection
 from projections.records import event_type
 
 DDL = """

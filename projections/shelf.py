@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from projections.batch import Page, Rows, Statement, Table
-from projections.framework import Cursor, Projection
+from projections.read_model import Cursor, Projection
 from projections.records import Record, event_type
 
 DDL = """

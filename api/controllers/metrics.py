@@ -33,8 +33,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from api.container import Container
 from api.controllers.common import container_of
 from projections import ops
-from projections.framework import ProjectionRunner
 from projections.registry import all_projections, sources_from_apps
+from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,14 @@ from domain import commands as c
 from domain.chat import Chat
 from domain.library import Library
 from projections import ops
-from projections.framework import (
-    Projection,
-    ProjectionFailed,
-    ProjectionRunner,
-    Source,
-    create_version,
-)
 from projections.inbox import InboxProjection
+from projections.read_model import Projection
 from projections.records import record_of
 from projections.rooms import RoomsProjection
+from projections.runner import ProjectionFailed, ProjectionRunner
 from projections.shelf import ShelfProjection
+from projections.source import Source
+from projections.versions import create_version
 from tests.integration.activity import reader, story
 from tests.integration.chat_activity import chat_story
 from tests.integration.test_upcasting import insert_golden_v1

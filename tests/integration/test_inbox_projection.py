@@ -21,8 +21,10 @@ from domain import commands as c
 from domain.chat import Chat, Conversation, conversation_id_for
 from domain.library import Library
 from domain.reader import reader_id_for
-from projections.framework import PositionBoard, ProjectionRunner, Source
+from projections.board import PositionBoard
 from projections.inbox import InboxProjection, InboxQueries
+from projections.runner import ProjectionRunner
+from projections.source import Source
 from tests.conftest import wait_until
 
 NAME = "inbox_it"

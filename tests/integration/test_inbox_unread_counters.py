@@ -25,8 +25,10 @@ from api.db import make_pool
 from domain import chat_commands as cc
 from domain.chat import Chat
 from domain.library import Library
-from projections.framework import PositionBoard, ProjectionRunner, Source
+from projections.board import PositionBoard
 from projections.inbox import InboxProjection, InboxQueries
+from projections.runner import ProjectionRunner
+from projections.source import Source
 from tests.conftest import wait_until
 from tests.integration.activity import reader
 from tests.integration.test_batched_projections import (

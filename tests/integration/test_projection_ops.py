@@ -23,16 +23,12 @@ from api.cli import main
 from domain import commands as c
 from domain.library import Library
 from projections import ops
-from projections.framework import (
-    Projection,
-    ProjectionRunner,
-    active_schema,
-    create_version,
-    ensure_active_version,
-    tracked_position,
-)
+from projections.board import tracked_position
+from projections.read_model import Projection
 from projections.registry import sources_from_apps
+from projections.runner import ProjectionRunner
 from projections.shelf import ShelfProjection
+from projections.versions import active_schema, create_version, ensure_active_version
 from tests.conftest import wait_until
 from tests.integration.activity import reader, story
 

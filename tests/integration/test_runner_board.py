@@ -13,17 +13,13 @@ import psycopg
 from psycopg import sql
 
 from domain.library import Library
-from projections.framework import (
-    Cursor,
-    PositionBoard,
-    Projection,
-    ProjectionRunner,
-    Source,
-    tracked_position,
-)
+from projections.board import PositionBoard, tracked_position
 from projections.inbox import InboxProjection
+from projections.read_model import Cursor, Projection
 from projections.rooms import RoomsProjection
+from projections.runner import ProjectionRunner
 from projections.shelf import ShelfProjection
+from projections.source import Source
 from tests.conftest import wait_until
 from tests.integration.activity import reader
 

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from domain.library import Library
 from projections import ops
-from projections.framework import tracked_position
+from projections.board import tracked_position
 from projections.registry import sources_from_apps
 from projections.shelf import ShelfProjection
 from tests.conftest import wait_until
@@ -34,7 +34,8 @@ SCRIPT = r"""
 import sys, time
 from api.db import eventsourcing_env
 from domain.library import Library
-from projections.framework import ProjectionRunner, Source
+from projections.runner import ProjectionRunner
+from projections.source import Source
 from projections.shelf import ShelfProjection
 
 url, name = sys.argv[1], sys.argv[2]

@@ -13,13 +13,10 @@ from api.db import make_pool
 from domain import commands as c
 from domain.library import Library
 from domain.reader import reader_id_for
-from projections.framework import (
-    PositionBoard,
-    ProjectionRunner,
-    Source,
-    tracked_position,
-)
+from projections.board import PositionBoard, tracked_position
+from projections.runner import ProjectionRunner
 from projections.shelf import ShelfProjection, ShelfQueries
+from projections.source import Source
 from tests.conftest import wait_until
 
 

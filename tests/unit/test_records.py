@@ -18,7 +18,7 @@ from domain import commands as c
 from domain.book import Book
 from domain.chat import Chat
 from domain.library import Library
-from projections.framework import Projection
+from projections.read_model import Projection
 from projections.records import RecordDecoder, event_type, record_of
 from projections.rooms import RoomsProjection
 from projections.shelf import ShelfProjection
