@@ -67,7 +67,7 @@ def replay(
     from api.db import eventsourcing_env
     from api.runtime import resolve_database_url
     from projections import replay as r
-    from projections.read_model import Projection
+    from projections.read_model import ReadModelProjection
     from projections.registry import open_sources
 
     try:
@@ -76,7 +76,9 @@ def replay(
         raise click.BadParameter(
             f"not an ISO 8601 time: {until_text!r}", param_hint="--until"
         ) from exc
-    chosen: list[Projection] = [p for p in all_projections() if projection_name in ("all", p.name)]
+    chosen: list[ReadModelProjection] = [
+        p for p in all_projections() if projection_name in ("all", p.name)
+    ]
     try:
         for target in r.target_schemas(schema, chosen).values():
             r.check_schema_name(target)

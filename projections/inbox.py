@@ -74,7 +74,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.chat import message_id_for
 from projections.batch import Page
-from projections.read_model import Cursor, Projection
+from projections.read_model import Cursor, ReadModelProjection
 from projections.records import event_type
 from projections.shelf import decode_cursor, encode_cursor
 
@@ -213,7 +213,7 @@ def deliver(
     )
 
 
-class InboxProjection(Projection):
+class InboxProjection(ReadModelProjection):
     """Library + Chat logs → each reader's feed (``items``, ``heads``), ``conversations``,
     ``messages`` and the small lookups those need.
 

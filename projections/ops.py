@@ -19,7 +19,7 @@ Rebuild (``rebuild``)
     1. create the next version (schema ``<name>_v<N>``), inactive, without the projection's
        ``deferred_indexes`` (nothing reads it yet); the active one keeps serving;
     2. fill it in pages (10,000 events by default) from position 0 with
-       ``ProjectionRunner.catch_up(schema=new)`` (overlapped, folded pages; no side effects:
+       ``ReadModelRunner.catch_up(schema=new)`` (overlapped, folded pages; no side effects:
        no relay, no board), chasing the live version's position but never passing it; these
        pages commit without waiting for the WAL flush (a crash loses the version's rows and
        position together: a resumed rebuild redoes them); then create the deferred indexes;
@@ -57,8 +57,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.read_model import Projection
-from projections.runner import ProjectionRunner
+from projections.read_model import ReadModelProjection
+from projections.runner import ReadModelRunner
 from projections.source import Source
 from projections.versions import (
     active_schema,
@@ -241,7 +241,7 @@ def _tracking(conn: psycopg.Connection[Any], schema: str) -> dict[str, dict[str,
 
 def projection_status(
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     *,
     heads: dict[str, int] | None = None,
@@ -328,7 +328,7 @@ def projection_status(
 
 
 def status(
-    database_url: str, projections: Iterable[Projection], sources: Mapping[str, Source]
+    database_url: str, projections: Iterable[ReadModelProjection], sources: Mapping[str, Source]
 ) -> list[ProjectionStatus]:
     """The status of each of ``projections`` (one short read-only transaction)."""
     with _connect(database_url, autocommit=True) as conn:
@@ -376,7 +376,7 @@ def drop_version(conn: psycopg.Connection[Any], projection: str, schema: str) ->
 
 
 def _prepare_version(
-    conn: psycopg.Connection[Any], projection: Projection, *, resume: bool
+    conn: psycopg.Connection[Any], projection: ReadModelProjection, *, resume: bool
 ) -> tuple[str | None, str, bool]:
     """``(active schema or None, schema to fill, resumed)``; drops leftovers of interrupted
     rebuilds unless resuming the newest one."""
@@ -405,7 +405,7 @@ def _prepare_version(
 
 def rebuild(  # noqa: PLR0913
     database_url: str,
-    projection: Projection,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     *,
     page_size: int = 10_000,
@@ -446,7 +446,7 @@ def rebuild(  # noqa: PLR0913
         # redoes those pages. The switch itself is committed durably (``_switch``).
         conn.execute("SET synchronous_commit = off")
         old, new, _ = _prepare_version(conn, projection, resume=resume)
-        builder = ProjectionRunner(projection, database_url, dict(sources), page_size=page_size)
+        builder = ReadModelRunner(projection, database_url, dict(sources), page_size=page_size)
         try:
             processed = _fill(conn, builder, projection, sources, old, new, progress)
             with conn.transaction():
@@ -476,7 +476,7 @@ def rebuild(  # noqa: PLR0913
 
 def _targets(
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     old: str | None,
 ) -> dict[str, int]:
@@ -493,8 +493,8 @@ def _targets(
 
 def _fill(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    builder: ProjectionRunner,
-    projection: Projection,
+    builder: ReadModelRunner,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     old: str | None,
     new: str,
@@ -533,8 +533,8 @@ def _fill(  # noqa: PLR0913
 
 def _switch(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    builder: ProjectionRunner,
-    projection: Projection,
+    builder: ReadModelRunner,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     old: str | None,
     new: str,

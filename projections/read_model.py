@@ -1,4 +1,4 @@
-"""``Projection``: the base class of our read models (shelf, inbox, rooms).
+"""``ReadModelProjection``: the base class of our read models (shelf, inbox, rooms).
 
 A projection owns a set of tables (its read model), built from one or more notification
 logs (``sources``). It says what its tables are (``ddl``, created in each version's schema,
@@ -6,6 +6,10 @@ logs (``sources``). It says what its tables are (``ddl``, created in each versio
 and optionally ``fold_page``, a whole page folded in memory and written back set-wise
 (``projections.batch``). The runner (``projections.runner``) decides which of the two a
 page goes through and writes it, with the tracking position, in one transaction.
+
+Not to be confused with eventsourcing's ``eventsourcing.projection.Projection``
+(``process_event(event, tracking)`` into a ``TrackingRecorder``), which we do not use:
+``docs/adr/0001-projection-runner.md`` says why.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from projections.batch import Page
 Cursor = psycopg.Cursor[dict[str, Any]]
 
 
-class Projection(ABC):
+class ReadModelProjection(ABC):
     """A read model built from one or more notification logs.
 
     Subclasses set ``name``, ``sources`` (names of the logs followed), ``ddl`` (SQL creating
@@ -96,7 +100,7 @@ class Projection(ABC):
         mro = type(self).__mro__
         page_cls = next(k for k in mro if "fold_page" in k.__dict__)
         apply_cls = next(k for k in mro if "apply" in k.__dict__)
-        return page_cls is not Projection and issubclass(page_cls, apply_cls)
+        return page_cls is not ReadModelProjection and issubclass(page_cls, apply_cls)
 
     def after_commit(self, source: str, first: int, last: int) -> None:  # noqa: B027
         """Called after a page [first, last] of ``source`` committed (e.g. to relay it)."""

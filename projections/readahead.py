@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from projections.read_model import Projection
+from projections.read_model import ReadModelProjection
 from projections.records import RawRow
 from projections.source import Source, gc_paused
 
@@ -41,7 +41,7 @@ class Prefetcher:
         after: int,
         limit: int,
         stop: int | None,
-        projection: Projection,
+        projection: ReadModelProjection,
     ) -> None:
         self._pending[source.name] = (
             after,
@@ -71,7 +71,7 @@ class Prefetcher:
         after: int,
         limit: int,
         stop: int | None,
-        projection: Projection,
+        projection: ReadModelProjection,
     ) -> tuple[list[RawRow], list[Any] | None]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.database_url, autocommit=True)

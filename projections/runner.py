@@ -1,6 +1,6 @@
 """The read-model runner: follows notification logs and writes read models exactly once.
 
-Why one module of this size: ``ProjectionRunner`` is one class because every path that
+Why one module of this size: ``ReadModelRunner`` is one class because every path that
 writes a page (one page, overlapped pages, a failed page replayed event by event, a
 rebuild's pages) follows one protocol around the tracking row (``_lock_tracking``: lock it,
 check the version is still active and at the expected position, write the rows and the new
@@ -59,7 +59,7 @@ from psycopg.rows import dict_row
 
 from projections.batch import CARRY_LIMIT, CARRY_PAGES, execute_all
 from projections.board import PositionBoard, tracked_position
-from projections.read_model import Projection
+from projections.read_model import ReadModelProjection
 from projections.readahead import Prefetcher
 from projections.records import RawRow
 from projections.source import GC_PAUSE_PAGE_SIZE, Source, gc_paused
@@ -98,8 +98,10 @@ class RunnerState:
     positions: dict[str, int] = field(default_factory=dict)
 
 
-class ProjectionRunner:
-    """Runs one projection in a background thread of this process.
+class ReadModelRunner:
+    """Runs one projection (``ReadModelProjection``) in a background thread of this process.
+    (Not eventsourcing's ``eventsourcing.projection.ProjectionRunner``:
+    ``docs/adr/0001-projection-runner.md``.)
 
     ``start()`` returns at once; the thread takes the projection's advisory lock (or stands
     by), then catches up in pages and follows new events (LISTEN/NOTIFY wake-ups with a
@@ -111,7 +113,7 @@ class ProjectionRunner:
 
     def __init__(
         self,
-        projection: Projection,
+        projection: ReadModelProjection,
         database_url: str,
         sources: dict[str, Source],
         *,
@@ -740,7 +742,7 @@ class ProjectionRunner:
 
 
 @contextlib.contextmanager
-def running(runners: Iterable[ProjectionRunner]) -> Iterator[list[ProjectionRunner]]:
+def running(runners: Iterable[ReadModelRunner]) -> Iterator[list[ReadModelRunner]]:
     """Start runners and stop them on exit."""
     started = list(runners)
     for runner in started:

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from projections.batch import Page, Rows, Statement, Table
-from projections.read_model import Cursor, Projection
+from projections.read_model import Cursor, ReadModelProjection
 from projections.records import Record, event_type
 
 DDL = """
@@ -131,7 +131,7 @@ _LOAN_TIMESTAMP = {
 }
 
 
-class ShelfProjection(Projection):
+class ShelfProjection(ReadModelProjection):
     """Library log → ``readers``, ``books``, ``loans``.
 
     Two ways to apply events, which leave the same rows: ``apply`` (one statement an
@@ -145,7 +145,7 @@ class ShelfProjection(Projection):
     tables = ("readers", "books", "loans")
     records = True
     batch_min = 100  # below, one statement an event (pipelined) is quicker
-    durable_pages = False  # a function of the Library log, no side effect (see Projection)
+    durable_pages = False  # a function of the Library log, no side effect (see ReadModelProjection)
     deferred_indexes = (
         "books_owner_idx", "books_isbn_idx", "books_tags_idx", "books_borrower_idx",
         "loans_borrower_idx", "loans_lender_idx", "loans_book_idx",

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.read_model import Projection
+from projections.read_model import ReadModelProjection
 
 
 def lock_key(projection: str) -> int:
@@ -46,7 +46,7 @@ def active_schema(conn: psycopg.Connection[Any], projection: str) -> str | None:
     return str(row["schema_name"] if isinstance(row, dict) else row[0])
 
 
-def _ddl_statements(projection: Projection) -> list[tuple[str | None, str]]:
+def _ddl_statements(projection: ReadModelProjection) -> list[tuple[str | None, str]]:
     """``ddl`` split into statements: ``(index name or None, statement)``."""
     statements = []
     for statement in projection.ddl.split(";"):
@@ -66,7 +66,7 @@ def _execute_ddl(conn: psycopg.Connection[Any], statement: str, schema: str) -> 
 
 def create_version(
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     *,
     activate: bool,
     defer_indexes: bool = False,
@@ -107,7 +107,7 @@ def create_version(
 
 
 def create_deferred_indexes(
-    conn: psycopg.Connection[Any], projection: Projection, schema: str
+    conn: psycopg.Connection[Any], projection: ReadModelProjection, schema: str
 ) -> None:
     """Create the ``deferred_indexes`` of ``schema`` that do not exist yet."""
     deferred = set(projection.deferred_indexes)
@@ -116,7 +116,7 @@ def create_deferred_indexes(
             _execute_ddl(conn, statement, schema)
 
 
-def switch_to(conn: psycopg.Connection[Any], projection: Projection, schema: str) -> None:
+def switch_to(conn: psycopg.Connection[Any], projection: ReadModelProjection, schema: str) -> None:
     """Make ``schema`` the active version: registry and views change in the caller's
     transaction, so readers see either the old or the new version, never a mix."""
     conn.execute(
@@ -136,7 +136,7 @@ def switch_to(conn: psycopg.Connection[Any], projection: Projection, schema: str
         )
 
 
-def ensure_active_version(database_url: str, projection: Projection) -> str:
+def ensure_active_version(database_url: str, projection: ReadModelProjection) -> str:
     """The active schema of ``projection``, creating version 1 on first use."""
     with psycopg.connect(database_url, row_factory=dict_row) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(projection.name) + 1,))

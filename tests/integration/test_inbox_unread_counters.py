@@ -27,7 +27,7 @@ from domain.chat import Chat
 from domain.library import Library
 from projections.board import PositionBoard
 from projections.inbox import InboxProjection, InboxQueries
-from projections.runner import ProjectionRunner
+from projections.runner import ReadModelRunner
 from projections.source import Source
 from tests.conftest import wait_until
 from tests.integration.activity import reader
@@ -163,7 +163,7 @@ def test_item_listeners_get_the_rows_the_page_committed(
             pages.append((source, first, last, items))
 
     projection.item_listeners.append(listener)
-    runner = ProjectionRunner(projection, database_url, sources, board=PositionBoard(),
+    runner = ReadModelRunner(projection, database_url, sources, board=PositionBoard(),
                               page_size=5, idle_wait=0.05)  # fmt: skip
     pool = make_pool(database_url, size=2, name="handoff-test")
     runner.start()

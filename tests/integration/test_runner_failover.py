@@ -28,20 +28,20 @@ from tests.integration.activity import story
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Builds a Library app and a ProjectionRunner for a shelf projection named argv[2] on the
+# Builds a Library app and a ReadModelRunner for a shelf projection named argv[2] on the
 # database argv[1]; prints every state transition of its runner on its own line.
 SCRIPT = r"""
 import sys, time
 from api.db import eventsourcing_env
 from domain.library import Library
-from projections.runner import ProjectionRunner
+from projections.runner import ReadModelRunner
 from projections.source import Source
 from projections.shelf import ShelfProjection
 
 url, name = sys.argv[1], sys.argv[2]
 projection = type("Shelf", (ShelfProjection,), {"name": name})()
 library = Library(env=eventsourcing_env(url, pool_size=2))
-runner = ProjectionRunner(projection, url, {"library": Source("library", library)},
+runner = ReadModelRunner(projection, url, {"library": Source("library", library)},
                           idle_wait=0.2)
 runner.start()
 print("pid", flush=True)
