@@ -1,5 +1,5 @@
 """The inbox's ``unread`` counters against the real PostgreSQL: read receipts lower them by
-the range they mark read (``projections.inbox_page``), whose messages may lie in earlier
+the range they mark read (``projections.inbox.page``), whose messages may lie in earlier
 pages, in the page before (not written yet when pages overlap) or in the same page, with
 hidden messages in between; and the items a committed page hands to ``item_listeners``
 are the rows it wrote.
