@@ -1,8 +1,8 @@
 """Set-wise pages for projections: load the rows a page touches, fold the page's events into
 them in memory, write them back with a few statements.
 
-A projection that supports it returns a ``Page`` from ``ReadModelProjection.fold_page``; the runner
-then calls, in order:
+A projection that supports it returns a ``Page`` from ``ReadModelProjection.fold_page``; the
+runner then calls, in order:
 
 1. ``page.load(conn)``: read the rows the page needs that it does not know yet (a few
    ``SELECT``s, one round trip);

@@ -28,8 +28,8 @@ The cut (commit order)
 
 How it writes
     The projection's own ``ddl`` creates its tables in the target schema; events go through
-    ``ReadModelProjection.apply`` (the code the live runner uses) one page per transaction, and the
-    page also updates ``NAME.replay_info`` (one row per log: position reached, events
+    ``ReadModelProjection.apply`` (the code the live runner uses) one page per transaction,
+    and the page also updates ``NAME.replay_info`` (one row per log: position reached, events
     applied, the first position beyond the cut, ``finished_at`` once done), so a half-done
     replay is visible as such. ``after_commit`` is never called: a replay has no side effects
     (no realtime relay). A poison event stops the replay (``ReplayFailed``, naming the log
@@ -38,9 +38,9 @@ How it writes
 
 The source logs are read through ``Source.read``/``Source.decode`` (upcasters apply), not
 through ``ReadModelRunner``; a projection that takes ``Record``s (``records = True``) gets
-them made from those domain events. Pages go through ``ReadModelProjection.apply`` one event at a
-time (not ``fold_page``): the simplest path, which the runner also trusts to find a failing
-event.
+them made from those domain events. Pages go through ``ReadModelProjection.apply`` one event
+at a time (not ``fold_page``): the simplest path, which the runner also trusts to find a
+failing event.
 """
 
 from __future__ import annotations
