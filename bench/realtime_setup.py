@@ -40,8 +40,8 @@ def bulk_readers(
     database_url: str, count: int, prefix: str = "bench"
 ) -> list[tuple[uuid.UUID, str]]:
     """``count`` registered readers with a live session each: ``[(reader_id, token)]``."""
-    from api.bootstrap.db import eventsourcing_env, make_pool
     from api.adapters.sessions import SessionStore
+    from api.bootstrap.db import eventsourcing_env, make_pool
     from bench.loader import copy_stored
     from domain.library import Library
     from domain.reader import Reader
@@ -80,7 +80,7 @@ def wait_projection(
     timeout: float = 600.0,
 ) -> None:
     """Until ``projection`` has processed ``source`` up to ``position`` (default: its head)."""
-    from projections.framework import tracked_position
+    from projections.board import tracked_position
 
     if position is None:
         position = log_head(database_url, f"{source}_events")

@@ -1,8 +1,8 @@
 """Set-wise pages for projections: load the rows a page touches, fold the page's events into
 them in memory, write them back with a few statements.
 
-A projection that supports it returns a ``Page`` from ``Projection.fold_page``; the runner
-then calls, in order:
+A projection that supports it returns a ``Page`` from ``ReadModelProjection.fold_page``; the
+runner then calls, in order:
 
 1. ``page.load(conn)``: read the rows the page needs that it does not know yet (a few
    ``SELECT``s, one round trip);
@@ -12,7 +12,7 @@ then calls, in order:
 3. ``page.statements()``: the writes, as ``(query, params)`` with the rows already encoded.
 
 ``carry``: the page before, of the same log and version, when the runner overlaps pages (it
-writes one page while it loads and folds the next, ``ProjectionRunner._pipelined``): the
+writes one page while it loads and folds the next, ``ReadModelRunner._pipelined``): the
 rows that page knew are taken from it (its final state, newer than the table's while it is
 being written), the others are read from the table, where the pages before it are
 committed. A ``cumulative`` table remembers every row of the pages before (up to

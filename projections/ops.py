@@ -1,25 +1,16 @@
-"""Operating projections: status, rebuild with an atomic switch, skipping a poison event.
+"""Operating projections: rebuild with an atomic switch, skipping a poison event, retrying.
 
 What an operator (``liudong projections …``), ``/metrics`` and ``/readyz`` use. Everything is
 read from and written to the database, so it works whichever process runs the projection
 (``liudong serve`` on this machine or another one) and whether or not one runs at all.
 
-Status (``status``)
-    Per projection: the active version, and per log it follows the tracking ``position``, the
-    log ``head`` (its largest notification id), ``lag_events`` (``head - position``: positions
-    behind, which equals events behind except across rare sequence gaps) and ``lag_seconds``
-    (now minus the timestamp of the oldest event not yet processed; 0 when caught up, so an
-    idle log shows no lag). ``state``: ``failed`` when an unskipped failure lies ahead of
-    the active version's position, else ``running`` when some session holds the projection's
-    advisory lock (``holder`` says which), else ``stopped``; ``missing`` when no version
-    exists yet. ``rebuild`` describes a version newer than the active one (being rebuilt, or
-    left by an interrupted rebuild), ``rebuilding`` whether a rebuild runs now.
+Status: ``projections.status``.
 
 Rebuild (``rebuild``)
     1. create the next version (schema ``<name>_v<N>``), inactive, without the projection's
        ``deferred_indexes`` (nothing reads it yet); the active one keeps serving;
     2. fill it in pages (10,000 events by default) from position 0 with
-       ``ProjectionRunner.catch_up(schema=new)`` (overlapped, folded pages; no side effects:
+       ``ReadModelRunner.catch_up(schema=new)`` (overlapped, folded pages; no side effects:
        no relay, no board), chasing the live version's position but never passing it; these
        pages commit without waiting for the WAL flush (a crash loses the version's rows and
        position together: a resumed rebuild redoes them); then create the deferred indexes;
@@ -35,39 +26,49 @@ Rebuild (``rebuild``)
     projection runs at a time (an advisory lock, ``rebuild_lock_key``).
 
 Skip (``skip``) and retry (``retry``)
-    A poison event stops its projection (``framework`` docstring). ``skip`` marks the recorded
-    failure skipped (by whom, when, why) and moves the tracking position past it, in one
-    transaction; ``retry`` clears the failure so the event is tried again (after a code fix).
-    A failed runner notices either within ``retry_interval`` (5 s) and resumes.
+    A poison event stops its projection (``projections.runner`` docstring). ``skip`` marks
+    the recorded failure skipped (by whom, when, why) and moves the tracking position past
+    it, in one transaction; ``retry`` clears the failure so the event is tried again (after
+    a code fix). A failed runner notices either within ``retry_interval`` (5 s) and
+    resumes.
 
 Errors: ``OpsError`` and its subclasses carry a message meant for the operator.
 """
-
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
-from projections.framework import (
-    Projection,
-    ProjectionRunner,
-    Source,
+from projections.read_model import ReadModelProjection
+from projections.runner import ReadModelRunner
+from projections.source import Source
+
+# -- errors -------------------------------------------------------------------------------------
+from projections.status import (
+    Failure,
+    ProjectionStatus,
+    SourceStatus,
+    VersionStatus,
+    connect,
+    log_head,
+    projection_status,
+    rebuild_lock_key,
+    status,
+    tracking_rows,
+    version_lock_key,
+)
+from projections.versions import (
     active_schema,
     create_deferred_indexes,
     create_version,
-    lock_key,
     switch_to,
 )
-
-# -- errors -------------------------------------------------------------------------------------
 
 
 class OpsError(RuntimeError):
@@ -80,262 +81,6 @@ class RebuildInProgress(OpsError):
 
 class NothingToSkip(OpsError):
     """No unskipped failure is recorded at that position."""
-
-
-def rebuild_lock_key(projection: str) -> int:
-    """The advisory-lock key held by the one rebuild of ``projection`` that may run."""
-    return lock_key(projection) + 2
-
-
-def _version_lock_key(projection: str) -> int:
-    # serialises registry changes with framework.ensure_active_version (same key)
-    return lock_key(projection) + 1
-
-
-def _connect(database_url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
-    return psycopg.connect(database_url, row_factory=dict_row, **kwargs)
-
-
-# -- status -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceStatus:
-    """How far one version has processed one log."""
-
-    source: str
-    position: int
-    head: int
-    lag_events: int
-    lag_seconds: float
-    last_event_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Failure:
-    schema: str
-    source: str
-    position: int
-    error: str
-    failed_at: datetime
-    skipped_at: datetime | None = None
-    skipped_by: str | None = None
-    skip_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    """A version that is not the active one (a rebuild's target)."""
-
-    version: int
-    schema: str
-    created_at: datetime
-    positions: dict[str, int]
-
-
-@dataclass(frozen=True)
-class ProjectionStatus:
-    name: str
-    version: int | None
-    schema: str | None
-    state: str  # running | stopped | failed | missing
-    holder: str | None = None
-    sources: list[SourceStatus] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    rebuild: VersionStatus | None = None
-    rebuilding: bool = False
-
-    @property
-    def lag_events(self) -> int:
-        return sum(s.lag_events for s in self.sources)
-
-    @property
-    def lag_seconds(self) -> float:
-        return max((s.lag_seconds for s in self.sources), default=0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (datetimes as ISO 8601 strings)."""
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def _advisory_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
-    """Who holds the session advisory lock ``key`` in this database (pg_locks splits a
-    bigint key into classid = high 32 bits, objid = low 32 bits, objsubid = 1)."""
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    return conn.execute(
-        "SELECT l.pid, a.application_name, a.client_addr::text AS client_addr, "
-        "a.backend_start FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND l.classid::bigint = %s AND l.objid::bigint = %s LIMIT 1",
-        (unsigned >> 32, unsigned & 0xFFFFFFFF),
-    ).fetchone()
-
-
-def _describe_holder(row: dict[str, Any]) -> str:
-    where = f" from {row['client_addr']}" if row.get("client_addr") else ""
-    name = f" ({row['application_name']})" if row.get("application_name") else ""
-    return f"pid {row['pid']}{name}{where}"
-
-
-def log_head(conn: psycopg.Connection[Any], source: Source) -> int:
-    """The largest notification id of ``source``'s events table (0 when empty)."""
-    row = conn.execute(
-        sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}").format(
-            sql.Identifier(source.channel)
-        )
-    ).fetchone()
-    return int(row["head"]) if row else 0
-
-
-def _oldest_unprocessed_at(source: Source, position: int) -> datetime | None:
-    try:
-        notifications = source.read(position, 1)
-        if not notifications:
-            return None
-        return getattr(source.decode(notifications[0]), "timestamp", None)
-    except Exception:  # an undecodable event: fall back to last_event_at
-        return None
-
-
-def _source_status(
-    conn: psycopg.Connection[Any],
-    source: Source,
-    position: int,
-    last_event_at: datetime | None,
-    now: datetime,
-    heads: dict[str, int],
-) -> SourceStatus:
-    if source.name not in heads:
-        heads[source.name] = log_head(conn, source)
-    head = heads[source.name]
-    lag_events = max(0, head - position)
-    lag_seconds = 0.0
-    if lag_events:
-        waiting_since = _oldest_unprocessed_at(source, position) or last_event_at
-        if waiting_since is not None:
-            lag_seconds = max(0.0, (now - waiting_since).total_seconds())
-    return SourceStatus(
-        source.name, position, head, lag_events, round(lag_seconds, 3), last_event_at
-    )
-
-
-def _tracking(conn: psycopg.Connection[Any], schema: str) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT source, position, last_event_at FROM projection_tracking WHERE schema_name = %s",
-        (schema,),
-    ).fetchall()
-    return {r["source"]: r for r in rows}
-
-
-def projection_status(
-    conn: psycopg.Connection[Any],
-    projection: Projection,
-    sources: Mapping[str, Source],
-    *,
-    heads: dict[str, int] | None = None,
-) -> ProjectionStatus:
-    """The status of one projection (see the module docstring), read in ``conn``."""
-    heads = {} if heads is None else heads
-    now = datetime.now(UTC)
-    name = projection.name
-    versions = conn.execute(
-        "SELECT version, schema_name, active, created_at FROM projection_versions "
-        "WHERE projection = %s ORDER BY version",
-        (name,),
-    ).fetchall()
-    rebuilding = _advisory_holder(conn, rebuild_lock_key(name)) is not None
-    active = next((v for v in versions if v["active"]), None)
-    newer = [
-        v
-        for v in versions
-        if not v["active"] and (active is None or v["version"] > active["version"])
-    ]
-    rebuild = None
-    if newer:
-        latest = newer[-1]
-        rebuild = VersionStatus(
-            version=latest["version"],
-            schema=latest["schema_name"],
-            created_at=latest["created_at"],
-            positions={
-                s: int(r["position"]) for s, r in _tracking(conn, latest["schema_name"]).items()
-            },
-        )
-    if active is None:
-        return ProjectionStatus(name, None, None, "missing", rebuild=rebuild, rebuilding=rebuilding)
-    schema = active["schema_name"]
-    tracking = _tracking(conn, schema)
-    statuses = []
-    for source_name in projection.sources:
-        row = tracking.get(source_name, {"position": 0, "last_event_at": None})
-        if source_name in sources:
-            statuses.append(
-                _source_status(
-                    conn,
-                    sources[source_name],
-                    int(row["position"]),
-                    row["last_event_at"],
-                    now,
-                    heads,
-                )
-            )
-    failures = [
-        Failure(
-            schema=r["schema_name"],
-            source=r["source"],
-            position=int(r["position"]),
-            error=r["error"],
-            failed_at=r["failed_at"],
-        )
-        for r in conn.execute(
-            "SELECT f.* FROM projection_failures f JOIN projection_tracking t "
-            "ON t.schema_name = f.schema_name AND t.source = f.source "
-            "WHERE f.schema_name = %s AND f.skipped_at IS NULL AND f.position > t.position "
-            "ORDER BY f.position",
-            (schema,),
-        ).fetchall()
-    ]
-    holder = _advisory_holder(conn, lock_key(name))
-    if failures:
-        state = "failed"
-    elif holder is not None:
-        state = "running"
-    else:
-        state = "stopped"
-    return ProjectionStatus(
-        name=name,
-        version=int(active["version"]),
-        schema=schema,
-        state=state,
-        holder=_describe_holder(holder) if holder else None,
-        sources=statuses,
-        failures=failures,
-        rebuild=rebuild,
-        rebuilding=rebuilding,
-    )
-
-
-def status(
-    database_url: str, projections: Iterable[Projection], sources: Mapping[str, Source]
-) -> list[ProjectionStatus]:
-    """The status of each of ``projections`` (one short read-only transaction)."""
-    with _connect(database_url, autocommit=True) as conn:
-        heads: dict[str, int] = {}
-        return [projection_status(conn, p, sources, heads=heads) for p in projections]
-
-
-# -- rebuild ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -375,12 +120,12 @@ def drop_version(conn: psycopg.Connection[Any], projection: str, schema: str) ->
 
 
 def _prepare_version(
-    conn: psycopg.Connection[Any], projection: Projection, *, resume: bool
+    conn: psycopg.Connection[Any], projection: ReadModelProjection, *, resume: bool
 ) -> tuple[str | None, str, bool]:
     """``(active schema or None, schema to fill, resumed)``; drops leftovers of interrupted
     rebuilds unless resuming the newest one."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_version_lock_key(projection.name),))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (version_lock_key(projection.name),))
         old = active_schema(conn, projection.name)
         rows = conn.execute(
             "SELECT version, schema_name FROM projection_versions "
@@ -404,7 +149,7 @@ def _prepare_version(
 
 def rebuild(  # noqa: PLR0913
     database_url: str,
-    projection: Projection,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     *,
     page_size: int = 10_000,
@@ -421,19 +166,19 @@ def rebuild(  # noqa: PLR0913
     (inactive) instead of dropping it. ``resume``: continue the newest version an
     interrupted rebuild left, instead of starting again. ``lock_timeout``: seconds the switch
     may wait for the live runner's page. Raises ``RebuildInProgress``,
-    ``framework.ProjectionFailed`` (a poison event; the new version stays, inactive, with
+    ``runner.ProjectionFailed`` (a poison event; the new version stays, inactive, with
     the failure recorded), ``OpsError``."""
     missing = [s for s in projection.sources if s not in sources]
     if missing:
         raise OpsError(f"{projection.name} follows {missing}, which are not available here")
     started = time.monotonic()
     with (
-        _connect(
+        connect(
             database_url,
             autocommit=True,
             application_name=f"liudong rebuild {projection.name}"[:63],
         ) as admin,
-        _connect(database_url, autocommit=True) as conn,
+        connect(database_url, autocommit=True) as conn,
     ):
         got = admin.execute(
             "SELECT pg_try_advisory_lock(%s) AS ok", (rebuild_lock_key(projection.name),)
@@ -445,7 +190,7 @@ def rebuild(  # noqa: PLR0913
         # redoes those pages. The switch itself is committed durably (``_switch``).
         conn.execute("SET synchronous_commit = off")
         old, new, _ = _prepare_version(conn, projection, resume=resume)
-        builder = ProjectionRunner(projection, database_url, dict(sources), page_size=page_size)
+        builder = ReadModelRunner(projection, database_url, dict(sources), page_size=page_size)
         try:
             processed = _fill(conn, builder, projection, sources, old, new, progress)
             with conn.transaction():
@@ -475,7 +220,7 @@ def rebuild(  # noqa: PLR0913
 
 def _targets(
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     old: str | None,
 ) -> dict[str, int]:
@@ -483,7 +228,7 @@ def _targets(
     there is no live version)."""
     if old is None:
         return {name: log_head(conn, sources[name]) for name in projection.sources}
-    tracked = _tracking(conn, old)
+    tracked = tracking_rows(conn, old)
     return {
         name: int(tracked[name]["position"]) if name in tracked else 0
         for name in projection.sources
@@ -492,8 +237,8 @@ def _targets(
 
 def _fill(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    builder: ProjectionRunner,
-    projection: Projection,
+    builder: ReadModelRunner,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     old: str | None,
     new: str,
@@ -505,7 +250,7 @@ def _fill(  # noqa: PLR0913
     ``builder.catch_up`` overlaps the pages (it writes one on ``conn`` while it prepares
     the next); the live positions are read on a connection of their own."""
     processed = 0
-    start = {name: int(row["position"]) for name, row in _tracking(conn, new).items()}
+    start = {name: int(row["position"]) for name, row in tracking_rows(conn, new).items()}
     targets: dict[str, int] = {}
 
     def progressed(done: int) -> None:
@@ -515,7 +260,7 @@ def _fill(  # noqa: PLR0913
             total = sum(max(0, targets.get(s, 0) - start.get(s, 0)) for s in projection.sources)
             progress(done, total)
 
-    with _connect(builder.database_url, autocommit=True) as probe:
+    with connect(builder.database_url, autocommit=True) as probe:
 
         def stop(name: str) -> int:
             targets.update(_targets(probe, projection, sources, old))
@@ -532,8 +277,8 @@ def _fill(  # noqa: PLR0913
 
 def _switch(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    builder: ProjectionRunner,
-    projection: Projection,
+    builder: ReadModelRunner,
+    projection: ReadModelProjection,
     sources: Mapping[str, Source],
     old: str | None,
     new: str,
@@ -545,7 +290,7 @@ def _switch(  # noqa: PLR0913
     with conn.transaction():
         conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
         conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_version_lock_key(projection.name),))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (version_lock_key(projection.name),))
         if active_schema(conn, projection.name) != old:
             raise OpsError(f"the active version of {projection.name} changed during the rebuild")
         if old is not None:
@@ -605,7 +350,7 @@ def skip(  # noqa: PLR0913
     did not fail is never skipped), ``OpsError`` without a reason."""
     if not reason.strip():
         raise OpsError("a skip needs a reason")
-    with _connect(database_url) as conn, conn.transaction():
+    with connect(database_url) as conn, conn.transaction():
         rows = conn.execute(
             "SELECT f.schema_name, t.position AS tracked FROM projection_failures f "
             "JOIN projection_versions v ON v.schema_name = f.schema_name "
@@ -637,7 +382,7 @@ def skip(  # noqa: PLR0913
 def retry(database_url: str, projection: str) -> int:
     """Clear the unskipped failures of ``projection``'s active version so its runner tries
     those events again (after a fix). Returns how many were cleared."""
-    with _connect(database_url) as conn, conn.transaction():
+    with connect(database_url) as conn, conn.transaction():
         cur = conn.execute(
             "DELETE FROM projection_failures f USING projection_versions v "
             "WHERE v.schema_name = f.schema_name AND v.projection = %s AND v.active "

@@ -15,7 +15,8 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.framework import Projection, Source
+from projections.read_model import ReadModelProjection
+from projections.source import Source
 
 
 def _optional(module: str, attribute: str) -> Any | None:
@@ -29,12 +30,12 @@ def _optional(module: str, attribute: str) -> Any | None:
     return getattr(mod, attribute, None)
 
 
-def all_projections() -> list[Projection]:
+def all_projections() -> list[ReadModelProjection]:
     """A fresh instance of every projection: ``shelf`` and, when present, ``inbox`` and
     ``rooms``."""
     from projections.shelf import ShelfProjection
 
-    found: list[Projection] = [ShelfProjection()]
+    found: list[ReadModelProjection] = [ShelfProjection()]
     inbox = _optional("projections.inbox", "InboxProjection")
     if inbox is not None:
         found.append(inbox())
@@ -44,7 +45,7 @@ def all_projections() -> list[Projection]:
     return found
 
 
-def projection_named(name: str) -> Projection:
+def projection_named(name: str) -> ReadModelProjection:
     """The registered projection called ``name``. Raises ``KeyError`` naming the known ones."""
     for projection in all_projections():
         if projection.name == name:

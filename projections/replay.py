@@ -1,5 +1,8 @@
 """Replay: the read models as they were at a past moment, in a schema of their own.
 
+(Just over 500 lines, kept whole: the schema checks, the locking and the paged replay are
+one procedure, read top to bottom.)
+
 ``replay(database_url, projections, sources, until=T, schema="analyst_t1")`` builds each
 projection's tables afresh in schema ``analyst_t1`` from the events recorded up to ``T``, so
 an analyst can query the shelf (or inbox…) of that moment with plain SQL
@@ -15,7 +18,7 @@ What it touches
 
 The cut (commit order)
     Each log a projection follows is read in its notification order (= commit order,
-    ``projections.framework``) from position 0, and the replay of that log stops at the
+    ``projections.source``) from position 0, and the replay of that log stops at the
     first event whose timestamp is later than ``until``. Timestamps are taken by the writer
     just before its insert, so they follow log order only to within the time a commit takes:
     events recorded concurrently around ``until`` may straddle the cut (an event stamped a
@@ -28,8 +31,8 @@ The cut (commit order)
 
 How it writes
     The projection's own ``ddl`` creates its tables in the target schema; events go through
-    ``Projection.apply`` (the code the live runner uses) one page per transaction, and the
-    page also updates ``NAME.replay_info`` (one row per log: position reached, events
+    ``ReadModelProjection.apply`` (the code the live runner uses) one page per transaction,
+    and the page also updates ``NAME.replay_info`` (one row per log: position reached, events
     applied, the first position beyond the cut, ``finished_at`` once done), so a half-done
     replay is visible as such. ``after_commit`` is never called: a replay has no side effects
     (no realtime relay). A poison event stops the replay (``ReplayFailed``, naming the log
@@ -37,10 +40,10 @@ How it writes
     one event per transaction to find it).
 
 The source logs are read through ``Source.read``/``Source.decode`` (upcasters apply), not
-through ``ProjectionRunner``; a projection that takes ``Record``s (``records = True``) gets
-them made from those domain events. Pages go through ``Projection.apply`` one event at a
-time (not ``fold_page``): the simplest path, which the runner also trusts to find a failing
-event.
+through ``ReadModelRunner``; a projection that takes ``Record``s (``records = True``) gets
+them made from those domain events. Pages go through ``ReadModelProjection.apply`` one event
+at a time (not ``fold_page``): the simplest path, which the runner also trusts to find a
+failing event.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from domain.instants import parse_instant
-from projections.framework import Projection, Source
+from projections.read_model import ReadModelProjection
+from projections.source import Source
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: ``done`` more log positions scanned; ``total`` (when not 0) is
@@ -156,7 +160,7 @@ class ReplayResult:
 # -- names ----------------------------------------------------------------------------------
 
 
-def target_schemas(name: str, projections: Sequence[Projection]) -> dict[str, str]:
+def target_schemas(name: str, projections: Sequence[ReadModelProjection]) -> dict[str, str]:
     """``{projection: schema}``: the first projection goes into ``name``, each further one
     into ``name_<projection>`` (their table names overlap: shelf and inbox both have
     ``books``, ``loans``, ``readers``)."""
@@ -199,7 +203,7 @@ def replay_lock_key(schema: str) -> int:
 
 def replay(  # noqa: PLR0913
     database_url: str,
-    projections: Sequence[Projection],
+    projections: Sequence[ReadModelProjection],
     sources: Mapping[str, Source],
     *,
     until: datetime,
@@ -284,7 +288,7 @@ def _lock(conn: psycopg.Connection[Any], targets: Any) -> None:
 
 def _create(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    projections: Sequence[Projection],
+    projections: Sequence[ReadModelProjection],
     targets: Mapping[str, str],
     heads: Mapping[str, int],
     until: datetime,
@@ -339,7 +343,7 @@ def _quoted(identifier: str) -> str:
 
 def _replay_log(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     source: Source,
     target: str,
     until: datetime,
@@ -390,9 +394,9 @@ def _replay_log(  # noqa: PLR0913
     )
 
 
-def _shape_for(projection: Projection) -> Callable[[Any, Any], Any]:
+def _shape_for(projection: ReadModelProjection) -> Callable[[Any, Any], Any]:
     """How ``projection`` wants its events: domain events, or (``records = True``, see
-    ``projections.framework.Projection``) ``Record``s made from them."""
+    ``projections.read_model.ReadModelProjection``) ``Record``s made from them."""
     if getattr(projection, "records", False):
         try:
             from projections.records import record_of
@@ -407,7 +411,7 @@ def _shape_for(projection: Projection) -> Callable[[Any, Any], Any]:
 
 def _apply_page(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     source: str,
     target: str,
     page: Sequence[tuple[int, Any]],
@@ -439,7 +443,7 @@ def _apply_page(  # noqa: PLR0913
 
 def _apply(  # noqa: PLR0913
     conn: psycopg.Connection[Any],
-    projection: Projection,
+    projection: ReadModelProjection,
     source: str,
     target: str,
     page: Sequence[tuple[int, Any]],
@@ -480,7 +484,9 @@ def _record_cut(
         )
 
 
-def _counts(conn: psycopg.Connection[Any], projection: Projection, target: str) -> dict[str, int]:
+def _counts(
+    conn: psycopg.Connection[Any], projection: ReadModelProjection, target: str
+) -> dict[str, int]:
     counts = {}
     with conn.transaction():
         for table in projection.tables:

@@ -27,7 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from projections.batch import Page, Rows, Statement, Table, as_json
-from projections.framework import Cursor, Projection
+from projections.read_model import Cursor, ReadModelProjection
 from projections.records import event_type
 
 DDL = """
@@ -52,7 +52,7 @@ CREATE TABLE {schema}.messages (
 """
 
 
-class RoomsProjection(Projection):
+class RoomsProjection(ReadModelProjection):
     """Chat log → ``rooms``, ``messages`` (room messages only; conversations are the inbox's)."""
 
     name = "rooms"
@@ -62,7 +62,7 @@ class RoomsProjection(Projection):
 
     records = True
     batch_min = 100  # below, one statement an event (pipelined) is quicker
-    durable_pages = False  # a function of the Chat log, no side effect (see Projection)
+    durable_pages = False  # a function of the Chat log, no side effect (see ReadModelProjection)
     event_types = frozenset({"Room.Created", "Room.MessageSent"})
 
     def apply(

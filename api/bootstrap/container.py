@@ -23,15 +23,12 @@ from api.bootstrap.settings import Settings
 from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library
-from projections.framework import (
-    PositionBoard,
-    ProjectionRunner,
-    Source,
-    tracked_position,
-)
+from projections.board import PositionBoard, tracked_position
 from projections.inbox import InboxProjection, InboxQueries
 from projections.rooms import RoomsProjection
+from projections.runner import ReadModelRunner
 from projections.shelf import ShelfProjection, ShelfQueries
+from projections.source import Source
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,7 @@ class Container:
     board: PositionBoard
     chat: Chat
     inbox: InboxQueries
-    runners: list[ProjectionRunner] = field(default_factory=list)
+    runners: list[ReadModelRunner] = field(default_factory=list)
     inbox_projection: InboxProjection = field(default_factory=InboxProjection)
     nats_url: str | None = None
     embedded_nats: EmbeddedNats | None = None
@@ -82,7 +79,7 @@ class Container:
         )
         if settings.run_projections:
             container.runners.append(
-                ProjectionRunner(
+                ReadModelRunner(
                     ShelfProjection(),
                     database_url,
                     {"library": Source("library", library)},
@@ -90,7 +87,7 @@ class Container:
                 )
             )
             container.runners.append(
-                ProjectionRunner(
+                ReadModelRunner(
                     container.inbox_projection,
                     database_url,
                     {"library": Source("library", library), "chat": Source("chat", chat)},
@@ -98,7 +95,7 @@ class Container:
                 )
             )
             container.runners.append(
-                ProjectionRunner(
+                ReadModelRunner(
                     RoomsProjection(), database_url, {"chat": Source("chat", chat)}, board=board
                 )
             )

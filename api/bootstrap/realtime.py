@@ -28,7 +28,7 @@ from litestar import Litestar
 
 from api.bootstrap.container import Container
 from api.bootstrap.embedded import EmbeddedNats
-from projections.framework import tracked_position
+from projections.board import tracked_position
 from projections.rooms import RoomQueries
 from realtime.gateway import Gateway, GatewayConfig
 from realtime.presence import Presence

@@ -33,8 +33,8 @@ from api.adapters.eventlog import (
 from api.bootstrap.db import eventsourcing_env
 from api.cli.context import cli_context
 from domain.instants import InvalidInstant, parse_instant
-from projections.framework import Source, gc_paused
 from projections.registry import open_sources
+from projections.source import Source, gc_paused
 
 CONTEXTS = ("library", "chat")
 
@@ -135,7 +135,7 @@ def export_command(  # noqa: PLR0913
     with _logs() as (conn, sources), _writer(fmt, out_path) as writer, gc_paused():
         # gc_paused: pages are all acyclic garbage (reference counting frees them); cyclic
         # collections would scan the pages in flight and every module's objects again and
-        # again (see projections.framework.GC_PAUSE_PAGE_SIZE)
+        # again (see projections.source.GC_PAUSE_PAGE_SIZE)
         readers = [LogReader(conn, sources[c]) for c in (contexts or CONTEXTS) if c in sources]
         plans = []
         for reader in readers:

@@ -19,8 +19,9 @@ import click
 
 from api.cli.context import cli_context
 from projections import ops
-from projections.framework import ProjectionFailed, Source
 from projections.registry import all_projections, open_sources, projection_named
+from projections.runner import ProjectionFailed
+from projections.source import Source
 
 
 @dataclass

@@ -66,14 +66,16 @@ def replay(
     from api.bootstrap.db import eventsourcing_env
     from api.cli.context import cli_context
     from projections import replay as r
-    from projections.framework import Projection
+    from projections.read_model import ReadModelProjection
     from projections.registry import open_sources
 
     try:
         until = r.parse_until(until_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from exc
-    chosen: list[Projection] = [p for p in all_projections() if projection_name in ("all", p.name)]
+    chosen: list[ReadModelProjection] = [
+        p for p in all_projections() if projection_name in ("all", p.name)
+    ]
     try:
         for target in r.target_schemas(schema, chosen).values():
             r.check_schema_name(target)

@@ -66,13 +66,15 @@ def create_command(name: str, title: str) -> None:
 def catch_up_rooms(database_url: str, chat: Any) -> None:
     """Apply the Chat log's pending events to the rooms read model (safe while a server
     runs the same projection: pages are serialised by the tracking row lock)."""
-    from projections.framework import ProjectionRunner, Source, ensure_active_version
     from projections.rooms import RoomsProjection
+    from projections.runner import ReadModelRunner
+    from projections.source import Source
+    from projections.versions import ensure_active_version
 
     projection = RoomsProjection()
     ensure_active_version(database_url, projection)
     source = Source("chat", chat)
-    runner = ProjectionRunner(projection, database_url, {"chat": source})
+    runner = ReadModelRunner(projection, database_url, {"chat": source})
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         while runner.process_page(conn, source):
             pass

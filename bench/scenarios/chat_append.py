@@ -49,7 +49,7 @@ def _wait_inbox(url: str, position: int, timeout: float = 300.0) -> float:
     messages' items would otherwise still be publishing during the measured window, which
     no real conversation at message 10,000 has pending. Returns the seconds the relay
     took after the inbox had caught up."""
-    from projections.framework import tracked_position
+    from projections.board import tracked_position
 
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:

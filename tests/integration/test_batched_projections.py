@@ -1,6 +1,6 @@
 """Set-wise pages against the real PostgreSQL: a projection that folds pages in memory
 (``fold_page``) must leave exactly the rows its event-by-event ``apply`` leaves, whether pages
-run one after the other or overlapped (``ProjectionRunner.catch_up``), whatever the page size;
+run one after the other or overlapped (``ReadModelRunner.catch_up``), whatever the page size;
 fast decoding must equal the mapper on the real logs; and a poison event in a folded page
 (found by the fold or by the write) still stops the runner at its exact position.
 """
@@ -21,17 +21,14 @@ from domain import commands as c
 from domain.chat import Chat
 from domain.library import Library
 from projections import ops
-from projections.framework import (
-    Projection,
-    ProjectionFailed,
-    ProjectionRunner,
-    Source,
-    create_version,
-)
 from projections.inbox import InboxProjection
+from projections.read_model import ReadModelProjection
 from projections.records import record_of
 from projections.rooms import RoomsProjection
+from projections.runner import ProjectionFailed, ReadModelRunner
 from projections.shelf import ShelfProjection
+from projections.source import Source
+from projections.versions import create_version
 from tests.integration.activity import reader, story
 from tests.integration.chat_activity import chat_story
 from tests.integration.test_upcasting import insert_golden_v1
@@ -68,11 +65,11 @@ def head_of(database_url: str, source: str) -> int:
     return int(row[0]) if row else 0
 
 
-def named(base: type[Projection], tag: str, **attrs: Any) -> Projection:
+def named(base: type[ReadModelProjection], tag: str, **attrs: Any) -> ReadModelProjection:
     return type(f"{base.__name__}_{tag}", (base,), {"name": f"{tag}_{uuid4().hex[:8]}", **attrs})()
 
 
-def one_by_one(base: type[Projection], tag: str) -> Projection:
+def one_by_one(base: type[ReadModelProjection], tag: str) -> ReadModelProjection:
     """The projection with ``apply`` refined (unchanged): every event goes through it."""
     projection = named(base, tag, apply=base.apply)
     assert not projection.folds_pages
@@ -81,7 +78,7 @@ def one_by_one(base: type[Projection], tag: str) -> Projection:
 
 def fill(  # noqa: PLR0913
     database_url: str,
-    projection: Projection,
+    projection: ReadModelProjection,
     sources: dict[str, Source],
     stops: dict[str, int],
     page_size: int,
@@ -92,7 +89,7 @@ def fill(  # noqa: PLR0913
     with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
         with conn.transaction():
             schema = create_version(conn, projection, activate=False)
-        runner = ProjectionRunner(projection, database_url, sources, page_size=page_size)
+        runner = ReadModelRunner(projection, database_url, sources, page_size=page_size)
         try:
             for name in projection.sources:
                 source, stop = sources[name], stops[name]
@@ -241,7 +238,7 @@ def test_a_poison_event_in_an_overlapped_page_stops_at_its_position(
     with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
         with conn.transaction():
             schema = create_version(conn, projection, activate=False)
-        runner = ProjectionRunner(projection, database_url, sources, page_size=5)
+        runner = ReadModelRunner(projection, database_url, sources, page_size=5)
         with pytest.raises(ProjectionFailed, match="cannot digest this book"):
             while runner.catch_up(conn, sources["library"], schema=schema):
                 pass
@@ -274,7 +271,7 @@ def test_an_overlapped_page_sees_the_heads_the_page_being_written_created(
     with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
         with conn.transaction():
             schema = create_version(conn, projection, activate=False)
-        runner = ProjectionRunner(projection, database_url, sources, page_size=2)
+        runner = ReadModelRunner(projection, database_url, sources, page_size=2)
         try:
             for name in ("library", "chat"):
                 while runner.catch_up(conn, sources[name], schema=schema, stop=stops[name]):

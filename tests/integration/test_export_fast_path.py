@@ -20,7 +20,7 @@ from api.adapters.eventlog import LogEvent, LogReader
 from api.cli import main
 from domain.chat import Chat
 from domain.library import Library
-from projections.framework import Source
+from projections.source import Source
 from tests.integration.activity import reader as new_reader
 from tests.integration.activity import story
 from tests.integration.chat_activity import chat_story

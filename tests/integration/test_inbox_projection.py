@@ -21,8 +21,10 @@ from domain import commands as c
 from domain.chat import Chat, Conversation, conversation_id_for
 from domain.library import Library
 from domain.reader import reader_id_for
-from projections.framework import PositionBoard, ProjectionRunner, Source
+from projections.board import PositionBoard
 from projections.inbox import InboxProjection, InboxQueries
+from projections.runner import ReadModelRunner
+from projections.source import Source
 from tests.conftest import wait_until
 
 NAME = "inbox_it"
@@ -33,7 +35,7 @@ class _Inbox(InboxProjection):
 
 
 class Harness:
-    def __init__(self, library: Library, chat: Chat, projection: _Inbox, runner: ProjectionRunner,
+    def __init__(self, library: Library, chat: Chat, projection: _Inbox, runner: ReadModelRunner,
                  queries: InboxQueries) -> None:  # fmt: skip
         self.library = library
         self.chat = chat
@@ -78,7 +80,7 @@ class Harness:
 @pytest.fixture(scope="module")
 def inbox(database_url: str, library: Library, chat: Chat) -> Iterator[Harness]:
     projection = _Inbox()
-    runner = ProjectionRunner(
+    runner = ReadModelRunner(
         projection, database_url,
         {"library": Source("library", library), "chat": Source("chat", chat)},
         board=PositionBoard(), page_size=50, idle_wait=0.2,

@@ -1,5 +1,5 @@
 """The inbox's ``unread`` counters against the real PostgreSQL: read receipts lower them by
-the range they mark read (``projections.inbox_page``), whose messages may lie in earlier
+the range they mark read (``projections.inbox.page``), whose messages may lie in earlier
 pages, in the page before (not written yet when pages overlap) or in the same page, with
 hidden messages in between; and the items a committed page hands to ``item_listeners``
 are the rows it wrote.
@@ -25,8 +25,10 @@ from api.bootstrap.db import make_pool
 from domain import chat_commands as cc
 from domain.chat import Chat
 from domain.library import Library
-from projections.framework import PositionBoard, ProjectionRunner, Source
+from projections.board import PositionBoard
 from projections.inbox import InboxProjection, InboxQueries
+from projections.runner import ReadModelRunner
+from projections.source import Source
 from tests.conftest import wait_until
 from tests.integration.activity import reader
 from tests.integration.test_batched_projections import (
@@ -161,7 +163,7 @@ def test_item_listeners_get_the_rows_the_page_committed(
             pages.append((source, first, last, items))
 
     projection.item_listeners.append(listener)
-    runner = ProjectionRunner(projection, database_url, sources, board=PositionBoard(),
+    runner = ReadModelRunner(projection, database_url, sources, board=PositionBoard(),
                               page_size=5, idle_wait=0.05)  # fmt: skip
     pool = make_pool(database_url, size=2, name="handoff-test")
     runner.start()

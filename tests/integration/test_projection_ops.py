@@ -23,16 +23,12 @@ from api.cli import main
 from domain import commands as c
 from domain.library import Library
 from projections import ops
-from projections.framework import (
-    Projection,
-    ProjectionRunner,
-    active_schema,
-    create_version,
-    ensure_active_version,
-    tracked_position,
-)
+from projections.board import tracked_position
+from projections.read_model import ReadModelProjection
 from projections.registry import sources_from_apps
+from projections.runner import ReadModelRunner
 from projections.shelf import ShelfProjection
+from projections.versions import active_schema, create_version, ensure_active_version
 from tests.conftest import wait_until
 from tests.integration.activity import reader, story
 
@@ -57,7 +53,7 @@ def table_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> list[d
 
 
 def assert_identical(
-    conn: psycopg.Connection[Any], projection: Projection, left: str, right: str
+    conn: psycopg.Connection[Any], projection: ReadModelProjection, left: str, right: str
 ) -> None:
     for table in projection.tables:
         a, b = table_rows(conn, left, table), table_rows(conn, right, table)
@@ -69,14 +65,16 @@ def head(conn: psycopg.Connection[Any], library: Library) -> int:
     return ops.log_head(conn, sources_from_apps(library)["library"])
 
 
-def caught_up(conn: psycopg.Connection[Any], projection: Projection, library: Library) -> bool:
+def caught_up(
+    conn: psycopg.Connection[Any], projection: ReadModelProjection, library: Library
+) -> bool:
     return tracked_position(conn, projection.name, "library") >= head(conn, library)
 
 
 def runner_for(
-    projection: Projection, database_url: str, library: Library, **kwargs: Any
-) -> ProjectionRunner:
-    return ProjectionRunner(
+    projection: ReadModelProjection, database_url: str, library: Library, **kwargs: Any
+) -> ReadModelRunner:
+    return ReadModelRunner(
         projection, database_url, sources_from_apps(library), idle_wait=0.2, **kwargs
     )
 

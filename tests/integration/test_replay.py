@@ -22,10 +22,10 @@ from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat
 from domain.library import Library
-from projections.framework import Source
 from projections.replay import ReplayFailed, SchemaRefused, check_schema_name
 from projections.replay import replay as run_replay
 from projections.shelf import ShelfProjection
+from projections.source import Source
 from tests.integration.activity import reader
 
 SCHEMAS = ("analyst_t1", "analyst_all", "analyst_all_inbox", "analyst_all_rooms",

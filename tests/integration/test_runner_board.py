@@ -13,22 +13,18 @@ import psycopg
 from psycopg import sql
 
 from domain.library import Library
-from projections.framework import (
-    Cursor,
-    PositionBoard,
-    Projection,
-    ProjectionRunner,
-    Source,
-    tracked_position,
-)
+from projections.board import PositionBoard, tracked_position
 from projections.inbox import InboxProjection
+from projections.read_model import Cursor, ReadModelProjection
 from projections.rooms import RoomsProjection
+from projections.runner import ReadModelRunner
 from projections.shelf import ShelfProjection
+from projections.source import Source
 from tests.conftest import wait_until
 from tests.integration.activity import reader
 
 
-class CommitMode(Projection):
+class CommitMode(ReadModelProjection):
     """Records, for each Library event, the ``synchronous_commit`` its page ran with."""
 
     sources = ("library",)
@@ -47,12 +43,12 @@ class CommitMode(Projection):
         )
 
 
-def commit_mode(durable: bool) -> Projection:
+def commit_mode(durable: bool) -> ReadModelProjection:
     name = f"commit_mode_{uuid4().hex[:8]}"
     return type(name, (CommitMode,), {"name": name, "durable_pages": durable})()
 
 
-def modes(database_url: str, projection: Projection) -> set[str]:
+def modes(database_url: str, projection: ReadModelProjection) -> set[str]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             sql.SQL("SELECT DISTINCT mode FROM {}.pages").format(sql.Identifier(projection.name))
@@ -61,9 +57,9 @@ def modes(database_url: str, projection: Projection) -> set[str]:
 
 
 def run_until_caught_up(
-    database_url: str, library: Library, projection: Projection, board: PositionBoard
-) -> ProjectionRunner:
-    runner = ProjectionRunner(
+    database_url: str, library: Library, projection: ReadModelProjection, board: PositionBoard
+) -> ReadModelRunner:
+    runner = ReadModelRunner(
         projection, database_url, {"library": Source("library", library)}, board=board
     )
     runner.start()
@@ -110,7 +106,7 @@ def test_the_runner_holds_the_board_and_publishes_where_it_takes_over(
     # A new process's runner (a fresh board) with nothing left to do: its board learns the
     # position at once, so a command recorded before the takeover is not left waiting.
     fresh = PositionBoard()
-    second = ProjectionRunner(
+    second = ReadModelRunner(
         projection, database_url, {"library": Source("library", library)}, board=fresh
     )
     second.start()
@@ -125,7 +121,7 @@ def test_the_runner_holds_the_board_and_publishes_where_it_takes_over(
 def test_wake_ignores_logs_the_runner_does_not_follow(
     database_url: str, library: Library
 ) -> None:
-    runner = ProjectionRunner(
+    runner = ReadModelRunner(
         commit_mode(durable=True), database_url, {"library": Source("library", library)}
     )
     runner.wake("chat")

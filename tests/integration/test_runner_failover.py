@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from domain.library import Library
 from projections import ops
-from projections.framework import tracked_position
+from projections.board import tracked_position
 from projections.registry import sources_from_apps
 from projections.shelf import ShelfProjection
 from tests.conftest import wait_until
@@ -28,19 +28,20 @@ from tests.integration.activity import story
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Builds a Library app and a ProjectionRunner for a shelf projection named argv[2] on the
+# Builds a Library app and a ReadModelRunner for a shelf projection named argv[2] on the
 # database argv[1]; prints every state transition of its runner on its own line.
 SCRIPT = r"""
 import sys, time
 from api.bootstrap.db import eventsourcing_env
 from domain.library import Library
-from projections.framework import ProjectionRunner, Source
+from projections.runner import ReadModelRunner
+from projections.source import Source
 from projections.shelf import ShelfProjection
 
 url, name = sys.argv[1], sys.argv[2]
 projection = type("Shelf", (ShelfProjection,), {"name": name})()
 library = Library(env=eventsourcing_env(url, pool_size=2))
-runner = ProjectionRunner(projection, url, {"library": Source("library", library)},
+runner = ReadModelRunner(projection, url, {"library": Source("library", library)},
                           idle_wait=0.2)
 runner.start()
 print("pid", flush=True)

@@ -13,20 +13,17 @@ from api.bootstrap.db import make_pool
 from domain import commands as c
 from domain.library import Library
 from domain.reader import reader_id_for
-from projections.framework import (
-    PositionBoard,
-    ProjectionRunner,
-    Source,
-    tracked_position,
-)
+from projections.board import PositionBoard, tracked_position
+from projections.runner import ReadModelRunner
 from projections.shelf import ShelfProjection, ShelfQueries
+from projections.source import Source
 from tests.conftest import wait_until
 
 
 @pytest.fixture(scope="module")
 def shelf(database_url: str, library: Library) -> Any:
     board = PositionBoard()
-    runner = ProjectionRunner(
+    runner = ReadModelRunner(
         ShelfProjection(), database_url, {"library": Source("library", library)}, board=board,
         page_size=50,
     )
@@ -43,7 +40,7 @@ def _reader(library: Library, name: str) -> Any:
     return rid
 
 
-def _wait(runner: ProjectionRunner, recorded: c.Recorded) -> None:
+def _wait(runner: ReadModelRunner, recorded: c.Recorded) -> None:
     # Another runner of "shelf" in this test session (the e2e server's) may hold the
     # projection's lock, so poll the tracked position as the API does.
     assert recorded.position is not None
@@ -123,7 +120,7 @@ def test_poison_event_stops_the_projection_and_is_recorded(
                                        isbn="9780000000002", title="POISON"))  # fmt: skip
     library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner,
                                  isbn="9780000000002", title="after"))  # fmt: skip
-    runner = ProjectionRunner(Poisoned(), database_url, {"library": Source("library", library)})
+    runner = ReadModelRunner(Poisoned(), database_url, {"library": Source("library", library)})
     runner.start()
     try:
         wait_until(lambda: runner.status.state == "failed")

@@ -33,7 +33,7 @@ from api.adapters.eventlog import (
     export_jobs,
     export_tasks,
 )
-from projections.framework import Source
+from projections.source import Source
 from tests.unit.test_records import CHAT_TYPES, LIBRARY_TYPES, chat_log, library_log, rows_of
 
 _json = msgspec.json.Encoder()

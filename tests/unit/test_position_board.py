@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from projections.framework import PositionBoard
+from projections.board import PositionBoard
 
 
 class CountingPoll:

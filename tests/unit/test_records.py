@@ -18,7 +18,7 @@ from domain import commands as c
 from domain.book import Book
 from domain.chat import Chat
 from domain.library import Library
-from projections.framework import Projection
+from projections.read_model import ReadModelProjection
 from projections.records import RecordDecoder, event_type, record_of
 from projections.rooms import RoomsProjection
 from projections.shelf import ShelfProjection
@@ -238,7 +238,7 @@ def test_pages_are_folded_unless_a_subclass_refines_apply() -> None:
 
     assert Both().folds_pages
 
-    class Plain(Projection):
+    class Plain(ReadModelProjection):
         name = "plain"
         sources = ("library",)
         ddl = ""

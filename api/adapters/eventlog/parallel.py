@@ -19,7 +19,7 @@ import psycopg
 
 from api.adapters.eventlog.formats import ENCODERS
 from api.adapters.eventlog.reader import SEEK_MARGIN, LogReader
-from projections.framework import gc_paused
+from projections.source import gc_paused
 
 PARALLEL_MIN_EVENTS = 50_000
 """Below this many events to scan, worker processes cost more than they save (each starts

@@ -51,8 +51,8 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from projections.framework import Source, gc_paused
 from projections.records import RawRow
+from projections.source import Source, gc_paused
 
 ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {"Loan.Requested": ("contact",)}

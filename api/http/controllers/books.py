@@ -38,7 +38,7 @@ from api.http.schemas import (
 from api.http.time_travel import AsOfParam, BookAsOfOut, book_as_of, book_with_as_of
 from domain import commands as c
 from domain.errors import BookNotFound, NotTheOwner
-from projections.shelf import InvalidCursor
+from projections.paging import InvalidCursor
 
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
 # PostgreSQL text cannot hold U+0000: a NUL in a query would be a 500, so it is a 422.

@@ -28,7 +28,7 @@ from domain import chat_commands as cc
 from domain.chat_errors import ConversationNotFound, NotAMember
 from domain.commands import Command, Recorded
 from domain.errors import NotFound, ReaderNotFound
-from projections.shelf import InvalidCursor
+from projections.paging import InvalidCursor
 
 log = logging.getLogger(__name__)
 

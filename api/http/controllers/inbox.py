@@ -2,7 +2,7 @@
 
 Items carry a per-reader ``seq`` (1, 2, 3… without gaps); a client keeps the last one it saw
 and asks for what follows (``after=``), over REST or when resuming its WebSocket. The item
-kinds and their ``data`` are described in ``projections/inbox.py``.
+kinds and their ``data`` are described in ``projections/inbox/model.py``.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from api.bootstrap.container import Container
 from api.http.controllers.common import container_of
 from projections import ops
-from projections.framework import ProjectionRunner
 from projections.registry import all_projections, sources_from_apps
+from projections.runner import ReadModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ProjectionCollector(Collector):
     def __init__(
         self,
         statuses: Sequence[ops.ProjectionStatus] | None,
-        runners: Sequence[ProjectionRunner],
+        runners: Sequence[ReadModelRunner],
     ) -> None:
         self.statuses = statuses or []
         self.ok = statuses is not None

@@ -1,61 +1,10 @@
-"""The inbox read model: each reader's ordered feed, conversations and message history.
+"""``InboxProjection``: the Library and Chat logs → the inbox read model (``model``).
 
-Written only by ``InboxProjection`` (from the Library **and** the Chat logs); read only through
-``InboxQueries`` (views in schema ``inbox``, or the schema named after a test projection).
-
-Tables (in each version's schema, exposed as views ``inbox.<table>``)::
-
-    heads(reader_id pk, seq)                 the last seq given to each reader
-    items(reader_id, seq, kind, at, data jsonb, source, position)
-        PRIMARY KEY (reader_id, seq), UNIQUE (source, position, reader_id)
-    conversations(reader_id, conversation_id, peer_id, loan_id, last_message jsonb,
-                  last_seq, read_up_to, unread, opened_at, updated_at, activity)
-        PRIMARY KEY (reader_id, conversation_id): one row per member
-    messages(conversation_id, seq, message_id unique, sender_id, text, client_msg_id, at,
-             hidden_for uuid[])               PRIMARY KEY (conversation_id, seq)
-    readers(id, nickname, avatar_url), books(id, owner_id, title),
-    loans(id, book_id, borrower_id, lender_id)
-                                              lookups fed by Library events, so this
-                                              projection needs no other read model
-
-Per-reader ``seq``
-    1, 2, 3… without gaps: every item takes ``heads.seq + 1`` of its reader in the same
-    statement that inserts it (``INSERT … ON CONFLICT DO UPDATE … RETURNING``), inside the
-    page's transaction, and only one runner writes a projection at a time (advisory lock).
-    ``(source, position)`` says which log event made an item (a relay publishes by it).
-
-Item kinds and recipients (``data`` shapes; ids are strings, times ISO 8601 UTC)::
-
-    loan.requested   lender             loan fields + note, contact (personal data: the
-                                         lender of that loan only)
-    loan.approved    borrower           loan fields
-    loan.declined    borrower           loan fields + reason
-    loan.cancelled   borrower, lender   loan fields (the borrower cancelled)
-    loan.returning   lender             loan fields (the borrower says it is back)
-    loan.returned    borrower           loan fields (the lender confirmed)
-    chat.message     both members       conversation_id, message_id, seq, text,
-                     (the sender too:   client_msg_id, at, sender {id, nickname, avatar_url}
-                     their other devices)
-    chat.read        both members       conversation_id, reader_id, up_to (the reader's own
-                                         devices clear their badge; the peer sees a receipt)
-    chat.hidden      the hiding reader  conversation_id, message_id (their other devices)
-
-    loan fields: loan_id, status, book {id, title},
-                 borrower {id, nickname, avatar_url}, lender {id, nickname, avatar_url}
-
-Chat messages
-    ``message_id`` is unique: a retried send beyond the aggregate's window (a second
-    ``MessageSent`` with the same id and a new seq) is ignored here, so it neither shows twice
-    nor makes an inbox item. ``unread`` counts the peer's messages after the reader's
-    ``read_up_to`` that are not hidden for them; ``MessagesRead`` and ``MessageHidden`` lower
-    it. A hidden message disappears from that reader's history and last message only.
-
-Rooms are not in the inbox (``Room.*`` events are ignored here).
-
-Rebuild caveat: a rebuild replays the Library log and then the Chat log page by page, so
-items of the two logs may interleave differently than when they were live: a rebuilt version
-numbers a reader's items in another order (still gap-free). Clients whose last seen ``seq``
-is above the new head must resynchronise.
+Event by event (``apply``: one or two statements an event, the reference for what each event
+does to the tables) or a page at a time (``fold_page``, which hands the page to ``page``'s
+``InboxPage``). ``deliver`` appends an item to readers' feeds, each with the next ``seq`` of
+its reader. After each committed page the projection tells its ``listeners`` and hands the
+page's items to its ``item_listeners`` (the realtime relay), from memory when it can.
 """
 
 from __future__ import annotations
@@ -70,78 +19,14 @@ from uuid import UUID
 import msgspec
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
-from domain.chat import message_id_for
 from projections.batch import Page
-from projections.framework import Cursor, Projection
+from projections.inbox.model import DDL, LOAN_KINDS, as_uuid
+from projections.inbox.page import InboxPage
+from projections.read_model import Cursor, ReadModelProjection
 from projections.records import event_type
-from projections.shelf import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
-
-DDL = """
-CREATE TABLE {schema}.heads (
-    reader_id uuid PRIMARY KEY,
-    seq bigint NOT NULL
-);
-CREATE TABLE {schema}.items (
-    reader_id uuid NOT NULL,
-    seq bigint NOT NULL,
-    kind text NOT NULL,
-    at timestamptz NOT NULL,
-    data jsonb NOT NULL,
-    source text NOT NULL,
-    position bigint NOT NULL,
-    PRIMARY KEY (reader_id, seq),
-    UNIQUE (source, position, reader_id)
-);
-CREATE TABLE {schema}.readers (
-    id uuid PRIMARY KEY,
-    nickname text NOT NULL,
-    avatar_url text NOT NULL DEFAULT ''
-);
-CREATE TABLE {schema}.books (
-    id uuid PRIMARY KEY,
-    owner_id uuid NOT NULL,
-    title text NOT NULL
-);
-CREATE TABLE {schema}.loans (
-    id uuid PRIMARY KEY,
-    book_id uuid NOT NULL,
-    borrower_id uuid NOT NULL,
-    lender_id uuid NOT NULL
-);
-CREATE TABLE {schema}.conversations (
-    reader_id uuid NOT NULL,
-    conversation_id uuid NOT NULL,
-    peer_id uuid NOT NULL,
-    loan_id uuid,
-    last_message jsonb,
-    last_seq bigint NOT NULL DEFAULT 0,
-    read_up_to bigint NOT NULL DEFAULT 0,
-    unread integer NOT NULL DEFAULT 0,
-    opened_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    activity bigint NOT NULL,
-    PRIMARY KEY (reader_id, conversation_id)
-);
-CREATE INDEX IF NOT EXISTS conversations_reader_idx
-    ON {schema}.conversations (reader_id, activity DESC);
-CREATE INDEX IF NOT EXISTS conversations_conversation_idx
-    ON {schema}.conversations (conversation_id);
-CREATE TABLE {schema}.messages (
-    conversation_id uuid NOT NULL,
-    seq bigint NOT NULL,
-    message_id uuid NOT NULL UNIQUE,
-    sender_id uuid NOT NULL,
-    text text NOT NULL,
-    client_msg_id text NOT NULL,
-    at timestamptz NOT NULL,
-    hidden_for uuid[] NOT NULL DEFAULT '{{}}',
-    PRIMARY KEY (conversation_id, seq)
-);
-"""
 
 Listener = Callable[[str, int, int], None]
 """``listener(source, first, last)``: a page of ``source`` positions [first, last] committed."""
@@ -161,29 +46,15 @@ class _Folded(NamedTuple):
     schema: str
     first: int  # position of its first event decoded (>= the page's first position)
     last: int  # position of its last row
-    items: list[tuple[Any, ...]]  # ``inbox_page.ITEMS`` columns (``data``: jsonb binary)
+    items: list[tuple[Any, ...]]  # ``model.ITEMS`` columns (``data``: jsonb binary)
 
     def overlaps(self, other: _Folded) -> bool:
         return self.schema == other.schema and self.first <= other.last and other.first <= self.last
 
 
-_LOAN_KINDS = {
-    # event: (kind, status, recipients)
-    "Loan.Approved": ("loan.approved", "approved", ("borrower",)),
-    "Loan.Declined": ("loan.declined", "declined", ("borrower",)),
-    "Loan.Cancelled": ("loan.cancelled", "cancelled", ("borrower", "lender")),
-    "Loan.ReturnStarted": ("loan.returning", "returning", ("lender",)),
-    "Loan.ReturnConfirmed": ("loan.returned", "returned", ("borrower",)),
-}
-
-
 def _json(value: Any) -> Jsonb:
     """A jsonb parameter encoded by msgspec (UUIDs and datetimes become strings)."""
     return Jsonb(value, dumps=msgspec.json.encode)
-
-
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def deliver(
@@ -198,7 +69,7 @@ def deliver(
 ) -> None:
     """Append one item to the feed of each of ``readers`` (duplicates ignored), each with
     the next seq of its reader, in one statement."""
-    unique = list(dict.fromkeys(_uuid(r) for r in readers))
+    unique = list(dict.fromkeys(as_uuid(r) for r in readers))
     if not unique:
         return
     cur.execute(
@@ -213,7 +84,7 @@ def deliver(
     )
 
 
-class InboxProjection(Projection):
+class InboxProjection(ReadModelProjection):
     """Library + Chat logs → each reader's feed (``items``, ``heads``), ``conversations``,
     ``messages`` and the small lookups those need.
 
@@ -258,7 +129,7 @@ class InboxProjection(Projection):
             "Conversation.MessagesRead": self._messages_read,
             "Conversation.MessageHidden": self._message_hidden,
         }
-        for name in _LOAN_KINDS:
+        for name in LOAN_KINDS:
             self._handlers[name] = self._loan_changed
 
     def apply(
@@ -279,10 +150,8 @@ class InboxProjection(Projection):
     def fold_page(
         self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
     ) -> Page:
-        """The page folded in memory (``projections.inbox_page``): the same rows as
+        """The page folded in memory (``projections.inbox.page``): the same rows as
         ``apply`` event by event, in a few statements."""
-        from projections.inbox_page import InboxPage
-
         page = InboxPage(schema, source, events, carry)
         if events and (self.item_listeners or self._folded):
             self._forget(schema.as_string(None), source, events[0].position, events[-1].position)
@@ -442,7 +311,7 @@ class InboxProjection(Projection):
         deliver(cur, s, [e.lender_id], "loan.requested", e.timestamp, data, src, pos)
 
     def _loan_changed(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
-        kind, status, roles = _LOAN_KINDS[event_type(e)]
+        kind, status, roles = LOAN_KINDS[event_type(e)]
         data = self._loan_fields(cur, s, e.originator_id, status)
         if status == "declined":
             data["reason"] = getattr(e, "reason", "") or ""
@@ -452,7 +321,7 @@ class InboxProjection(Projection):
     # -- chat -----------------------------------------------------------------------------
 
     def _opened(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
-        a, b = (_uuid(m) for m in e.members)
+        a, b = (as_uuid(m) for m in e.members)
         cur.execute(
             sql.SQL(
                 "INSERT INTO {}.conversations (reader_id, conversation_id, peer_id, loan_id, "
@@ -565,157 +434,4 @@ def _position_seq(item: dict[str, Any]) -> tuple[int, int]:
     return item["position"], item["seq"]
 
 
-# -- queries ------------------------------------------------------------------------------------
-
-
-class InboxQueries:
-    """Reads of the inbox read model. Rows are dicts (``data`` / ``last_message`` as
-    JSON-shaped dicts with string ids and ISO times).
-
-    ``schema`` is the projection's name (its views' schema): ``"inbox"`` unless a test runs
-    its own copy of the projection under another name."""
-
-    def __init__(self, pool: ConnectionPool, schema: str = "inbox") -> None:
-        self.pool = pool
-        self.s = sql.Identifier(schema)
-
-    def _all(self, query: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        with self.pool.connection() as conn:
-            return list(conn.execute(sql.SQL(query).format(self.s), params).fetchall())  # type: ignore[arg-type]
-
-    def _one(self, query: str, params: Sequence[Any]) -> dict[str, Any] | None:
-        rows = self._all(query, params)
-        return rows[0] if rows else None
-
-    # feed
-
-    def items(
-        self, reader_id: UUID, after: int = 0, limit: int = 50
-    ) -> tuple[list[dict[str, Any]], int]:
-        """``(items, head)``: up to ``limit`` items of ``reader_id`` with ``seq > after``,
-        oldest first (``{"seq", "kind", "at", "data"}``), and the reader's head seq (0 for
-        none). ``head`` is read after the items, so ``head > last seq`` means more follow."""
-        rows = self._all(
-            "SELECT seq, kind, at, data FROM {}.items WHERE reader_id = %s AND seq > %s "
-            "ORDER BY seq LIMIT %s",
-            (reader_id, after, limit),
-        )
-        return rows, self.head(reader_id)
-
-    def head(self, reader_id: UUID) -> int:
-        """The last seq given to ``reader_id`` (0 if none)."""
-        row = self._one("SELECT seq FROM {}.heads WHERE reader_id = %s", (reader_id,))
-        return int(row["seq"]) if row else 0
-
-    def unread(self, reader_id: UUID) -> int:
-        """Unread messages of ``reader_id`` over all their conversations."""
-        row = self._one(
-            "SELECT coalesce(sum(unread), 0) AS n FROM {}.conversations WHERE reader_id = %s",
-            (reader_id,),
-        )
-        return int(row["n"]) if row else 0
-
-    def items_for_positions(self, source: str, first: int, last: int) -> list[dict[str, Any]]:
-        """The items made by ``source`` log positions ``first..last`` (inclusive), in log
-        order then seq: ``{"reader_id", "seq", "kind", "at", "data", "source", "position"}``.
-        ``(reader_id, seq)`` identifies an item (dedupe key for a relay)."""
-        return self._all(
-            "SELECT reader_id, seq, kind, at, data, source, position FROM {}.items "
-            "WHERE source = %s AND position BETWEEN %s AND %s ORDER BY position, seq",
-            (source, first, last),
-        )
-
-    # conversations
-
-    _CONVERSATION = (
-        "SELECT c.conversation_id, c.reader_id, c.peer_id, c.loan_id, c.last_message, "
-        "c.last_seq, c.read_up_to, c.unread, c.opened_at, c.updated_at, c.activity, "
-        "p.nickname AS peer_nickname, p.avatar_url AS peer_avatar_url "
-        "FROM {0}.conversations c LEFT JOIN {0}.readers p ON p.id = c.peer_id "
-    )
-
-    def conversations(
-        self, reader_id: UUID, cursor: str | None = None, limit: int = 20
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """The reader's conversations, most recent activity (message or opening) first, with
-        peer nickname/avatar, last message, unread. Raises ``InvalidCursor``."""
-        params: list[Any] = [reader_id]
-        where = "c.reader_id = %s"
-        if cursor:
-            where += " AND c.activity < %s"
-            params.append(decode_cursor(cursor))
-        params.append(limit + 1)
-        rows = self._all(
-            self._CONVERSATION + f"WHERE {where} ORDER BY c.activity DESC LIMIT %s", params
-        )
-        next_cursor = encode_cursor(rows[limit - 1]["activity"]) if len(rows) > limit else None
-        return rows[:limit], next_cursor
-
-    def conversation(self, conversation_id: UUID, reader_id: UUID) -> dict[str, Any] | None:
-        """The reader's row of one conversation (same shape as ``conversations``), or
-        ``None`` if they are not a member or it does not exist (yet)."""
-        return self._one(
-            self._CONVERSATION + "WHERE c.reader_id = %s AND c.conversation_id = %s",
-            (reader_id, conversation_id),
-        )
-
-    def is_member(self, conversation_id: UUID, reader_id: UUID) -> bool:
-        return (
-            self._one(
-                "SELECT 1 AS ok FROM {}.conversations WHERE conversation_id = %s "
-                "AND reader_id = %s",
-                (conversation_id, reader_id),
-            )
-            is not None
-        )
-
-    def conversation_exists(self, conversation_id: UUID) -> bool:
-        return (
-            self._one(
-                "SELECT 1 AS ok FROM {}.conversations WHERE conversation_id = %s LIMIT 1",
-                (conversation_id,),
-            )
-            is not None
-        )
-
-    # messages
-
-    _MESSAGE = (
-        "SELECT m.conversation_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, "
-        "m.at, m.hidden_for, r.nickname AS sender_nickname, r.avatar_url AS sender_avatar_url "
-        "FROM {0}.messages m LEFT JOIN {0}.readers r ON r.id = m.sender_id "
-    )
-
-    def messages(
-        self,
-        conversation_id: UUID,
-        reader_id: UUID,
-        before_seq: int | None = None,
-        limit: int = 30,
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """``(rows, next_before)``: up to ``limit`` messages of the conversation with
-        ``seq < before_seq`` (all if ``None``), newest first, leaving out those
-        ``reader_id`` hid; ``next_before`` is the ``before_seq`` of the next (older) page, or
-        ``None`` at the start. Does not check membership (``is_member``)."""
-        params: list[Any] = [conversation_id, reader_id]
-        where = "m.conversation_id = %s AND NOT (%s = ANY(m.hidden_for))"
-        if before_seq is not None:
-            where += " AND m.seq < %s"
-            params.append(before_seq)
-        params.append(limit + 1)
-        rows = self._all(self._MESSAGE + f"WHERE {where} ORDER BY m.seq DESC LIMIT %s", params)
-        next_before = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
-        return rows[:limit], next_before
-
-    def message(self, message_id: UUID) -> dict[str, Any] | None:
-        return self._one(self._MESSAGE + "WHERE m.message_id = %s", (message_id,))
-
-    def message_by_client_id(
-        self, conversation_id: UUID, sender_id: UUID, client_msg_id: str
-    ) -> dict[str, Any] | None:
-        """The message ``sender_id`` sent as ``client_msg_id`` (its deterministic id,
-        ``domain.chat.message_id_for``), hidden or not; ``None`` if not projected."""
-        return self.message(message_id_for(conversation_id, sender_id, client_msg_id))
-
-
-__all__ = ["DDL", "InboxProjection", "InboxQueries", "ItemListener", "Listener", "deliver"]
+__all__ = ["InboxProjection", "ItemListener", "Listener", "STASH_PAGES", "deliver"]

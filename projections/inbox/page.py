@@ -1,8 +1,14 @@
 """The inbox projection, a page at a time: ``InboxPage`` folds a page of the Library or the
 Chat log over the rows it touches and writes them back set-wise (``projections.batch``).
 
+Why one module of this size: ``InboxPage`` is one fold whose steps (planning which rows to
+load, loading them in a few queries, folding each kind of event, encoding the writes) all
+work on the page's in-memory row sets and on the page before it (``carry``); split by step,
+every module would need all of them. What it shares with the per-event path (the tables,
+``LOAN_KINDS``) is in ``model``.
+
 It has exactly the effect of ``InboxProjection.apply`` event by event (the per-event SQL in
-``projections.inbox`` is the reference; ``tests/integration/test_batched_projections.py``
+``projection`` is the reference; ``tests/integration/test_batched_projections.py``
 compares the two on a realistic log, row for row):
 
 - per-reader ``seq``: each item takes ``heads.seq + 1`` of its reader, in log order, in
@@ -41,71 +47,30 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.batch import COPY_MIN_ROWS, Copy, Page, Rows, Statement, Table, as_json
-from projections.inbox import _LOAN_KINDS, _uuid
+from projections.batch import COPY_MIN_ROWS, Copy, Page, Rows, Statement, as_json
+from projections.inbox.model import (
+    BOOKS,
+    CONVERSATIONS,
+    HEADS,
+    ITEMS,
+    LOAN_KINDS,
+    LOANS,
+    MESSAGES,
+    READERS,
+    as_uuid,
+)
 
-READERS = Table("readers", {"id": "uuid", "nickname": "text", "avatar_url": "text"})
-BOOKS = Table("books", {"id": "uuid", "owner_id": "uuid", "title": "text"})
-LOANS = Table(
-    "loans", {"id": "uuid", "book_id": "uuid", "borrower_id": "uuid", "lender_id": "uuid"}
-)
-HEADS = Table("heads", {"reader_id": "uuid", "seq": "bigint"}, key=("reader_id",))
-ITEMS = Table(
-    "items",
-    {
-        "reader_id": "uuid",
-        "seq": "bigint",
-        "kind": "text",
-        "at": "timestamptz",
-        "data": "jsonb",
-        "source": "text",
-        "position": "bigint",
-    },
-    key=("reader_id", "seq"),
-)
 ITEMS_COPY_TYPES = tuple("bytea" if t == "jsonb" else t for t in ITEMS.types)
 """How the items' ``COPY`` sends its values: ``data`` as the bytes of jsonb's binary
 input (version 1, then the JSON text: ``_jsonb_binary``), written as they are (the server
 reads a binary ``COPY`` field with the column's type, jsonb), rather than through psycopg's
 jsonb dumper, a Python call a value."""
-CONVERSATIONS = Table(
-    "conversations",
-    {
-        "reader_id": "uuid",
-        "conversation_id": "uuid",
-        "peer_id": "uuid",
-        "loan_id": "uuid",
-        "last_message": "jsonb",
-        "last_seq": "bigint",
-        "read_up_to": "bigint",
-        "unread": "integer",
-        "opened_at": "timestamptz",
-        "updated_at": "timestamptz",
-        "activity": "bigint",
-    },
-    key=("reader_id", "conversation_id"),
-)
-MESSAGES = Table(
-    "messages",
-    {
-        "conversation_id": "uuid",
-        "seq": "bigint",
-        "message_id": "uuid",
-        "sender_id": "uuid",
-        "text": "text",
-        "client_msg_id": "text",
-        "at": "timestamptz",
-        "hidden_for": "uuid[]",
-    },
-    key=("message_id",),
-    mutable=("hidden_for",),
-)
 
 _LIBRARY_TABLE_OF = {
     kind: kind.partition(".")[0]
     for kind in (
         "Reader.Registered", "Reader.ProfileChanged", "Book.Published", "Book.DetailsRevised",
-        "Loan.Requested", *_LOAN_KINDS,
+        "Loan.Requested", *LOAN_KINDS,
     )
 }  # fmt: skip
 
@@ -255,7 +220,7 @@ class InboxPage(Page):
                 heads[reader.int] = reader
             elif kind == "Conversation.Opened":
                 for member in d["members"]:
-                    member = _uuid(member)
+                    member = as_uuid(member)
                     heads[member.int] = member
         self.messages.want_all(messages)
         self.readers.want_all(readers)
@@ -366,14 +331,14 @@ class InboxPage(Page):
     def _deliver(
         self, readers: Sequence[Any], kind: str, at: datetime, data: dict[str, Any], position: int
     ) -> None:
-        """``inbox.deliver``: one item a reader (duplicates ignored), each with the next seq
+        """``projection.deliver``: one item a reader (duplicates ignored), each with the next seq
         of its reader."""
         heads, append = self.heads, self.items.append
         payload = _jsonb_binary(data)  # encoded once for every reader
         seen: set[int] = set()
         for reader in readers:
             if type(reader) is not UUID:
-                reader = _uuid(reader)
+                reader = as_uuid(reader)
             k = reader.int
             if k in seen:
                 continue
@@ -453,8 +418,8 @@ class InboxPage(Page):
             data["note"] = d["note"] or ""
             data["contact"] = dict(d["contact"]) if d["contact"] else None
             self._deliver([d["lender_id"]], "loan.requested", e.timestamp, data, e.position)
-        elif kind in _LOAN_KINDS:
-            item_kind, status, roles = _LOAN_KINDS[kind]
+        elif kind in LOAN_KINDS:
+            item_kind, status, roles = LOAN_KINDS[kind]
             data, loan = self._loan_fields(uuid, status)
             if status == "declined":
                 data["reason"] = d.get("reason", "") or ""
@@ -475,7 +440,7 @@ class InboxPage(Page):
             self._message_hidden(e)
 
     def _opened(self, e: Any) -> None:
-        a, b = (_uuid(m) for m in e.data["members"])
+        a, b = (as_uuid(m) for m in e.data["members"])
         conversation = e.originator_id
         cid = conversation.int
         members = self.members.setdefault(cid, [])

@@ -1,0 +1,141 @@
+"""Waiting for a tracking position: read-your-writes for commands.
+
+A command that changed a log may wait until a read model includes its own events before it
+answers (the API container's ``wait_for``). ``PositionBoard`` is the in-process notice
+board on which the runners of this process publish their committed pages;
+``tracked_position`` reads the active version's position from the database (the board's
+fallback while no local runner holds the projection, and what the realtime relay and the
+benchmarks read).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+
+class PositionBoard:
+    """In-process notice board of projection positions, so a command can wait until the
+    read models include its own events.
+
+    The runners of this process ``publish`` each committed page and ``hold`` the projections
+    they run (from taking the projection's lock to losing it); a waiter is woken only when
+    its own position is reached. While no runner of this process holds the projection
+    (another process runs it, or the local one lost its lock), waiters poll the database
+    every ``POLL_INTERVAL`` seconds instead; while one does, every ``SAFETY_POLL_INTERVAL``
+    seconds at most (a page the board never heard of cannot strand a waiter)."""
+
+    POLL_INTERVAL = 0.05
+    SAFETY_POLL_INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._positions: dict[tuple[str, str], int] = {}
+        self._holders: dict[str, int] = {}
+        self._waiters: dict[tuple[str, str], dict[threading.Event, int]] = {}
+
+    def publish(self, projection: str, source: str, position: int) -> None:
+        """``projection`` has processed ``source`` up to ``position`` (it never goes back)."""
+        with self._lock:
+            key = (projection, source)
+            if position > self._positions.get(key, 0):
+                self._positions[key] = position
+            waiters = self._waiters.get(key)
+            if waiters:
+                for event, wanted in waiters.items():
+                    if wanted <= position:
+                        event.set()
+
+    def known(self, projection: str, source: str) -> int:
+        """The highest position published for ``projection`` and ``source`` (0: none)."""
+        return self._positions.get((projection, source), 0)
+
+    def hold(self, projection: str) -> None:
+        """A runner of this process took ``projection``'s lock: it will publish its pages
+        (it publishes its starting positions right after)."""
+        with self._lock:
+            self._holders[projection] = self._holders.get(projection, 0) + 1
+
+    def release(self, projection: str) -> None:
+        """The runner that ``hold``-s ``projection`` lost or gave up its lock: its waiters
+        go back to polling the database (they are woken to notice)."""
+        with self._lock:
+            count = self._holders.get(projection, 0) - 1
+            if count > 0:
+                self._holders[projection] = count
+            else:
+                self._holders.pop(projection, None)
+            for (name, _), waiters in self._waiters.items():
+                if name == projection:
+                    for event in waiters:
+                        event.set()
+
+    def held(self, projection: str) -> bool:
+        """Whether a runner of this process holds ``projection``."""
+        return self._holders.get(projection, 0) > 0
+
+    def wait(
+        self,
+        projection: str,
+        source: str,
+        position: int,
+        timeout: float,
+        poll: Callable[[], int] | None = None,
+    ) -> bool:
+        """Block until ``projection`` has processed ``source`` up to ``position``.
+
+        ``poll()`` (optional) reads the position from the database: called every
+        ``POLL_INTERVAL`` s while no local runner holds the projection, every
+        ``SAFETY_POLL_INTERVAL`` s while one does. Returns False on timeout (seconds)."""
+        key = (projection, source)
+        if self.known(projection, source) >= position:
+            return True
+        now = time.monotonic()
+        deadline = now + timeout
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(key, {})[event] = position
+        try:
+            interval = self.SAFETY_POLL_INTERVAL if self.held(projection) else self.POLL_INTERVAL
+            next_poll = now + interval
+            while self.known(projection, source) < position:
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                interval = (
+                    self.SAFETY_POLL_INTERVAL if self.held(projection) else self.POLL_INTERVAL
+                )
+                next_poll = min(next_poll, now + interval)
+                if poll is not None and now >= next_poll:
+                    polled = int(poll())
+                    if polled >= position:
+                        self.publish(projection, source, polled)
+                        return True
+                    next_poll = time.monotonic() + interval
+                until = min(deadline, next_poll) if poll is not None else deadline
+                event.wait(max(0.0, until - time.monotonic()))
+                event.clear()
+            return True
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.pop(event, None)
+                    if not waiters:
+                        del self._waiters[key]
+
+
+def tracked_position(conn: psycopg.Connection[Any], projection: str, source: str) -> int:
+    row = conn.execute(
+        "SELECT t.position FROM projection_tracking t JOIN projection_versions v "
+        "ON v.schema_name = t.schema_name WHERE v.projection = %s AND v.active "
+        "AND t.source = %s",
+        (projection, source),
+    ).fetchone()
+    if row is None:
+        return 0
+    return int(row["position"] if isinstance(row, dict) else row[0])

@@ -1,0 +1,214 @@
+"""The inbox read model: each reader's ordered feed, conversations and message history.
+
+Written only by ``InboxProjection`` (from the Library **and** the Chat logs); read only through
+``InboxQueries`` (views in schema ``inbox``, or the schema named after a test projection).
+This module defines it for both ways of writing it, event by event (``projection``) and a
+page at a time (``page``): the tables (``DDL``, and the same as ``projections.batch.Table``s),
+the item kinds of loan events (``LOAN_KINDS``) and what follows.
+
+Tables (in each version's schema, exposed as views ``inbox.<table>``)::
+
+    heads(reader_id pk, seq)                 the last seq given to each reader
+    items(reader_id, seq, kind, at, data jsonb, source, position)
+        PRIMARY KEY (reader_id, seq), UNIQUE (source, position, reader_id)
+    conversations(reader_id, conversation_id, peer_id, loan_id, last_message jsonb,
+                  last_seq, read_up_to, unread, opened_at, updated_at, activity)
+        PRIMARY KEY (reader_id, conversation_id): one row per member
+    messages(conversation_id, seq, message_id unique, sender_id, text, client_msg_id, at,
+             hidden_for uuid[])               PRIMARY KEY (conversation_id, seq)
+    readers(id, nickname, avatar_url), books(id, owner_id, title),
+    loans(id, book_id, borrower_id, lender_id)
+                                              lookups fed by Library events, so this
+                                              projection needs no other read model
+
+Per-reader ``seq``
+    1, 2, 3… without gaps: every item takes ``heads.seq + 1`` of its reader in the same
+    statement that inserts it (``INSERT … ON CONFLICT DO UPDATE … RETURNING``), inside the
+    page's transaction, and only one runner writes a projection at a time (advisory lock).
+    ``(source, position)`` says which log event made an item (a relay publishes by it).
+
+Item kinds and recipients (``data`` shapes; ids are strings, times ISO 8601 UTC)::
+
+    loan.requested   lender             loan fields + note, contact (personal data: the
+                                         lender of that loan only)
+    loan.approved    borrower           loan fields
+    loan.declined    borrower           loan fields + reason
+    loan.cancelled   borrower, lender   loan fields (the borrower cancelled)
+    loan.returning   lender             loan fields (the borrower says it is back)
+    loan.returned    borrower           loan fields (the lender confirmed)
+    chat.message     both members       conversation_id, message_id, seq, text,
+                     (the sender too:   client_msg_id, at, sender {id, nickname, avatar_url}
+                     their other devices)
+    chat.read        both members       conversation_id, reader_id, up_to (the reader's own
+                                         devices clear their badge; the peer sees a receipt)
+    chat.hidden      the hiding reader  conversation_id, message_id (their other devices)
+
+    loan fields: loan_id, status, book {id, title},
+                 borrower {id, nickname, avatar_url}, lender {id, nickname, avatar_url}
+
+Chat messages
+    ``message_id`` is unique: a retried send beyond the aggregate's window (a second
+    ``MessageSent`` with the same id and a new seq) is ignored here, so it neither shows twice
+    nor makes an inbox item. ``unread`` counts the peer's messages after the reader's
+    ``read_up_to`` that are not hidden for them; ``MessagesRead`` and ``MessageHidden`` lower
+    it. A hidden message disappears from that reader's history and last message only.
+
+Rooms are not in the inbox (``Room.*`` events are ignored here).
+
+Rebuild caveat: a rebuild replays the Library log and then the Chat log page by page, so
+items of the two logs may interleave differently than when they were live: a rebuilt version
+numbers a reader's items in another order (still gap-free). Clients whose last seen ``seq``
+is above the new head must resynchronise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from projections.batch import Table
+
+DDL = """
+CREATE TABLE {schema}.heads (
+    reader_id uuid PRIMARY KEY,
+    seq bigint NOT NULL
+);
+CREATE TABLE {schema}.items (
+    reader_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    at timestamptz NOT NULL,
+    data jsonb NOT NULL,
+    source text NOT NULL,
+    position bigint NOT NULL,
+    PRIMARY KEY (reader_id, seq),
+    UNIQUE (source, position, reader_id)
+);
+CREATE TABLE {schema}.readers (
+    id uuid PRIMARY KEY,
+    nickname text NOT NULL,
+    avatar_url text NOT NULL DEFAULT ''
+);
+CREATE TABLE {schema}.books (
+    id uuid PRIMARY KEY,
+    owner_id uuid NOT NULL,
+    title text NOT NULL
+);
+CREATE TABLE {schema}.loans (
+    id uuid PRIMARY KEY,
+    book_id uuid NOT NULL,
+    borrower_id uuid NOT NULL,
+    lender_id uuid NOT NULL
+);
+CREATE TABLE {schema}.conversations (
+    reader_id uuid NOT NULL,
+    conversation_id uuid NOT NULL,
+    peer_id uuid NOT NULL,
+    loan_id uuid,
+    last_message jsonb,
+    last_seq bigint NOT NULL DEFAULT 0,
+    read_up_to bigint NOT NULL DEFAULT 0,
+    unread integer NOT NULL DEFAULT 0,
+    opened_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    activity bigint NOT NULL,
+    PRIMARY KEY (reader_id, conversation_id)
+);
+CREATE INDEX IF NOT EXISTS conversations_reader_idx
+    ON {schema}.conversations (reader_id, activity DESC);
+CREATE INDEX IF NOT EXISTS conversations_conversation_idx
+    ON {schema}.conversations (conversation_id);
+CREATE TABLE {schema}.messages (
+    conversation_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    message_id uuid NOT NULL UNIQUE,
+    sender_id uuid NOT NULL,
+    text text NOT NULL,
+    client_msg_id text NOT NULL,
+    at timestamptz NOT NULL,
+    hidden_for uuid[] NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (conversation_id, seq)
+);
+"""
+
+# The same tables as ``projections.batch`` describes them, for the page folding (``page``).
+
+READERS = Table("readers", {"id": "uuid", "nickname": "text", "avatar_url": "text"})
+BOOKS = Table("books", {"id": "uuid", "owner_id": "uuid", "title": "text"})
+LOANS = Table(
+    "loans", {"id": "uuid", "book_id": "uuid", "borrower_id": "uuid", "lender_id": "uuid"}
+)
+HEADS = Table("heads", {"reader_id": "uuid", "seq": "bigint"}, key=("reader_id",))
+ITEMS = Table(
+    "items",
+    {
+        "reader_id": "uuid",
+        "seq": "bigint",
+        "kind": "text",
+        "at": "timestamptz",
+        "data": "jsonb",
+        "source": "text",
+        "position": "bigint",
+    },
+    key=("reader_id", "seq"),
+)
+CONVERSATIONS = Table(
+    "conversations",
+    {
+        "reader_id": "uuid",
+        "conversation_id": "uuid",
+        "peer_id": "uuid",
+        "loan_id": "uuid",
+        "last_message": "jsonb",
+        "last_seq": "bigint",
+        "read_up_to": "bigint",
+        "unread": "integer",
+        "opened_at": "timestamptz",
+        "updated_at": "timestamptz",
+        "activity": "bigint",
+    },
+    key=("reader_id", "conversation_id"),
+)
+MESSAGES = Table(
+    "messages",
+    {
+        "conversation_id": "uuid",
+        "seq": "bigint",
+        "message_id": "uuid",
+        "sender_id": "uuid",
+        "text": "text",
+        "client_msg_id": "text",
+        "at": "timestamptz",
+        "hidden_for": "uuid[]",
+    },
+    key=("message_id",),
+    mutable=("hidden_for",),
+)
+
+LOAN_KINDS = {
+    # event: (item kind, loan status, recipients); Loan.Requested has its own handling
+    "Loan.Approved": ("loan.approved", "approved", ("borrower",)),
+    "Loan.Declined": ("loan.declined", "declined", ("borrower",)),
+    "Loan.Cancelled": ("loan.cancelled", "cancelled", ("borrower", "lender")),
+    "Loan.ReturnStarted": ("loan.returning", "returning", ("lender",)),
+    "Loan.ReturnConfirmed": ("loan.returned", "returned", ("borrower",)),
+}
+
+
+def as_uuid(value: Any) -> UUID:
+    """``value`` as a ``UUID`` (events carry ids as UUIDs or as their strings)."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+__all__ = [
+    "BOOKS",
+    "CONVERSATIONS",
+    "DDL",
+    "HEADS",
+    "ITEMS",
+    "LOANS",
+    "LOAN_KINDS",
+    "MESSAGES",
+    "READERS",
+    "as_uuid",
+]
