@@ -24,6 +24,21 @@ variable                           meaning (default)
 ``LIUDONG_WS_HEARTBEAT``           seconds between WebSocket server pings (25)
 ``LIUDONG_WS_QUEUE_SIZE``          frames queued per socket before 4008 slow consumer (256)
 ``LIUDONG_PRESENCE_INTERVAL``      seconds between room presence heartbeats over NATS (5)
+``LIUDONG_MEDIA_MAX_BYTES``        largest picture upload, bytes (10,485,760 = 10 MiB) → 413
+``LIUDONG_MEDIA_MAX_PIXELS``       most pixels in an uploaded picture (40,000,000) → 422
+``LIUDONG_MEDIA_QUALITY``          JPEG/WebP quality of re-encoded pictures and thumbs (85)
+``LIUDONG_MEDIA_THUMB_SIZE``       longer side of a picture's JPEG thumbnail, pixels (320)
+``LIUDONG_MEDIA_WORKERS``          pictures decoded and re-encoded at once (2)
+``LIUDONG_MEDIA_GRACE``            seconds an unattached upload is kept (86,400 = 24 h)
+``LIUDONG_MEDIA_SWEEP_INTERVAL``   seconds between the server's sweeps of expired uploads
+                                   (3,600; 0 = never: run ``liudong media sweep``)
+``LIUDONG_MEDIA_BASE_URL``         prefix of the media URLs answered (the request's origin)
+``LIUDONG_S3_BUCKET``              store pictures in this S3 bucket (unset: on disk under
+                                   ``LIUDONG_DATA_DIR/media``); credentials from
+                                   ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
+``LIUDONG_S3_ENDPOINT_URL``        S3-compatible endpoint (unset: AWS)
+``LIUDONG_S3_REGION``              the bucket's region
+``LIUDONG_S3_PRESIGN_EXPIRY``      seconds a redirect's presigned GET URL is valid (3,600)
 =================================  ===========================================================
 """
 
@@ -70,6 +85,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_heartbeat: float = 25.0
     ws_queue_size: int = 256
     presence_interval: float = 5.0
+    media_max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024 * 1024
+    media_max_pixels: Annotated[int, msgspec.Meta(ge=1)] = 40_000_000
+    media_quality: Annotated[int, msgspec.Meta(ge=1, le=100)] = 85
+    media_thumb_size: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 320
+    media_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    media_grace: Annotated[float, msgspec.Meta(ge=0)] = 24 * 3600.0
+    media_sweep_interval: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    media_base_url: str = ""
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_presign_expiry: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 3600
 
     @property
     def dev_login_allowed(self) -> bool:
@@ -105,6 +132,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "ws_heartbeat": "LIUDONG_WS_HEARTBEAT",
             "ws_queue_size": "LIUDONG_WS_QUEUE_SIZE",
             "presence_interval": "LIUDONG_PRESENCE_INTERVAL",
+            "media_max_bytes": "LIUDONG_MEDIA_MAX_BYTES",
+            "media_max_pixels": "LIUDONG_MEDIA_MAX_PIXELS",
+            "media_quality": "LIUDONG_MEDIA_QUALITY",
+            "media_thumb_size": "LIUDONG_MEDIA_THUMB_SIZE",
+            "media_workers": "LIUDONG_MEDIA_WORKERS",
+            "media_grace": "LIUDONG_MEDIA_GRACE",
+            "media_sweep_interval": "LIUDONG_MEDIA_SWEEP_INTERVAL",
+            "media_base_url": "LIUDONG_MEDIA_BASE_URL",
+            "s3_bucket": "LIUDONG_S3_BUCKET",
+            "s3_endpoint_url": "LIUDONG_S3_ENDPOINT_URL",
+            "s3_region": "LIUDONG_S3_REGION",
+            "s3_presign_expiry": "LIUDONG_S3_PRESIGN_EXPIRY",
         }
         raw = {field: env[var] for field, var in names.items() if env.get(var)}
         try:
