@@ -69,6 +69,15 @@ def image_bytes(fmt: str, width: int = 60, height: int = 40, **save: object) -> 
     return out.getvalue()
 
 
+def unique_png(width: int = 48, height: int = 32) -> bytes:
+    """A small PNG no other test uploads (random colours): content-addressed ids are shared
+    by every test of a session's database."""
+    noise = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    return out.getvalue()
+
+
 def bomb_png(side: int = 20_000) -> bytes:
     """A 1-bit PNG of ``side``² pixels: ~50 KB compressed, 400 MP decoded."""
     out = io.BytesIO()
