@@ -69,6 +69,54 @@ def image_bytes(fmt: str, width: int = 60, height: int = 40, **save: object) -> 
     return out.getvalue()
 
 
+def swapped_primaries_icc() -> bytes:
+    """A minimal ICC v2 RGB display profile whose red and green primaries are sRGB's swapped
+    (gamma 2.2): a pixel (r, g, b) tagged with it looks like (g, r, b) in sRGB. Lets a test
+    see that an embedded profile's colours are converted, not merely dropped."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + b"\0" * 4 + s15(x) + s15(y) + s15(z)
+
+    def curve(gamma: float) -> bytes:
+        return b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+
+    name = b"Liudong swapped RGB"
+    desc = (
+        b"desc" + b"\0" * 4 + struct.pack(">I", len(name) + 1) + name + b"\0"
+        + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+    )  # fmt: skip
+    desc += b"\0" * (-len(desc) % 4)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.3851, 0.7169, 0.0971)),  # sRGB's green
+        (b"gXYZ", xyz(0.4361, 0.2225, 0.0139)),  # sRGB's red
+        (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", curve(2.2)),
+        (b"gTRC", curve(2.2)),
+        (b"bTRC", curve(2.2)),
+        (b"cprt", b"text" + b"\0" * 4 + b"none\0\0\0\0"),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ " + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp"
+        + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
+        + b"\0" * 48
+    )  # fmt: skip
+    assert len(header) == 128, len(header)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
 def unique_png(width: int = 48, height: int = 32) -> bytes:
     """A small PNG no other test uploads (random colours): content-addressed ids are shared
     by every test of a session's database."""
