@@ -258,3 +258,32 @@ def test_liudong_media_sweep(database_url: str, pool: ConnectionPool, tmp_path: 
     assert not (data_dir / "media" / expired.key).exists()
     assert (data_dir / "media" / kept.key).exists()
     assert store.get(expired.id) is None
+
+
+class FlakyDeletes(DiskStorage):
+    """Disk storage whose deletes fail once ``failing`` is set."""
+
+    failing = False
+
+    def delete(self, key: str) -> None:
+        if self.failing:
+            raise MediaStorageUnavailable("storage down")
+        super().delete(key)
+
+
+def test_forgetting_a_reader_while_the_storage_fails_keeps_the_rest_sweepable(
+    pool: ConnectionPool, tmp_path: Path
+) -> None:
+    storage = FlakyDeletes(tmp_path / "flaky")
+    store = MediaStore(pool, storage, MediaConfig(grace_seconds=HOUR))
+    gone = uuid4()
+    info = store.upload(gone, unique_png()).media
+    storage.failing = True
+    with pytest.raises(MediaStorageUnavailable):
+        store.forget_reader(gone)
+    assert store.owners(info.id) == []  # the reader is forgotten all the same
+    assert store.get(info.id) is not None  # its files could not be deleted yet
+    storage.failing = False
+    age(pool, info.id, 2)
+    assert info.id in store.sweep().ids
+    assert store.get(info.id) is None and not (tmp_path / "flaky" / info.key).exists()

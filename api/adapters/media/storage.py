@@ -64,9 +64,19 @@ class BlobStorage(Protocol):
     def close(self) -> None: ...
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX: the directory entry is the directory's)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DiskStorage:
     """Files under ``root``: ``root/<key>``; partial writes under ``root/.tmp/``, fsynced and
-    renamed into place (``os.replace`` is atomic within one file system)."""
+    renamed into place (``os.replace`` is atomic within one file system), the rename made
+    durable by an fsync of the directory."""
 
     kind = "disk"
 
@@ -94,6 +104,7 @@ class DiskStorage:
             finally:
                 os.close(fd)
             os.replace(temp, target)
+            _fsync_directory(target.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()

@@ -458,13 +458,14 @@ class MediaStore:
                 (ids,),
             ).fetchall()
             done, failure = self._delete_files(rows)
-            if failure is not None:
-                raise failure
             if done:
                 conn.execute(
                     "UPDATE media SET deleted_at = now() WHERE id = ANY(%s)",
                     ([r["id"] for r in done],),
                 )
+        if failure is not None:
+            # the uploads are forgotten; the pictures left are swept like any unattached one
+            raise failure
         return len(done)
 
     def close(self) -> None:
