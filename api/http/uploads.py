@@ -20,7 +20,12 @@ from typing import Any, NamedTuple
 
 from litestar import Request
 from litestar.exceptions import HTTPException
-from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
+from multipart import (  # type: ignore[import-untyped]
+    MultipartSegment,
+    ParserError,
+    ParserLimitReached,
+    PushMultipartParser,
+)
 
 from api.adapters.media import MediaTooLarge, UnsupportedMediaType
 from api.http.errors import ApiError

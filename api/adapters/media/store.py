@@ -235,6 +235,7 @@ class MediaStore:
                     row = conn.execute(
                         f"SELECT {_COLUMNS} FROM media WHERE id = %s FOR UPDATE", (media_id,)
                     ).fetchone()
+                    assert row is not None  # rows are never deleted, only marked deleted_at
                     if row["deleted_at"] is not None:  # swept: store it again
                         created = True
                         row = conn.execute(
@@ -248,6 +249,7 @@ class MediaStore:
                             "UPDATE media SET last_uploaded_at = now() WHERE id = %s",
                             (media_id,),
                         )
+                assert row is not None
                 info = self._info(row)
                 try:
                     # the thumbnail first: a picture's main file exists only with its thumb
@@ -373,6 +375,7 @@ class MediaStore:
                     RETURNING {_COLUMNS}""",
                 (media_id,),
             ).fetchone()
+        assert row is not None
         return self._info(row)
 
     # -- lifecycle ----------------------------------------------------------------------
