@@ -117,6 +117,7 @@ def test_the_app_on_s3_stores_in_the_bucket_and_redirects_to_presigned_urls(
         nats_url=nats_url,
         data_dir=tmp_path,
         run_projections=False,
+        db_pool_size=2,  # the shared PostgreSQL's connections are precious
         s3_bucket=bucket,
         s3_endpoint_url=s3.endpoint_url,
         s3_region=s3.region,

@@ -36,7 +36,7 @@ HOUR = 3600.0
 
 @pytest.fixture(scope="module")
 def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = make_pool(database_url, size=4, name="test-media")
+    pool = make_pool(database_url, size=2, name="test-media")
     yield pool
     pool.close()
 
