@@ -14,10 +14,12 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from api.adapters.catalog import Catalog
+from api.adapters.media import MediaStore
 from api.adapters.sessions import SessionStore
 from api.adapters.wechat import LoginProvider, login_provider_for
 from api.bootstrap.db import eventsourcing_env, make_pool
 from api.bootstrap.embedded import EmbeddedNats
+from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
 from api.bootstrap.settings import Settings
 from domain.chat import Chat
@@ -55,6 +57,7 @@ class Container:
     nats_url: str | None = None
     embedded_nats: EmbeddedNats | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    media: MediaStore | None = None  # pictures (api.adapters.media); None only in tests
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -77,6 +80,7 @@ class Container:
             chat=chat,
             inbox=InboxQueries(pool),
         )
+        container.media = media_store_for(settings, pool)
         if settings.run_projections:
             container.runners.append(
                 ReadModelRunner(
@@ -107,6 +111,8 @@ class Container:
         for runner in self.runners:
             runner.stop()
         await self.login.aclose()
+        if self.media is not None:
+            self.media.close()
         self.library.close()
         self.chat.close()
         self.pool.close()

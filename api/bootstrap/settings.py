@@ -104,6 +104,50 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float, _var("LIUDONG_PRESENCE_INTERVAL", "seconds between room presence heartbeats "
                     "over NATS", gt=0)
     ] = 5.0
+    media_max_bytes: Annotated[
+        int, _var("LIUDONG_MEDIA_MAX_BYTES", "largest picture upload, bytes (10 MiB; "
+                  "413 `media_too_large`)", ge=1)
+    ] = 10 * 1024 * 1024
+    media_max_pixels: Annotated[
+        int, _var("LIUDONG_MEDIA_MAX_PIXELS", "most pixels in an uploaded picture "
+                  "(422 `image_too_large`)", ge=1)
+    ] = 40_000_000
+    media_quality: Annotated[
+        int, _var("LIUDONG_MEDIA_QUALITY", "JPEG/WebP quality of re-encoded pictures and "
+                  "thumbnails", ge=1, le=100)
+    ] = 85
+    media_thumb_size: Annotated[
+        int, _var("LIUDONG_MEDIA_THUMB_SIZE", "longer side of a picture's JPEG thumbnail, "
+                  "pixels", ge=16, le=4096)
+    ] = 320
+    media_workers: Annotated[
+        int, _var("LIUDONG_MEDIA_WORKERS", "pictures decoded and re-encoded at once", ge=1, le=64)
+    ] = 2
+    media_grace: Annotated[
+        float, _var("LIUDONG_MEDIA_GRACE", "seconds an upload never attached is kept (24 h)",
+                    ge=0)
+    ] = 24 * 3600.0
+    media_sweep_interval: Annotated[
+        float, _var("LIUDONG_MEDIA_SWEEP_INTERVAL", "seconds between the server's sweeps of "
+                    "expired uploads (0: never; `liudong media sweep`)", ge=0)
+    ] = 3600.0
+    media_base_url: Annotated[
+        str, _var("LIUDONG_MEDIA_BASE_URL", "prefix of the picture URLs answered (unset: the "
+                  "request's origin)")
+    ] = ""
+    s3_bucket: Annotated[
+        str, _var("LIUDONG_S3_BUCKET", "store pictures in this S3 bucket (unset: on disk "
+                  "under `LIUDONG_DATA_DIR/media`); credentials from `AWS_ACCESS_KEY_ID` / "
+                  "`AWS_SECRET_ACCESS_KEY`")
+    ] = ""
+    s3_endpoint_url: Annotated[
+        str, _var("LIUDONG_S3_ENDPOINT_URL", "S3-compatible endpoint (unset: AWS)")
+    ] = ""
+    s3_region: Annotated[str, _var("LIUDONG_S3_REGION", "the bucket's region")] = ""
+    s3_presign_expiry: Annotated[
+        int, _var("LIUDONG_S3_PRESIGN_EXPIRY", "seconds a picture's presigned redirect URL "
+                  "is valid", ge=1, le=7 * 24 * 3600)
+    ] = 3600
 
     @property
     def dev_login_allowed(self) -> bool:

@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.bootstrap.container import Container
+from api.bootstrap.media import media_lifespan
 from api.bootstrap.realtime import realtime_lifespan
 from api.bootstrap.settings import Settings
 from api.http.auth import AUTH_DEPENDENCIES
@@ -24,6 +25,7 @@ from api.http.controllers.health import healthz, readyz
 from api.http.controllers.inbox import InboxController
 from api.http.controllers.loans import LoanController
 from api.http.controllers.me import MeController
+from api.http.controllers.media import media_router
 from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
 from api.http.controllers.ws import ws_endpoint
@@ -60,10 +62,11 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             ConversationController, InboxController,
             RoomController, ws_endpoint,
             healthz, readyz, metrics,
+            media_router(settings),  # its own body limit (LIUDONG_MEDIA_MAX_BYTES)
         ],  # fmt: skip
         dependencies=AUTH_DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan, realtime_lifespan],  # realtime needs the container
+        lifespan=[lifespan, realtime_lifespan, media_lifespan],  # both need the container
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="Liudong API",
