@@ -13,8 +13,10 @@ from litestar.config.app import AppConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.http.auth import AUTH_DEPENDENCIES
 from api.bootstrap.container import Container
+from api.bootstrap.realtime import realtime_lifespan
+from api.bootstrap.settings import Settings
+from api.http.auth import AUTH_DEPENDENCIES
 from api.http.controllers.auth import AuthController
 from api.http.controllers.books import BookController, IsbnController
 from api.http.controllers.chat import ConversationController
@@ -26,8 +28,6 @@ from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
 from api.http.controllers.ws import ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
-from api.bootstrap.realtime import realtime_lifespan
-from api.bootstrap.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(
-                        type="http", scheme="bearer", description="Session token from /v1/auth/login"
+                        type="http",
+                        scheme="bearer",
+                        description="Session token from /v1/auth/login",
                     )
                 }
             ),

@@ -9,8 +9,13 @@ from uuid import UUID
 from litestar import Request
 from litestar.di import Provide
 
+from api.adapters.sessions import (
+    ExpiredToken,
+    InvalidSession,
+    RevokedToken,
+    SessionStoreUnavailable,
+)
 from api.http.errors import ApiError, Unauthorized
-from api.adapters.sessions import ExpiredToken, InvalidSession, RevokedToken, SessionStoreUnavailable
 
 
 def bearer_token(request: Request) -> str | None:  # type: ignore[type-arg]

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.bootstrap.container import Container
 from api.http.errors import ApiError
@@ -40,7 +40,7 @@ MAX_VERSION = 2**31 - 1
 
 AsOfParam = Annotated[
     str | None,
-    Parameter(
+    QueryParameter(
         max_length=64,
         description=(
             "Time travel: the state as it was at this aggregate version (a positive integer) "

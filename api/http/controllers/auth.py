@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
 
+from api.adapters.sessions import SessionStoreUnavailable
+from api.adapters.wechat import WeChatConfigError, WeChatError
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError, Unauthorized
+from api.http.params import JSONBody, ReaderId
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
-from api.adapters.sessions import SessionStoreUnavailable
-from api.adapters.wechat import WeChatConfigError, WeChatError
 from domain.commands import RegisterReader
 from domain.reader import reader_id_for
 
@@ -39,7 +39,7 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/login", operation_id="login", status_code=200, security=[])
-    async def login(self, request: Request[Any, Any, Any], data: LoginBody) -> LoginOut:
+    async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
         container = container_of(request)
@@ -75,7 +75,7 @@ class AuthController(Controller):
             raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
 
     @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True)
-    def logout(self, request: Request[Any, Any, Any], reader_id: UUID) -> Response[None]:
+    def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
         """Revoke the token of this request."""
         token = bearer_token(request)
         if token is None or not container_of(request).sessions.revoke(token):

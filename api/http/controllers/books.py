@@ -7,10 +7,11 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
-from api.http.auth import current_reader
 from api.adapters.catalog import CatalogEntry
+from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
+from api.http.auth import current_reader
 from api.http.controllers.chat import open_loan_conversation
 from api.http.controllers.common import (
     accepted,
@@ -20,8 +21,16 @@ from api.http.controllers.common import (
     shelf_includes,
 )
 from api.http.errors import ApiError
-from api.http.idempotency import IdempotencyKey, derived_id, run_idempotent
-from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
+from api.http.idempotency import derived_id, run_idempotent
+from api.http.params import (
+    Cursor,
+    FromPath,
+    IdempotencyKey,
+    JSONBody,
+    PageSize,
+    ReaderId,
+    ViewerId,
+)
 from api.http.schemas import (
     Availability,
     BookOut,
@@ -40,15 +49,23 @@ from domain import commands as c
 from domain.errors import BookNotFound, NotTheOwner
 from projections.shelf import InvalidCursor
 
-Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
 # PostgreSQL text cannot hold U+0000: a NUL in a query would be a 500, so it is a 422.
 _NO_NUL = r"^[^\x00]*$"
 Query = Annotated[
     str | None,
-    Parameter(max_length=100, pattern=_NO_NUL, description="title/author/ISBN substring"),
+    QueryParameter(max_length=100, pattern=_NO_NUL, description="Title/author/ISBN substring."),
 ]
-TagParam = Annotated[str | None, Parameter(max_length=32, pattern=_NO_NUL)]
-CursorParam = Annotated[str | None, Parameter(max_length=200)]
+TagParam = Annotated[
+    str | None, QueryParameter(max_length=32, pattern=_NO_NUL, description="A tag, exactly.")
+]
+IsbnFilter = Annotated[
+    str | None,
+    QueryParameter(max_length=32, description="An ISBN-10 or ISBN-13 (422 `invalid_isbn`)."),
+]
+OwnerFilter = Annotated[UUID | None, QueryParameter(description="Books of this reader only.")]
+AvailableFilter = Annotated[
+    bool | None, QueryParameter(description="true: available books only; false: the others.")
+]
 
 
 def valid_isbn(raw: str) -> str:
@@ -92,8 +109,8 @@ class BookController(Controller):
     def publish(
         self,
         request: Request[Any, Any, Any],
-        data: PublishBody,
-        reader_id: UUID,
+        data: JSONBody[PublishBody],
+        reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
@@ -144,14 +161,14 @@ class BookController(Controller):
     def search(
         self,
         request: Request[Any, Any, Any],
-        viewer_id: UUID | None,
+        viewer_id: ViewerId,
         q: Query = None,
         tag: TagParam = None,
-        isbn: Annotated[str | None, Parameter(max_length=32)] = None,
-        owner_id: UUID | None = None,
-        available: bool | None = None,
-        cursor: CursorParam = None,
-        limit: Limit = 20,
+        isbn: IsbnFilter = None,
+        owner_id: OwnerFilter = None,
+        available: AvailableFilter = None,
+        cursor: Cursor = None,
+        limit: PageSize = 20,
     ) -> Page[BookOut]:
         """Search the shelf: substring of title/author/ISBN (Chinese too), tag, ISBN, owner,
         availability; newest first, cursor pages."""
@@ -165,7 +182,7 @@ class BookController(Controller):
 
     @get("/{book_id:uuid}", operation_id="getBook", sync_to_thread=True, security=[])
     def detail(
-        self, request: Request[Any, Any, Any], book_id: UUID, viewer_id: UUID | None,
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], viewer_id: ViewerId,
         as_of: AsOfParam = None,
     ) -> BookOut | BookAsOfOut:  # fmt: skip
         """One book; ``borrower`` and ``loan_id`` are shown to its owner only. With
@@ -191,7 +208,11 @@ class BookController(Controller):
 
     @patch("/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True)
     def revise(
-        self, request: Request[Any, Any, Any], book_id: UUID, data: RevisePatch, reader_id: UUID
+        self,
+        request: Request[Any, Any, Any],
+        book_id: FromPath[UUID],
+        data: JSONBody[RevisePatch],
+        reader_id: ReaderId,
     ) -> Response[Any]:
         """Revise a book's details (owner only)."""
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
@@ -201,21 +222,21 @@ class BookController(Controller):
 
     @delete("/{book_id:uuid}", operation_id="withdrawBook", status_code=200, sync_to_thread=True)
     def withdraw(
-        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> Response[Any]:
         """Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent)."""
         return self._change(request, c.WithdrawBook(book_id=book_id, actor_id=reader_id), reader_id)
 
     @post("/{book_id:uuid}/relist", operation_id="relistBook", status_code=200, sync_to_thread=True)
     def relist(
-        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> Response[Any]:
         """Put a withdrawn book back on the shelf (owner only)."""
         return self._change(request, c.RelistBook(book_id=book_id, actor_id=reader_id), reader_id)
 
     @get("/{book_id:uuid}/history", operation_id="bookHistory", sync_to_thread=True)
     def history(
-        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> list[HistoryEvent]:
         """The book's events, oldest first (owner only: who borrowed it is personal data)."""
         container = container_of(request)
@@ -239,8 +260,8 @@ class BookController(Controller):
     def request_loan(
         self,
         request: Request[Any, Any, Any],
-        book_id: UUID,
-        data: LoanRequestBody | None = None,
+        book_id: FromPath[UUID],
+        data: JSONBody[LoanRequestBody | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Ask to borrow a book (the body is optional: every field of it is).
@@ -275,7 +296,7 @@ class IsbnController(Controller):
     tags = ["catalog"]
 
     @get("/{isbn:str}", operation_id="lookupIsbn", sync_to_thread=True, security=[])
-    def lookup(self, request: Request[Any, Any, Any], isbn: str) -> IsbnOut:
+    def lookup(self, request: Request[Any, Any, Any], isbn: FromPath[str]) -> IsbnOut:
         """Catalog metadata of an ISBN-10/13 plus shelf availability; 404 if unknown,
         422 if not a valid ISBN (ISO 2108 checksum)."""
         container = container_of(request)

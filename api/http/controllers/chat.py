@@ -16,13 +16,14 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.bootstrap.container import Container, ReadModelLag
+from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
-from api.http.idempotency import IdempotencyKey, run_idempotent
-from api.bootstrap.realtime import realtime_of
+from api.http.idempotency import run_idempotent
+from api.http.params import Cursor, FromPath, IdempotencyKey, JSONBody, PageSize, ReaderId
 from api.http.schemas import Body, Out, Page, ReaderOut
 from domain import chat_commands as cc
 from domain.chat_errors import ConversationNotFound, NotAMember
@@ -32,10 +33,9 @@ from projections.shelf import InvalidCursor
 
 log = logging.getLogger(__name__)
 
-CursorParam = Annotated[str | None, Parameter(max_length=200)]
-HistoryLimit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
 Before = Annotated[
-    int | None, Parameter(ge=1, description="only messages with a seq below this (next page)")
+    int | None,
+    QueryParameter(ge=1, description="only messages with a seq below this (next page)"),
 ]
 
 
@@ -201,8 +201,8 @@ class ConversationController(Controller):
 
     @get("/", operation_id="listConversations", sync_to_thread=True)
     def list_conversations(
-        self, request: Request[Any, Any, Any], reader_id: UUID,
-        cursor: CursorParam = None, limit: HistoryLimit = 20,
+        self, request: Request[Any, Any, Any], reader_id: ReaderId,
+        cursor: Cursor = None, limit: PageSize = 20,
     ) -> Page[ConversationOut]:  # fmt: skip
         """Your conversations, most recent activity first, with the peer (and whether they
         are online: ``peer_online``), the last message and your unread count."""
@@ -221,8 +221,8 @@ class ConversationController(Controller):
     def open_conversation(
         self,
         request: Request[Any, Any, Any],
-        data: OpenConversationBody,
-        reader_id: UUID,
+        data: JSONBody[OpenConversationBody],
+        reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Open the conversation with ``peer_id`` (201), or find it (200): the same pair
@@ -249,7 +249,7 @@ class ConversationController(Controller):
 
     @get("/{conversation_id:uuid}", operation_id="getConversation", sync_to_thread=True)
     def detail(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID], reader_id: ReaderId
     ) -> ConversationOut:
         """One of your conversations (with ``peer_online``)."""
         container = container_of(request)
@@ -261,8 +261,8 @@ class ConversationController(Controller):
 
     @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True)
     def history(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID,
-        before: Before = None, limit: HistoryLimit = 30,
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
+        reader_id: ReaderId, before: Before = None, limit: PageSize = 30,
     ) -> Page[MessageOut]:  # fmt: skip
         """History, newest first; ``next_cursor`` is the ``before`` of the next (older)
         page. Messages you hid are left out."""
@@ -279,9 +279,9 @@ class ConversationController(Controller):
     def send(
         self,
         request: Request[Any, Any, Any],
-        conversation_id: UUID,
-        data: SendMessageBody,
-        reader_id: UUID,
+        conversation_id: FromPath[UUID],
+        data: JSONBody[SendMessageBody],
+        reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Send a message (201). A retry with the same ``client_msg_id`` returns the first
@@ -319,8 +319,8 @@ class ConversationController(Controller):
     @post("/{conversation_id:uuid}/read", operation_id="markRead", status_code=200,
           sync_to_thread=True)  # fmt: skip
     def read(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, data: ReadBody,
-        reader_id: UUID,
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
+        data: JSONBody[ReadBody], reader_id: ReaderId,
     ) -> Response[Any]:  # fmt: skip
         """Read receipt: you have read up to message ``seq`` ``up_to`` (capped at the last
         message; going backwards changes nothing). Returns your view of the conversation."""
@@ -336,8 +336,8 @@ class ConversationController(Controller):
     @post("/{conversation_id:uuid}/messages/{message_id:uuid}/hide", operation_id="hideMessage",
           status_code=204, sync_to_thread=True)  # fmt: skip
     def hide(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, message_id: UUID,
-        reader_id: UUID,
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
+        message_id: FromPath[UUID], reader_id: ReaderId,
     ) -> Response[None]:  # fmt: skip
         """Hide a message from your own history (the peer still sees it). 204; hiding
         twice is fine; 404 ``message_not_found``."""

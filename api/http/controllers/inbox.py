@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.http.controllers.common import container_of
+from api.http.params import ReaderId
 from api.http.schemas import Out
 
-After = Annotated[int, Parameter(ge=0, description="the last seq you have (0: from the start)")]
-InboxLimit = Annotated[int, Parameter(ge=1, le=200, description="items per page (1–200)")]
+After = Annotated[
+    int, QueryParameter(ge=0, description="the last seq you have (0: from the start)")
+]
+InboxLimit = Annotated[int, QueryParameter(ge=1, le=200, description="items per page (1–200)")]
 
 
 class InboxItemOut(Out, frozen=True):
@@ -42,7 +44,7 @@ class InboxController(Controller):
 
     @get("/", operation_id="getInbox", sync_to_thread=True)
     def items(
-        self, request: Request[Any, Any, Any], reader_id: UUID, after: After = 0,
+        self, request: Request[Any, Any, Any], reader_id: ReaderId, after: After = 0,
         limit: InboxLimit = 50,
     ) -> InboxOut:  # fmt: skip
         """Your inbox items with ``seq`` above ``after``, oldest first, plus ``head`` (your

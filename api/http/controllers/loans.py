@@ -15,6 +15,7 @@ from api.http.controllers.common import (
     execute,
     position_headers,
 )
+from api.http.params import FromPath, JSONBody, ReaderId
 from api.http.schemas import DeclineBody, LoanOut, loan_out
 from api.http.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
 from domain import commands as c
@@ -33,7 +34,7 @@ class LoanController(Controller):
 
     @get("/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True)
     def detail(
-        self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID,
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID], reader_id: ReaderId,
         as_of: AsOfParam = None,
     ) -> LoanOut | LoanAsOfOut:  # fmt: skip
         """A loan, for its borrower or lender; ``contact`` for the lender only. With
@@ -64,14 +65,19 @@ class LoanController(Controller):
 
     @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200,
           sync_to_thread=True)  # fmt: skip
-    def approve(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+    def approve(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[Any]:
         """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
         return self._transition(request, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r))
 
     @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200,
           sync_to_thread=True)  # fmt: skip
     def decline(
-        self, request: Request[Any, Any, Any], loan_id: UUID, data: DeclineBody | None = None
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        data: JSONBody[DeclineBody | None] = None,
     ) -> Response[Any]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
@@ -81,18 +87,24 @@ class LoanController(Controller):
 
     @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200,
           sync_to_thread=True)  # fmt: skip
-    def cancel(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+    def cancel(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[Any]:
         """Borrower withdraws the request."""
         return self._transition(request, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r))
 
     @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200,
           sync_to_thread=True)  # fmt: skip
-    def start_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+    def start_return(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[Any]:
         """Borrower says "I gave it back"."""
         return self._transition(request, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r))
 
     @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200,
           sync_to_thread=True)  # fmt: skip
-    def confirm_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+    def confirm_return(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[Any]:
         """Lender says "I have it"; the book is available again."""
         return self._transition(request, lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r))

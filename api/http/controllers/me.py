@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from litestar import Controller, Request, Response, get, patch
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
-from api.http.controllers.books import CursorParam, Limit, page_or_422
+from api.http.controllers.books import page_or_422
 from api.http.controllers.common import accepted, container_of, execute, position_headers
+from api.http.params import Cursor, JSONBody, PageSize, ReaderId
 from api.http.schemas import BookOut, LoanOut, Page, ProfilePatch, ReaderOut, book_out, loan_out
 from domain import commands as c
 from domain.errors import ReaderNotFound
 
 LoanStatus = Literal["requested", "approved", "declined", "cancelled", "returning", "returned"]
+RoleFilter = Annotated[
+    Literal["borrower", "lender"] | None,
+    QueryParameter(description="Your loans as this party only (omit: both)."),
+]
+StatusFilter = Annotated[
+    LoanStatus | None, QueryParameter(description="Loans in this state only.")
+]
 
 
 class MeController(Controller):
@@ -22,7 +29,7 @@ class MeController(Controller):
     tags = ["me"]
 
     @get("/", operation_id="getMe", sync_to_thread=True)
-    def me(self, request: Request[Any, Any, Any], reader_id: UUID) -> ReaderOut:
+    def me(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> ReaderOut:
         """Your profile."""
         row = container_of(request).shelf.reader(reader_id)
         if row is None:
@@ -31,14 +38,14 @@ class MeController(Controller):
 
     @patch("/", operation_id="updateMe", sync_to_thread=True)
     def update(
-        self, request: Request[Any, Any, Any], data: ProfilePatch, reader_id: UUID
+        self, request: Request[Any, Any, Any], data: JSONBody[ProfilePatch], reader_id: ReaderId
     ) -> Response[Any]:
         """Change nickname and/or avatar (the mini-program's 头像昵称填写 components)."""
         container = container_of(request)
-        recorded, consistent = execute(
-            container,
-            c.ChangeProfile(reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url),
+        command = c.ChangeProfile(
+            reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url
         )
+        recorded, consistent = execute(container, command)
         if not consistent:
             return accepted(recorded)
         row = container.shelf.reader(reader_id)
@@ -46,8 +53,8 @@ class MeController(Controller):
 
     @get("/books", operation_id="myBooks", sync_to_thread=True)
     def books(
-        self, request: Request[Any, Any, Any], reader_id: UUID,
-        cursor: CursorParam = None, limit: Limit = 20,
+        self, request: Request[Any, Any, Any], reader_id: ReaderId,
+        cursor: Cursor = None, limit: PageSize = 20,
     ) -> Page[BookOut]:  # fmt: skip
         """Books you published (withdrawn ones too), with their current borrower."""
         rows, next_cursor = page_or_422(
@@ -58,10 +65,9 @@ class MeController(Controller):
 
     @get("/loans", operation_id="myLoans", sync_to_thread=True)
     def loans(
-        self, request: Request[Any, Any, Any], reader_id: UUID,
-        role: Annotated[Literal["borrower", "lender"] | None, Parameter()] = None,
-        status: LoanStatus | None = None,
-        cursor: CursorParam = None, limit: Limit = 20,
+        self, request: Request[Any, Any, Any], reader_id: ReaderId,
+        role: RoleFilter = None, status: StatusFilter = None,
+        cursor: Cursor = None, limit: PageSize = 20,
     ) -> Page[LoanOut]:  # fmt: skip
         """Your loans as borrower, as lender, or both; newest first."""
         rows, next_cursor = page_or_422(

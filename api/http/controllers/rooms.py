@@ -13,18 +13,19 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
-from api.http.controllers.common import container_of
 from api.bootstrap.realtime import realtime_of
+from api.http.controllers.common import container_of
+from api.http.params import FromPath, PageSize, ReaderId
 from api.http.schemas import Out, Page, ReaderOut
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound
 from projections.rooms import RoomQueries
 
-HistoryLimit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
 Before = Annotated[
-    int | None, Parameter(ge=1, description="only messages with a seq below this (next page)")
+    int | None,
+    QueryParameter(ge=1, description="only messages with a seq below this (next page)"),
 ]
 _NAME = re.compile(ROOM_NAME_PATTERN)
 
@@ -82,8 +83,8 @@ class RoomController(Controller):
 
     @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True)
     def messages(
-        self, request: Request[Any, Any, Any], name: str, reader_id: UUID,
-        before: Before = None, limit: HistoryLimit = 30,
+        self, request: Request[Any, Any, Any], name: FromPath[str], reader_id: ReaderId,
+        before: Before = None, limit: PageSize = 30,
     ) -> Page[RoomMessageOut]:  # fmt: skip
         """A room's history, newest first; ``next_cursor`` is the ``before`` of the next
         (older) page. 404 ``room_not_found``."""

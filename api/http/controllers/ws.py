@@ -20,9 +20,9 @@ import anyio.to_thread
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+from api.bootstrap.realtime import realtime_of
 from api.http.auth import authenticate_token, bearer_token
 from api.http.errors import ApiError, Unauthorized
-from api.bootstrap.realtime import realtime_of
 from realtime.protocol import CloseCode, Error, encode_text
 
 
