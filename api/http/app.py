@@ -28,6 +28,7 @@ from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
 from api.http.controllers.ws import ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
+from api.http.params import reject_unknown_query
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             healthz, readyz, metrics,
         ],  # fmt: skip
         dependencies=AUTH_DEPENDENCIES,
+        before_request=reject_unknown_query,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan, realtime_lifespan],  # realtime needs the container
         request_max_body_size=MAX_BODY_BYTES,

@@ -5,7 +5,8 @@ nothing is inferred from a parameter's name, which Litestar 3 will no longer do.
 The pagination rule (every list): ``cursor`` is an opaque string taken from the previous
 page's ``next_cursor``; passing it back always moves forward; ``next_cursor`` is ``null`` on
 the last page. ``limit`` is the page size. A query parameter an operation does not declare is a
-422 ``unknown_parameter`` (``api.http.openapi.reject_unknown_query``).
+422 ``unknown_parameter`` (``reject_unknown_query``), so a misspelt or retired parameter
+(``before=``) is never silently ignored.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
+from litestar import Request
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.enums import ParamType
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, HeaderParameter, JSONBody, ParameterKwarg, QueryParameter
+
+from api.http.errors import ApiError
+from projections.shelf import InvalidCursor, decode_cursor, encode_cursor
 
 ReaderId = NamedDependency[UUID]
 """The reader of the request's bearer token (401 without a valid one): ``api.http.auth``."""
@@ -50,8 +57,75 @@ IdempotencyKey = Annotated[
 ]
 
 
+def seq_cursor(cursor: str | None) -> int | None:
+    """The seq a ``cursor`` of a seq-ordered list stands for (``None``: the first page). One
+    this server did not issue is a 422 ``invalid_cursor``."""
+    if not cursor:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except InvalidCursor as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+
+
+def next_seq_cursor(seq: int | None) -> str | None:
+    """The ``next_cursor`` of a seq-ordered list whose next page starts after ``seq``."""
+    return None if seq is None else encode_cursor(seq)
+
+
+# -- unknown query parameters -------------------------------------------------------------------
+
+_DECLARED: dict[int, tuple[HTTPRouteHandler, frozenset[str]]] = {}
+
+
+def declared_query(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The names of the query parameters ``handler`` (or a dependency of it) declares."""
+    cached = _DECLARED.get(id(handler))
+    if cached is not None and cached[0] is handler:
+        return cached[1]
+    names: set[str] = set()
+    signatures = [handler.parsed_fn_signature] + [
+        getattr(provide, "parsed_fn_signature", None)
+        for provide in handler.resolve_dependencies().values()
+    ]
+    for signature in signatures:
+        for name, field in (signature.parameters if signature else {}).items():
+            kwarg = field.kwarg_definition
+            if isinstance(kwarg, ParameterKwarg) and kwarg.param_type == ParamType.QUERY:
+                names.add(kwarg.name or name)
+    found = frozenset(names)
+    _DECLARED[id(handler)] = (handler, found)
+    return found
+
+
+async def reject_unknown_query(request: Request) -> None:  # type: ignore[type-arg]
+    """``before_request`` of the app: a query parameter that the operation does not declare
+    is a 422 ``unknown_parameter`` (operations left out of the OpenAPI document are exempt)."""
+    if not request.scope.get("query_string"):
+        return
+    handler = request.route_handler
+    if not isinstance(handler, HTTPRouteHandler) or not handler.resolve_include_in_schema():
+        return
+    known = declared_query(handler)
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise ApiError(
+            422,
+            "unknown_parameter",
+            f"Unknown query parameter(s): {', '.join(unknown)}. This operation takes: {takes}.",
+            errors=[{"key": name, "source": "query", "message": "unknown parameter"}
+                    for name in unknown],
+        )  # fmt: skip
+
+
+
 __all__ = [
     "Cursor",
+    "declared_query",
+    "next_seq_cursor",
+    "reject_unknown_query",
+    "seq_cursor",
     "FromPath",
     "IdempotencyKey",
     "JSONBody",

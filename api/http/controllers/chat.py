@@ -11,19 +11,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import QueryParameter
 
 from api.bootstrap.container import Container, ReadModelLag
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
 from api.http.idempotency import run_idempotent
-from api.http.params import Cursor, FromPath, IdempotencyKey, JSONBody, PageSize, ReaderId
+from api.http.params import (
+    Cursor,
+    FromPath,
+    IdempotencyKey,
+    JSONBody,
+    PageSize,
+    ReaderId,
+    next_seq_cursor,
+    seq_cursor,
+)
 from api.http.schemas import Body, Out, Page, ReaderOut
 from domain import chat_commands as cc
 from domain.chat_errors import ConversationNotFound, NotAMember
@@ -32,11 +40,6 @@ from domain.errors import NotFound, ReaderNotFound
 from projections.shelf import InvalidCursor
 
 log = logging.getLogger(__name__)
-
-Before = Annotated[
-    int | None,
-    QueryParameter(ge=1, description="only messages with a seq below this (next page)"),
-]
 
 
 class MessageNotFound(NotFound):
@@ -262,17 +265,15 @@ class ConversationController(Controller):
     @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True)
     def history(
         self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
-        reader_id: ReaderId, before: Before = None, limit: PageSize = 30,
+        reader_id: ReaderId, cursor: Cursor = None, limit: PageSize = 30,
     ) -> Page[MessageOut]:  # fmt: skip
-        """History, newest first; ``next_cursor`` is the ``before`` of the next (older)
-        page. Messages you hid are left out."""
+        """The conversation's history, newest first; ``next_cursor`` leads to the older
+        messages. Messages you hid are left out."""
         container = container_of(request)
+        before = seq_cursor(cursor)
         require_member(container, conversation_id, reader_id)
         rows, next_before = container.inbox.messages(conversation_id, reader_id, before, limit)
-        return Page(
-            items=[message_out(r) for r in rows],
-            next_cursor=None if next_before is None else str(next_before),
-        )
+        return Page(items=[message_out(r) for r in rows], next_cursor=next_seq_cursor(next_before))
 
     @post("/{conversation_id:uuid}/messages", operation_id="sendMessage", status_code=201,
           sync_to_thread=True)  # fmt: skip

@@ -7,26 +7,23 @@ happen over the WebSocket (``room.join`` / ``room.leave`` / ``room.send``).
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.params import QueryParameter
 
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import container_of
-from api.http.params import FromPath, PageSize, ReaderId
+from api.http.errors import ApiError
+from api.http.params import Cursor, FromPath, PageSize, ReaderId, next_seq_cursor, seq_cursor
 from api.http.schemas import Out, Page, ReaderOut
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound
 from projections.rooms import RoomQueries
 
-Before = Annotated[
-    int | None,
-    QueryParameter(ge=1, description="only messages with a seq below this (next page)"),
-]
 _NAME = re.compile(ROOM_NAME_PATTERN)
 
 
@@ -56,6 +53,24 @@ def _queries(request: Request[Any, Any, Any]) -> RoomQueries:
     return node.rooms if node is not None else RoomQueries(container.pool)
 
 
+def _name_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(f"r:{name}".encode()).decode().rstrip("=")
+
+
+def _name_of_cursor(cursor: str | None) -> str | None:
+    """The room name a ``cursor`` of the rooms list continues after; 422 ``invalid_cursor``."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    prefix, _, name = raw.partition(":")
+    if prefix != "r" or not _NAME.fullmatch(name):
+        raise ApiError(422, "invalid_cursor", "cursor is not one this server issued")
+    return name
+
+
 def _members(request: Request[Any, Any, Any], name: str) -> int:
     node = realtime_of(container_of(request))
     return node.presence.count(name) if node is not None else 0
@@ -66,9 +81,15 @@ class RoomController(Controller):
     tags = ["rooms"]
 
     @get("/", operation_id="listRooms", sync_to_thread=True, security=[])
-    def rooms(self, request: Request[Any, Any, Any]) -> Page[RoomOut]:
-        """Every room, by name, with its live member count."""
-        rows = _queries(request).rooms()
+    def rooms(
+        self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: PageSize = 100
+    ) -> Page[RoomOut]:
+        """The rooms, by name, with their live member counts."""
+        after = _name_of_cursor(cursor)
+        every = sorted(_queries(request).rooms(), key=lambda r: str(r["name"]))  # bytewise
+        rows = [r for r in every if after is None or r["name"] > after]
+        more = len(rows) > limit
+        rows = rows[:limit]
         return Page(
             items=[
                 RoomOut(
@@ -78,16 +99,17 @@ class RoomController(Controller):
                 )
                 for r in rows
             ],
-            next_cursor=None,
+            next_cursor=_name_cursor(rows[-1]["name"]) if more else None,
         )  # fmt: skip
 
     @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True)
     def messages(
         self, request: Request[Any, Any, Any], name: FromPath[str], reader_id: ReaderId,
-        before: Before = None, limit: PageSize = 30,
+        cursor: Cursor = None, limit: PageSize = 30,
     ) -> Page[RoomMessageOut]:  # fmt: skip
-        """A room's history, newest first; ``next_cursor`` is the ``before`` of the next
-        (older) page. 404 ``room_not_found``."""
+        """A room's history, newest first; ``next_cursor`` leads to the older messages.
+        404 ``room_not_found``."""
+        before = seq_cursor(cursor)
         queries = _queries(request)
         room = queries.room(name) if _NAME.fullmatch(name) else None
         if room is None:
@@ -102,7 +124,7 @@ class RoomController(Controller):
                 )
                 for r in rows
             ],
-            next_cursor=None if next_before is None else str(next_before),
+            next_cursor=next_seq_cursor(next_before),
         )  # fmt: skip
 
 
