@@ -5,13 +5,13 @@ nothing is inferred from a parameter's name, which Litestar 3 will no longer do.
 The pagination rule (every list): ``cursor`` is an opaque string taken from the previous
 page's ``next_cursor``; passing it back always moves forward; ``next_cursor`` is ``null`` on
 the last page. ``limit`` is the page size. A query parameter an operation does not declare is a
-422 ``unknown_parameter`` (``reject_unknown_query``), so a misspelt or retired parameter
+422 ``unknown_parameter`` (``check_query``), so a misspelt or retired parameter
 (``before=``) is never silently ignored.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 from uuid import UUID
 
 from litestar import Request
@@ -73,17 +73,18 @@ def next_seq_cursor(seq: int | None) -> str | None:
     return None if seq is None else encode_cursor(seq)
 
 
-# -- unknown query parameters -------------------------------------------------------------------
+# -- the query string ------------------------------------------------------------------------
 
-_DECLARED: dict[int, tuple[HTTPRouteHandler, frozenset[str]]] = {}
+_DECLARED: dict[int, tuple[HTTPRouteHandler, dict[str, bool]]] = {}
 
 
-def declared_query(handler: HTTPRouteHandler) -> frozenset[str]:
-    """The names of the query parameters ``handler`` (or a dependency of it) declares."""
+def declared_query(handler: HTTPRouteHandler) -> dict[str, bool]:
+    """The query parameters ``handler`` (or a dependency of it) declares: name → whether its
+    value is text (``str``)."""
     cached = _DECLARED.get(id(handler))
     if cached is not None and cached[0] is handler:
         return cached[1]
-    names: set[str] = set()
+    found: dict[str, bool] = {}
     signatures = [handler.parsed_fn_signature] + [
         getattr(provide, "parsed_fn_signature", None)
         for provide in handler.resolve_dependencies().values()
@@ -92,39 +93,56 @@ def declared_query(handler: HTTPRouteHandler) -> frozenset[str]:
         for name, field in (signature.parameters if signature else {}).items():
             kwarg = field.kwarg_definition
             if isinstance(kwarg, ParameterKwarg) and kwarg.param_type == ParamType.QUERY:
-                names.add(kwarg.name or name)
-    found = frozenset(names)
+                annotation = field.annotation
+                found[kwarg.name or name] = annotation is str or str in get_args(annotation)
     _DECLARED[id(handler)] = (handler, found)
     return found
 
 
-async def reject_unknown_query(request: Request) -> None:  # type: ignore[type-arg]
-    """``before_request`` of the app: a query parameter that the operation does not declare
-    is a 422 ``unknown_parameter`` (operations left out of the OpenAPI document are exempt)."""
+async def check_query(request: Request) -> None:  # type: ignore[type-arg]
+    """``before_request`` of the app, for the operations of the OpenAPI document: the query
+    string holds only what the operation declares, each parameter once, so what the document
+    says is what is read.
+
+    - a parameter the operation does not declare: 422 ``unknown_parameter``;
+    - a parameter given twice, or ``null`` for one that is not text (Litestar would read it
+      as left out): 422 ``validation_failed``.
+    """
     if not request.scope.get("query_string"):
         return
     handler = request.route_handler
     if not isinstance(handler, HTTPRouteHandler) or not handler.resolve_include_in_schema():
         return
-    known = declared_query(handler)
-    unknown = sorted({name for name in request.query_params if name not in known})
+    declared = declared_query(handler)
+    unknown = sorted({name for name in request.query_params if name not in declared})
     if unknown:
-        takes = ", ".join(sorted(known)) or "none"
+        takes = ", ".join(sorted(declared)) or "none"
         raise ApiError(
             422,
             "unknown_parameter",
             f"Unknown query parameter(s): {', '.join(unknown)}. This operation takes: {takes}.",
-            errors=[{"key": name, "source": "query", "message": "unknown parameter"}
-                    for name in unknown],
-        )  # fmt: skip
+            errors=[_error(name, "unknown parameter") for name in unknown],
+        )
+    errors = []
+    for name, is_text in sorted(declared.items()):
+        values = request.query_params.getall(name, [])
+        if len(values) > 1:
+            errors.append(_error(name, "given more than once"))
+        elif values and values[0] == "null" and not is_text:
+            errors.append(_error(name, "null is not a value: leave the parameter out"))
+    if errors:
+        raise ApiError(422, "validation_failed", "Invalid query parameters.", errors=errors)
 
+
+def _error(name: str, message: str) -> dict[str, str]:
+    return {"key": name, "source": "query", "message": message}
 
 
 __all__ = [
     "Cursor",
     "declared_query",
     "next_seq_cursor",
-    "reject_unknown_query",
+    "check_query",
     "seq_cursor",
     "FromPath",
     "IdempotencyKey",

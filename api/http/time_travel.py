@@ -22,6 +22,7 @@ before its creation); 403 ``not_a_party`` (a loan of someone else, whatever the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -38,6 +39,14 @@ from domain.errors import BookNotFound, Forbidden, LoanNotFound, NotFound
 MAX_VERSION = 2**31 - 1
 """Versions above this are read as "the latest" (the events table's version is an int)."""
 
+AS_OF_PATTERN = (
+    r"^(?:0*[1-9][0-9]*|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+    r"(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2}))$"
+)
+"""A version (a positive integer) or an ISO 8601 date and time with a timezone, as the
+OpenAPI document says; ``parse_as_of`` enforces it (422 ``invalid_as_of``)."""
+_AS_OF = re.compile(AS_OF_PATTERN)
+
 AsOfParam = Annotated[
     str | None,
     QueryParameter(
@@ -46,6 +55,7 @@ AsOfParam = Annotated[
             "Time travel: the state as it was at this aggregate version (a positive integer) "
             "or at this ISO 8601 time with a timezone (e.g. 2025-05-04T08:30:00Z)."
         ),
+        schema_extra={"pattern": AS_OF_PATTERN},
     ),
 ]
 
@@ -73,6 +83,8 @@ class Moment:
 
 def parse_as_of(raw: str) -> Moment:
     """A positive version or an aware ISO 8601 time; anything else is a 422 ``invalid_as_of``."""
+    if not _AS_OF.fullmatch(raw):
+        raise _invalid(raw, "expected a version (1, 2, …) or an ISO 8601 time with a timezone")
     text = raw.strip()
     if text.isascii() and text.isdigit():
         version = int(text)

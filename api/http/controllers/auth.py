@@ -13,6 +13,7 @@ from api.adapters.wechat import WeChatConfigError, WeChatError
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError, Unauthorized
+from api.http.openapi import Code, contract
 from api.http.params import JSONBody, ReaderId
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
 from domain.commands import RegisterReader
@@ -38,7 +39,11 @@ class AuthController(Controller):
     path = "/v1/auth"
     tags = ["auth"]
 
-    @post("/login", operation_id="login", status_code=200, security=[])
+    @post(
+        "/login", operation_id="login", status_code=200,
+        opt=contract(*[Code(s, c) for c, s in _WECHAT_STATUS.items()], Code(502, "wechat_error"),
+                     Code(503, "unavailable"), Code(503, "read_model_lag")),
+    )  # fmt: skip
     async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
@@ -74,7 +79,8 @@ class AuthController(Controller):
         except SessionStoreUnavailable as exc:
             raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
 
-    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True)
+    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True,
+          opt=contract(Code(401, "unauthorized")))  # fmt: skip
     def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
         """Revoke the token of this request."""
         token = bearer_token(request)

@@ -21,6 +21,7 @@ from litestar.params import QueryParameter
 
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError
+from api.http.openapi import Code, contract
 from api.http.params import Cursor, ReaderId, next_seq_cursor, seq_cursor
 from api.http.schemas import Out
 
@@ -55,7 +56,8 @@ class InboxController(Controller):
     path = "/v1/inbox"
     tags = ["inbox"]
 
-    @get("/", operation_id="getInbox", sync_to_thread=True)
+    @get("/", operation_id="getInbox", sync_to_thread=True,
+         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
     def items(
         self, request: Request[Any, Any, Any], reader_id: ReaderId, cursor: Cursor = None,
         after: After = None, limit: InboxLimit = 50,

@@ -18,8 +18,9 @@ from litestar import Controller, Request, get
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError
-from api.http.params import Cursor, FromPath, PageSize, ReaderId, next_seq_cursor, seq_cursor
-from api.http.schemas import Out, Page, ReaderOut
+from api.http.openapi import Code, contract
+from api.http.params import Cursor, FromPath, PageSize, ViewerId, next_seq_cursor, seq_cursor
+from api.http.schemas import NextCursor, Out, ReaderOut
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound
 from projections.rooms import RoomQueries
@@ -45,6 +46,16 @@ class RoomMessageOut(Out, frozen=True):
     sender: ReaderOut
     text: str
     at: datetime
+
+
+class RoomPage(Out, frozen=True):
+    items: list[RoomOut]
+    next_cursor: NextCursor
+
+
+class RoomMessagePage(Out, frozen=True):
+    items: list[RoomMessageOut]
+    next_cursor: NextCursor
 
 
 def _queries(request: Request[Any, Any, Any]) -> RoomQueries:
@@ -80,17 +91,18 @@ class RoomController(Controller):
     path = "/v1/rooms"
     tags = ["rooms"]
 
-    @get("/", operation_id="listRooms", sync_to_thread=True, security=[])
+    @get("/", operation_id="listRooms", sync_to_thread=True,
+         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
     def rooms(
         self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: PageSize = 100
-    ) -> Page[RoomOut]:
+    ) -> RoomPage:
         """The rooms, by name, with their live member counts."""
         after = _name_of_cursor(cursor)
         every = sorted(_queries(request).rooms(), key=lambda r: str(r["name"]))  # bytewise
         rows = [r for r in every if after is None or r["name"] > after]
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(
+        return RoomPage(
             items=[
                 RoomOut(
                     id=r["id"], name=r["name"], title=r["title"],
@@ -102,20 +114,21 @@ class RoomController(Controller):
             next_cursor=_name_cursor(rows[-1]["name"]) if more else None,
         )  # fmt: skip
 
-    @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True)
+    @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True,
+         opt=contract(RoomNotFound, Code(422, "invalid_cursor")))  # fmt: skip
     def messages(
-        self, request: Request[Any, Any, Any], name: FromPath[str], reader_id: ReaderId,
+        self, request: Request[Any, Any, Any], name: FromPath[str], viewer_id: ViewerId,
         cursor: Cursor = None, limit: PageSize = 30,
-    ) -> Page[RoomMessageOut]:  # fmt: skip
+    ) -> RoomMessagePage:  # fmt: skip
         """A room's history, newest first; ``next_cursor`` leads to the older messages.
-        404 ``room_not_found``."""
+        Public, like the rooms. 404 ``room_not_found``."""
         before = seq_cursor(cursor)
         queries = _queries(request)
         room = queries.room(name) if _NAME.fullmatch(name) else None
         if room is None:
             raise RoomNotFound
         rows, next_before = queries.messages(room["id"], before, limit)
-        return Page(
+        return RoomMessagePage(
             items=[
                 RoomMessageOut(
                     id=r["message_id"], room=name, seq=r["seq"], text=r["text"], at=r["at"],
