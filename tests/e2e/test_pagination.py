@@ -1,7 +1,8 @@
 """One pagination rule over real HTTP: every list takes ``cursor`` and returns
 ``next_cursor``; passing a ``next_cursor`` back always moves forward and ends on ``null``; a
 query parameter an operation does not declare is a 422 ``unknown_parameter`` (a client still
-sending the retired ``before=`` learns it at once instead of looping on the first page)."""
+sending the retired ``before=`` learns it at once instead of looping on the first page), and
+one given twice, or ``null`` where a value is not text, is a 422 ``validation_failed``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from domain import chat_commands as cc
 from tests.e2e.conftest import LiveServer
-from tests.e2e.test_api_auth import Actor, assert_problem, publish
+from tests.e2e.test_api_auth import Actor, assert_problem, checked_client, publish
 
 
 def walk(http: httpx.Client, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
@@ -88,6 +89,16 @@ def test_unknown_query_parameters_are_422(actors: Callable[..., Actor], path: st
     assert_problem(reader.http.get(target, params={"pgae": 2}), 422, "unknown_parameter")
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["limit=2&limit=3", "owner_id=null", "available=null", "isbn=9787536692930&isbn=7536692935"],
+)
+def test_a_repeated_parameter_or_null_is_not_silently_read(anon: httpx.Client, query: str) -> None:
+    body = assert_problem(anon.get(f"/v1/books?{query}"), 422, "validation_failed")
+    assert body["errors"][0]["source"] == "query"
+    assert anon.get("/v1/books", params={"q": "null"}).status_code == 200  # text: a value
+
+
 def test_conversations_and_my_books_page_forward(actors: Callable[..., Actor]) -> None:
     me = actors()
     peers = [actors() for _ in range(5)]
@@ -140,5 +151,10 @@ def test_rooms_and_room_history_page_forward(
     assert rooms == sorted(rooms)
     history = walk(reader.http, f"/v1/rooms/{names[0]}/messages", 2)
     assert [m["seq"] for m in history] == [5, 4, 3, 2, 1]
+    # rooms are public, their history too; a bad token is still refused
+    with checked_client(live_server) as anon:
+        assert walk(anon, f"/v1/rooms/{names[0]}/messages", 5) == history
+        refused = anon.get(f"/v1/rooms/{names[0]}/messages", headers={"Authorization": "Bearer x"})
+        assert_problem(refused, 401, ("invalid_token", "malformed_token"))
     refused = reader.http.get("/v1/rooms", params={"cursor": "bm9wZQ"})
     assert_problem(refused, 422, "invalid_cursor")
