@@ -30,8 +30,24 @@ from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
 from api.http.controllers.ws import ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
+from api.http.openapi import document
+from api.http.params import check_query
 
 MAX_BODY_BYTES = 64 * 1024
+
+API_DESCRIPTION = """The API of 流动图书馆 (the drifting library): lending and chat.
+
+- Authentication: `Authorization: Bearer <token>` from `POST /v1/auth/login`. Public
+  operations (`security: []`) need none, but a token that is sent is checked (401 if bad).
+- Errors are RFC 9457 `application/problem+json` (`Problem`) with a stable `code`; each
+  response lists the codes it can carry.
+- Lists: `{"items", "next_cursor"}`. Pass `next_cursor` back as `cursor` until it is `null`.
+  A query parameter that an operation does not declare is a 422 `unknown_parameter`.
+- Commands answer once the read models show their effect (read-your-writes), with
+  `Liudong-Position`; if a read model lags past the consistency timeout, 202 `Accepted`.
+  POSTs that create take an `Idempotency-Key`.
+- Realtime: the WebSocket `GET /v1/ws` (not an OpenAPI operation), see docs/REALTIME.md.
+"""
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> Litestar:
@@ -56,7 +72,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             if owned:
                 await built.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             AuthController, MeController, BookController, IsbnController, LoanController,
             ConversationController, InboxController,
@@ -65,6 +81,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             media_router(settings),  # its own body limit (LIUDONG_MEDIA_MAX_BYTES)
         ],  # fmt: skip
         dependencies=AUTH_DEPENDENCIES,
+        before_request=check_query,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan, realtime_lifespan, media_lifespan],  # both need the container
         request_max_body_size=MAX_BODY_BYTES,
@@ -72,10 +89,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             title="Liudong API",
             version="1.0.0",
             path="/schema",
+            description=API_DESCRIPTION,
+            use_handler_docstrings=True,
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(
-                        type="http", scheme="bearer", description="Session token from /v1/auth/login"
+                        type="http",
+                        scheme="bearer",
+                        description="Session token from /v1/auth/login",
                     )
                 }
             ),
@@ -83,6 +104,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         ),
         debug=False,
     )
+    document(app)  # the document tells the truth: api.http.openapi
+    return app
 
 
 __all__ = ["AppConfig", "create_app"]

@@ -1,8 +1,10 @@
 """The one mapping from errors to RFC 9457 ``application/problem+json`` responses.
 
-Problem bodies: ``{"type", "title", "status", "detail", "code", "errors"?}`` where ``type`` is
-``https://liudong.dev/problems/<code>`` and ``code`` is stable (the API contract).
-Domain errors map by branch: NotFound→404, Forbidden→403, Conflict→409, Invalid→422.
+Problem bodies (``Problem``): ``{"type", "title", "status", "detail", "code", "errors"?}``
+where ``type`` is ``https://liudong.dev/problems/<code>`` and ``code`` is stable (the API
+contract). Domain errors map by branch: NotFound→404, Forbidden→403, Conflict→409,
+Invalid→422. A 401 carries ``WWW-Authenticate``; a 429 or 503 carries ``Retry-After``.
+Which operation gives which problem is in the OpenAPI document (``api.http.openapi``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -21,6 +24,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.bootstrap.container import ReadModelLag
 from domain import errors as d
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,30 @@ _DOMAIN_STATUS: list[tuple[type[d.DomainError], int]] = [
     (d.Conflict, 409),
     (d.Invalid, 422),
 ]
+
+
+RETRY_AFTER_SECONDS = {429: 60, 503: 1}
+"""The ``Retry-After`` of a problem of these statuses (seconds)."""
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """An RFC 9457 problem (``application/problem+json``). ``code`` is stable: the API
+    contract; ``errors`` (only on some 422s) names the offending fields."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+
+
+def domain_status_of(kind: type[d.DomainError]) -> int:
+    """The HTTP status of a domain error class (by its branch of the tree)."""
+    for branch, status in _DOMAIN_STATUS:
+        if issubclass(kind, branch):
+            return status
+    return 400
 
 
 class ApiError(Exception):
@@ -61,27 +89,25 @@ def problem(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + code,
-        "title": code.replace("_", " ").capitalize(),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if errors:
-        body["errors"] = errors
+) -> Response[Problem]:
+    body = Problem(
+        type=PROBLEM_BASE + code,
+        title=code.replace("_", " ").capitalize(),
+        status=status,
+        detail=detail,
+        code=code,
+        errors=errors or msgspec.UNSET,
+    )
     hdrs = dict(headers or {})
     if status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="liudong"')
+    if status in RETRY_AFTER_SECONDS:
+        hdrs.setdefault("Retry-After", str(RETRY_AFTER_SECONDS[status]))
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=hdrs)
 
 
 def domain_status(exc: d.DomainError) -> int:
-    for kind, status in _DOMAIN_STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 400
+    return domain_status_of(type(exc))
 
 
 def _domain_handler(_: Request[Any, Any, Any], exc: d.DomainError) -> Response[Any]:
@@ -139,6 +165,12 @@ def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
     return problem(status, code, detail, headers=exc.headers)
 
 
+def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
+    return problem(
+        503, "read_model_lag", "The read models are behind; try again in a moment."
+    )
+
+
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, (UnicodeDecodeError, RecursionError)) and _caused_by_body_decoding(exc):
         return _malformed()
@@ -149,6 +181,7 @@ def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     d.DomainError: _domain_handler,
     ApiError: _api_handler,
+    ReadModelLag: _lag_handler,
     ValidationException: _validation_handler,
     NotAuthorizedException: _http_handler,
     PermissionDeniedException: _http_handler,
@@ -157,4 +190,12 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Exception: _internal_handler,
 }
 
-__all__ = ["ApiError", "EXCEPTION_HANDLERS", "MediaType", "Unauthorized", "problem"]
+__all__ = [
+    "ApiError",
+    "EXCEPTION_HANDLERS",
+    "MediaType",
+    "Problem",
+    "Unauthorized",
+    "domain_status_of",
+    "problem",
+]

@@ -13,26 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
 from litestar import Response
-from litestar.params import Parameter
 
 from api.http.errors import ApiError, problem
 from domain.errors import DomainError
-
-IdempotencyKey = Annotated[
-    str | None,
-    Parameter(
-        header="Idempotency-Key",
-        required=False,
-        min_length=1,
-        max_length=255,
-        description="Makes a POST safe to retry: the same key returns the first response.",
-    ),
-]
 
 STALE_AFTER = timedelta(seconds=60)
 

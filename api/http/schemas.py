@@ -5,17 +5,25 @@ Unknown fields are refused; limits are part of the contract (a violation is a 42
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
 from domain.commands import NO_NUL, Contact, Nickname, Note, Summary, Tags, Url
 
-T = TypeVar("T")
-
 Text300 = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
-IsbnInput = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+ISBN_PATTERN = (
+    r"^(?:ISBN(?:-1[03])?:? ?)?[0-9０-９XxＸｘ][0-9０-９XxＸｘ \-‐‑‒–—―−﹣－]{9,16}$"
+)
+"""What an ISBN looks like before its check digit is verified: an optional ``ISBN`` label,
+then 10 or 13 digits (full-width too, as typed with a Chinese input method; a final ``X`` of
+an ISBN-10), with hyphens (any dash) or spaces between them. It is documented, and enforced
+by ``api.http.controllers.books.valid_isbn`` (422 ``invalid_isbn``, as for a wrong check
+digit)."""
+IsbnInput = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=32, extra_json_schema={"pattern": ISBN_PATTERN})
+]
 
 
 def _refuse_nul(value: Any, path: str) -> None:
@@ -142,9 +150,38 @@ class LoanOut(Out, frozen=True):
     returned_at: datetime | None = None
 
 
-class Page(Out, Generic[T], frozen=True):
-    items: list[T]
-    next_cursor: str | None
+NextCursor = Annotated[
+    str | None,
+    msgspec.Meta(
+        description="The `cursor` of the next page; null on the last page. Opaque: pass it "
+        "back as it is."
+    ),
+]
+
+
+class BookPage(Out, frozen=True):
+    items: list[BookOut]
+    next_cursor: NextCursor
+
+
+class LoanPage(Out, frozen=True):
+    items: list[LoanOut]
+    next_cursor: NextCursor
+
+
+class Accepted(Out, frozen=True):
+    """202: the command was recorded (at ``position`` of its log, also in the
+    ``Liudong-Position`` header) but the read model has not caught up within the consistency
+    timeout; a GET shows the effect a moment later."""
+
+    id: UUID
+    """The aggregate the command acted on (book, loan, reader, conversation)."""
+    position: int | None
+    status: Literal["accepted"]
+    message_id: UUID | msgspec.UnsetType = msgspec.UNSET
+    """The message a send recorded (sends only)."""
+    seq: int | msgspec.UnsetType = msgspec.UNSET
+    """Its seq in the conversation (sends only)."""
 
 
 class IsbnOut(Out, frozen=True):

@@ -22,13 +22,14 @@ before its creation); 403 ``not_a_party`` (a loan of someone else, whatever the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.bootstrap.container import Container
 from api.http.errors import ApiError
@@ -39,14 +40,23 @@ from domain.instants import InvalidInstant, parse_instant
 MAX_VERSION = 2**31 - 1
 """Versions above this are read as "the latest" (the events table's version is an int)."""
 
+AS_OF_PATTERN = (
+    r"^(?:0*[1-9][0-9]*|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+    r"(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2}))$"
+)
+"""A version (a positive integer) or an ISO 8601 date and time with a timezone, as the
+OpenAPI document says; ``parse_as_of`` enforces it (422 ``invalid_as_of``)."""
+_AS_OF = re.compile(AS_OF_PATTERN)
+
 AsOfParam = Annotated[
     str | None,
-    Parameter(
+    QueryParameter(
         max_length=64,
         description=(
             "Time travel: the state as it was at this aggregate version (a positive integer) "
             "or at this ISO 8601 time with a timezone (e.g. 2025-05-04T08:30:00Z)."
         ),
+        schema_extra={"pattern": AS_OF_PATTERN},
     ),
 ]
 
@@ -74,6 +84,8 @@ class Moment:
 
 def parse_as_of(raw: str) -> Moment:
     """A positive version or an aware ISO 8601 time; anything else is a 422 ``invalid_as_of``."""
+    if not _AS_OF.fullmatch(raw):
+        raise _invalid(raw, "expected a version (1, 2, …) or an ISO 8601 time with a timezone")
     text = raw.strip()
     if text.isascii() and text.isdigit():
         version = int(text)

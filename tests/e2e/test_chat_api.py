@@ -91,7 +91,7 @@ def test_send_dedupe_and_history_pages(live_server: LiveServer) -> None:
             seen += [m["seq"] for m in body["items"]]
             if body["next_cursor"] is None:
                 break
-            params = {"limit": 2, "before": body["next_cursor"]}
+            params = {"limit": 2, "cursor": body["next_cursor"]}
         assert seen == [6, 5, 4, 3, 2, 1]
         newest = hb.get(f"/v1/conversations/{cid}/messages", params={"limit": 1}).json()
         assert newest["items"][0]["sender"]["id"] == b["id"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
@@ -13,6 +12,8 @@ from api.adapters.wechat import WeChatConfigError, WeChatError, default_nickname
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError, Unauthorized
+from api.http.openapi import Code, contract
+from api.http.params import JSONBody, ReaderId
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
 from domain.commands import RegisterReader
 from domain.reader import reader_id_for
@@ -31,8 +32,12 @@ class AuthController(Controller):
     path = "/v1/auth"
     tags = ["auth"]
 
-    @post("/login", operation_id="login", status_code=200, security=[])
-    async def login(self, request: Request[Any, Any, Any], data: LoginBody) -> LoginOut:
+    @post(
+        "/login", operation_id="login", status_code=200,
+        opt=contract(*[Code(s, c) for c, s in _WECHAT_STATUS.items()], Code(502, "wechat_error"),
+                     Code(503, "unavailable"), Code(503, "read_model_lag")),
+    )  # fmt: skip
+    async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
         container = container_of(request)
@@ -67,8 +72,9 @@ class AuthController(Controller):
         except SessionStoreUnavailable as exc:
             raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
 
-    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True)
-    def logout(self, request: Request[Any, Any, Any], reader_id: UUID) -> Response[None]:
+    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True,
+          opt=contract(Code(401, "unauthorized")))  # fmt: skip
+    def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
         """Revoke the token of this request."""
         token = bearer_token(request)
         if token is None or not container_of(request).sessions.revoke(token):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from api.adapters.catalog import PublishRefused, publish_command
 from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
@@ -21,15 +22,26 @@ from api.http.controllers.common import (
     shelf_includes,
 )
 from api.http.errors import ApiError
-from api.http.idempotency import IdempotencyKey, derived_id, run_idempotent
+from api.http.idempotency import derived_id, run_idempotent
+from api.http.openapi import Code, contract
+from api.http.params import (
+    Cursor,
+    FromPath,
+    IdempotencyKey,
+    JSONBody,
+    PageSize,
+    ReaderId,
+    ViewerId,
+)
 from api.http.schemas import (
+    ISBN_PATTERN,
     Availability,
     BookOut,
+    BookPage,
     HistoryEvent,
     IsbnOut,
     LoanOut,
     LoanRequestBody,
-    Page,
     PublishBody,
     RevisePatch,
     book_out,
@@ -37,23 +49,51 @@ from api.http.schemas import (
 )
 from api.http.time_travel import AsOfParam, BookAsOfOut, book_as_of, book_with_as_of
 from domain import commands as c
-from domain.errors import BookNotFound, NotTheOwner
+from domain.errors import (
+    BookNotFound,
+    BookNotWithdrawn,
+    BookOnLoan,
+    BookWithdrawn,
+    CannotBorrowOwnBook,
+    NotTheOwner,
+    ReaderNotFound,
+)
 from projections.paging import InvalidCursor
 
-Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
 # PostgreSQL text cannot hold U+0000: a NUL in a query would be a 500, so it is a 422.
 _NO_NUL = r"^[^\x00]*$"
+INVALID_ISBN = Code(422, "invalid_isbn")
+_ISBN_TEXT = re.compile(ISBN_PATTERN)
+# The pattern is documented (schema_extra) and enforced by valid_isbn, with its own code.
+IsbnText = Annotated[str, PathParameter(schema_extra={"pattern": ISBN_PATTERN})]
+INVALID_CURSOR = Code(422, "invalid_cursor")
 Query = Annotated[
     str | None,
-    Parameter(max_length=100, pattern=_NO_NUL, description="title/author/ISBN substring"),
+    QueryParameter(max_length=100, pattern=_NO_NUL, description="Title/author/ISBN substring."),
 ]
-TagParam = Annotated[str | None, Parameter(max_length=32, pattern=_NO_NUL)]
-CursorParam = Annotated[str | None, Parameter(max_length=200)]
+TagParam = Annotated[
+    str | None, QueryParameter(max_length=32, pattern=_NO_NUL, description="A tag, exactly.")
+]
+IsbnFilter = Annotated[
+    str | None,
+    QueryParameter(
+        max_length=32,
+        description="An ISBN-10 or ISBN-13 (422 `invalid_isbn`); empty: no filter.",
+        schema_extra={"pattern": "^$|" + ISBN_PATTERN},
+    ),
+]
+OwnerFilter = Annotated[UUID | None, QueryParameter(description="Books of this reader only.")]
+AvailableFilter = Annotated[
+    bool | None, QueryParameter(description="true: available books only; false: the others.")
+]
 
 
 def valid_isbn(raw: str) -> str:
-    """Canonical ISBN-13 of ``raw``; an invalid one is a 422 ``invalid_isbn``."""
+    """Canonical ISBN-13 of ``raw``; an invalid one (not of the form ``ISBN_PATTERN``, or a
+    wrong check digit…) is a 422 ``invalid_isbn``."""
     try:
+        if not _ISBN_TEXT.fullmatch(raw):
+            raise InvalidIsbn(raw, "characters", f"{raw[:40]!r} is not an ISBN-10 or ISBN-13")
         return normalize_isbn(raw)
     except InvalidIsbn as exc:
         raise ApiError(422, "invalid_isbn", str(exc)) from exc
@@ -70,14 +110,17 @@ class BookController(Controller):
     path = "/v1/books"
     tags = ["books"]
 
-    @post("/", operation_id="publishBook", status_code=201, sync_to_thread=True)
+    @post(
+        "/", operation_id="publishBook", status_code=201, sync_to_thread=True,
+        opt=contract(ReaderNotFound, INVALID_ISBN, Code(422, "title_required"), command="library"),
+    )  # fmt: skip
     def publish(
         self,
         request: Request[Any, Any, Any],
-        data: PublishBody,
-        reader_id: UUID,
+        data: JSONBody[PublishBody],
+        reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[Any]:
+    ) -> Response[BookOut]:
         """Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
         with no title after that is a 422 ``title_required``."""
         container = container_of(request)
@@ -103,19 +146,22 @@ class BookController(Controller):
             container, reader_id, idempotency_key, "POST", request.url.path, data, action
         )
 
-    @get("/", operation_id="searchBooks", sync_to_thread=True, security=[])
+    @get(
+        "/", operation_id="searchBooks", sync_to_thread=True,
+        opt=contract(INVALID_ISBN, INVALID_CURSOR),
+    )  # fmt: skip
     def search(
         self,
         request: Request[Any, Any, Any],
-        viewer_id: UUID | None,
+        viewer_id: ViewerId,
         q: Query = None,
         tag: TagParam = None,
-        isbn: Annotated[str | None, Parameter(max_length=32)] = None,
-        owner_id: UUID | None = None,
-        available: bool | None = None,
-        cursor: CursorParam = None,
-        limit: Limit = 20,
-    ) -> Page[BookOut]:
+        isbn: IsbnFilter = None,
+        owner_id: OwnerFilter = None,
+        available: AvailableFilter = None,
+        cursor: Cursor = None,
+        limit: PageSize = 20,
+    ) -> BookPage:
         """Search the shelf: substring of title/author/ISBN (Chinese too), tag, ISBN, owner,
         availability; newest first, cursor pages."""
         container = container_of(request)
@@ -124,11 +170,14 @@ class BookController(Controller):
             q=q, tag=tag, isbn=valid_isbn(isbn) if isbn else None, owner_id=owner_id,
             available=available, cursor=cursor, limit=limit,
         )  # fmt: skip
-        return Page(items=[book_out(r, viewer_id) for r in rows], next_cursor=next_cursor)
+        return BookPage(items=[book_out(r, viewer_id) for r in rows], next_cursor=next_cursor)
 
-    @get("/{book_id:uuid}", operation_id="getBook", sync_to_thread=True, security=[])
+    @get(
+        "/{book_id:uuid}", operation_id="getBook", sync_to_thread=True,
+        opt=contract(BookNotFound, Code(404, "not_yet_existing"), Code(422, "invalid_as_of")),
+    )  # fmt: skip
     def detail(
-        self, request: Request[Any, Any, Any], book_id: UUID, viewer_id: UUID | None,
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], viewer_id: ViewerId,
         as_of: AsOfParam = None,
     ) -> BookOut | BookAsOfOut:  # fmt: skip
         """One book; ``borrower`` and ``loan_id`` are shown to its owner only. With
@@ -144,7 +193,7 @@ class BookController(Controller):
 
     def _change(
         self, request: Request[Any, Any, Any], command: c.Command, reader_id: UUID
-    ) -> Response[Any]:
+    ) -> Response[BookOut]:
         container = container_of(request)
         recorded, consistent = execute(container, command)
         if not consistent:
@@ -152,33 +201,49 @@ class BookController(Controller):
         row = container.shelf.book(recorded.id)
         return Response(book_out(row, reader_id), headers=position_headers(recorded))
 
-    @patch("/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True)
+    @patch(
+        "/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True,
+        opt=contract(BookNotFound, NotTheOwner, command="library"),
+    )  # fmt: skip
     def revise(
-        self, request: Request[Any, Any, Any], book_id: UUID, data: RevisePatch, reader_id: UUID
-    ) -> Response[Any]:
+        self,
+        request: Request[Any, Any, Any],
+        book_id: FromPath[UUID],
+        data: JSONBody[RevisePatch],
+        reader_id: ReaderId,
+    ) -> Response[BookOut]:
         """Revise a book's details (owner only)."""
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         return self._change(
             request, c.ReviseBook(book_id=book_id, actor_id=reader_id, **fields), reader_id
         )
 
-    @delete("/{book_id:uuid}", operation_id="withdrawBook", status_code=200, sync_to_thread=True)
+    @delete(
+        "/{book_id:uuid}", operation_id="withdrawBook", status_code=200, sync_to_thread=True,
+        opt=contract(BookNotFound, NotTheOwner, BookOnLoan, command="library"),
+    )  # fmt: skip
     def withdraw(
-        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
-    ) -> Response[Any]:
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
+    ) -> Response[BookOut]:
         """Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent)."""
         return self._change(request, c.WithdrawBook(book_id=book_id, actor_id=reader_id), reader_id)
 
-    @post("/{book_id:uuid}/relist", operation_id="relistBook", status_code=200, sync_to_thread=True)
+    @post(
+        "/{book_id:uuid}/relist", operation_id="relistBook", status_code=200, sync_to_thread=True,
+        opt=contract(BookNotFound, NotTheOwner, BookNotWithdrawn, command="library"),
+    )  # fmt: skip
     def relist(
-        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
-    ) -> Response[Any]:
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
+    ) -> Response[BookOut]:
         """Put a withdrawn book back on the shelf (owner only)."""
         return self._change(request, c.RelistBook(book_id=book_id, actor_id=reader_id), reader_id)
 
-    @get("/{book_id:uuid}/history", operation_id="bookHistory", sync_to_thread=True)
+    @get(
+        "/{book_id:uuid}/history", operation_id="bookHistory", sync_to_thread=True,
+        opt=contract(BookNotFound, NotTheOwner),
+    )  # fmt: skip
     def history(
-        self, request: Request[Any, Any, Any], book_id: UUID, reader_id: UUID
+        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> list[HistoryEvent]:
         """The book's events, oldest first (owner only: who borrowed it is personal data)."""
         container = container_of(request)
@@ -198,14 +263,19 @@ class BookController(Controller):
             for e in container.library.repository.event_store.get(book_id)
         ]
 
-    @post("/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True)
+    @post(
+        "/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True,
+        opt=contract(
+            BookNotFound, BookWithdrawn, CannotBorrowOwnBook, auth="reader", command="library"
+        ),
+    )  # fmt: skip
     def request_loan(
         self,
         request: Request[Any, Any, Any],
-        book_id: UUID,
-        data: LoanRequestBody | None = None,
+        book_id: FromPath[UUID],
+        data: JSONBody[LoanRequestBody | None] = None,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[Any]:
+    ) -> Response[LoanOut]:
         """Ask to borrow a book (the body is optional: every field of it is).
         422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
         reader_id = current_reader(request)  # in this thread (see there)
@@ -237,8 +307,11 @@ class IsbnController(Controller):
     path = "/v1/isbn"
     tags = ["catalog"]
 
-    @get("/{isbn:str}", operation_id="lookupIsbn", sync_to_thread=True, security=[])
-    def lookup(self, request: Request[Any, Any, Any], isbn: str) -> IsbnOut:
+    @get(
+        "/{isbn:str}", operation_id="lookupIsbn", sync_to_thread=True,
+        opt=contract(Code(404, "isbn_not_found"), INVALID_ISBN),
+    )  # fmt: skip
+    def lookup(self, request: Request[Any, Any, Any], isbn: IsbnText) -> IsbnOut:
         """Catalog metadata of an ISBN-10/13 plus shelf availability; 404 if unknown,
         422 if not a valid ISBN (ISO 2108 checksum)."""
         container = container_of(request)

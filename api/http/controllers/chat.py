@@ -11,32 +11,41 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
 
 from api.bootstrap.container import Container, ReadModelLag
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
-from api.http.idempotency import IdempotencyKey, run_idempotent
-from api.http.schemas import Body, Out, Page, ReaderOut
+from api.http.idempotency import run_idempotent
+from api.http.openapi import Code, contract
+from api.http.params import (
+    Cursor,
+    FromPath,
+    IdempotencyKey,
+    JSONBody,
+    PageSize,
+    ReaderId,
+    next_seq_cursor,
+    seq_cursor,
+)
+from api.http.schemas import Accepted, Body, NextCursor, Out, ReaderOut
 from domain import chat_commands as cc
-from domain.chat_errors import ConversationNotFound, NotAMember
+from domain.chat_errors import (
+    CannotChatWithSelf,
+    ConversationNotFound,
+    InvalidMessage,
+    NotAMember,
+)
 from domain.commands import Command, Recorded
 from domain.errors import NotFound, ReaderNotFound
 from projections.paging import InvalidCursor
 
 log = logging.getLogger(__name__)
-
-CursorParam = Annotated[str | None, Parameter(max_length=200)]
-HistoryLimit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
-Before = Annotated[
-    int | None, Parameter(ge=1, description="only messages with a seq below this (next page)")
-]
 
 
 class MessageNotFound(NotFound):
@@ -84,6 +93,16 @@ class ConversationOut(Out, frozen=True):
     peer_online: bool | None = None
     """Whether the peer has a WebSocket open on some server (``GET`` list and detail; null
     in the answers of commands)."""
+
+
+class ConversationPage(Out, frozen=True):
+    items: list[ConversationOut]
+    next_cursor: NextCursor
+
+
+class MessagePage(Out, frozen=True):
+    items: list[MessageOut]
+    next_cursor: NextCursor
 
 
 def message_out(row: dict[str, Any]) -> MessageOut:
@@ -143,10 +162,9 @@ def execute_chat(container: Container, command: Command) -> tuple[Recorded, bool
     return recorded, True
 
 
-def chat_accepted(recorded: Recorded, **extra: Any) -> Response[dict[str, Any]]:
-    """202: recorded, but the inbox has not caught up in time."""
-    body = {"id": str(recorded.id), "position": recorded.position, "status": "accepted"}
-    body.update({k: str(v) if isinstance(v, UUID) else v for k, v in extra.items()})
+def chat_accepted(recorded: Recorded, **extra: Any) -> Response[Any]:
+    """202 (``Accepted``): recorded, but the inbox has not caught up in time."""
+    body = Accepted(id=recorded.id, position=recorded.position, status="accepted", **extra)
     return Response(body, status_code=202, headers=chat_headers(recorded))
 
 
@@ -199,11 +217,12 @@ class ConversationController(Controller):
     path = "/v1/conversations"
     tags = ["chat"]
 
-    @get("/", operation_id="listConversations", sync_to_thread=True)
+    @get("/", operation_id="listConversations", sync_to_thread=True,
+         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
     def list_conversations(
-        self, request: Request[Any, Any, Any], reader_id: UUID,
-        cursor: CursorParam = None, limit: HistoryLimit = 20,
-    ) -> Page[ConversationOut]:  # fmt: skip
+        self, request: Request[Any, Any, Any], reader_id: ReaderId,
+        cursor: Cursor = None, limit: PageSize = 20,
+    ) -> ConversationPage:  # fmt: skip
         """Your conversations, most recent activity first, with the peer (and whether they
         are online: ``peer_online``), the last message and your unread count."""
         container = container_of(request)
@@ -212,19 +231,22 @@ class ConversationController(Controller):
         except InvalidCursor as exc:
             raise ApiError(422, "invalid_cursor", str(exc)) from exc
         online = peer_presence(container)
-        return Page(
+        return ConversationPage(
             items=[conversation_out(r, online(r["peer_id"])) for r in rows],
             next_cursor=next_cursor,
         )
 
-    @post("/", operation_id="openConversation", status_code=201, sync_to_thread=True)
+    @post(
+        "/", operation_id="openConversation", status_code=201, sync_to_thread=True,
+        opt=contract(ReaderNotFound, CannotChatWithSelf, command="chat", also=(200,)),
+    )  # fmt: skip
     def open_conversation(
         self,
         request: Request[Any, Any, Any],
-        data: OpenConversationBody,
-        reader_id: UUID,
+        data: JSONBody[OpenConversationBody],
+        reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[Any]:
+    ) -> Response[ConversationOut]:
         """Open the conversation with ``peer_id`` (201), or find it (200): the same pair
         always gives the same id. 404 ``reader_not_found`` if the peer is not a registered
         reader, 422 ``cannot_chat_with_self``."""
@@ -247,9 +269,10 @@ class ConversationController(Controller):
             container, reader_id, idempotency_key, "POST", request.url.path, data, action
         )
 
-    @get("/{conversation_id:uuid}", operation_id="getConversation", sync_to_thread=True)
+    @get("/{conversation_id:uuid}", operation_id="getConversation", sync_to_thread=True,
+         opt=contract(ConversationNotFound, NotAMember))  # fmt: skip
     def detail(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID], reader_id: ReaderId
     ) -> ConversationOut:
         """One of your conversations (with ``peer_online``)."""
         container = container_of(request)
@@ -259,31 +282,34 @@ class ConversationController(Controller):
             raise ConversationNotFound  # a member, but not in the read model yet
         return conversation_out(row, peer_presence(container)(row["peer_id"]))
 
-    @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True)
+    @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True,
+         opt=contract(ConversationNotFound, NotAMember, Code(422, "invalid_cursor")))  # fmt: skip
     def history(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, reader_id: UUID,
-        before: Before = None, limit: HistoryLimit = 30,
-    ) -> Page[MessageOut]:  # fmt: skip
-        """History, newest first; ``next_cursor`` is the ``before`` of the next (older)
-        page. Messages you hid are left out."""
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
+        reader_id: ReaderId, cursor: Cursor = None, limit: PageSize = 30,
+    ) -> MessagePage:  # fmt: skip
+        """The conversation's history, newest first; ``next_cursor`` leads to the older
+        messages. Messages you hid are left out."""
         container = container_of(request)
+        before = seq_cursor(cursor)
         require_member(container, conversation_id, reader_id)
         rows, next_before = container.inbox.messages(conversation_id, reader_id, before, limit)
-        return Page(
-            items=[message_out(r) for r in rows],
-            next_cursor=None if next_before is None else str(next_before),
+        return MessagePage(
+            items=[message_out(r) for r in rows], next_cursor=next_seq_cursor(next_before)
         )
 
     @post("/{conversation_id:uuid}/messages", operation_id="sendMessage", status_code=201,
-          sync_to_thread=True)  # fmt: skip
+          sync_to_thread=True,
+          opt=contract(ConversationNotFound, NotAMember, InvalidMessage, command="chat",
+                       also=(200,)))  # fmt: skip
     def send(
         self,
         request: Request[Any, Any, Any],
-        conversation_id: UUID,
-        data: SendMessageBody,
-        reader_id: UUID,
+        conversation_id: FromPath[UUID],
+        data: JSONBody[SendMessageBody],
+        reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[Any]:
+    ) -> Response[MessageOut]:
         """Send a message (201). A retry with the same ``client_msg_id`` returns the first
         message (200) and sends nothing, even if its text differs."""
         container = container_of(request)
@@ -317,11 +343,12 @@ class ConversationController(Controller):
         )
 
     @post("/{conversation_id:uuid}/read", operation_id="markRead", status_code=200,
-          sync_to_thread=True)  # fmt: skip
+          sync_to_thread=True,
+          opt=contract(ConversationNotFound, NotAMember, command="chat"))  # fmt: skip
     def read(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, data: ReadBody,
-        reader_id: UUID,
-    ) -> Response[Any]:  # fmt: skip
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
+        data: JSONBody[ReadBody], reader_id: ReaderId,
+    ) -> Response[ConversationOut]:  # fmt: skip
         """Read receipt: you have read up to message ``seq`` ``up_to`` (capped at the last
         message; going backwards changes nothing). Returns your view of the conversation."""
         container = container_of(request)
@@ -334,10 +361,12 @@ class ConversationController(Controller):
         return Response(conversation_out(row), headers=chat_headers(recorded))
 
     @post("/{conversation_id:uuid}/messages/{message_id:uuid}/hide", operation_id="hideMessage",
-          status_code=204, sync_to_thread=True)  # fmt: skip
+          status_code=204, sync_to_thread=True,
+          opt=contract(ConversationNotFound, NotAMember, MessageNotFound,
+                       command="chat"))  # fmt: skip
     def hide(
-        self, request: Request[Any, Any, Any], conversation_id: UUID, message_id: UUID,
-        reader_id: UUID,
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
+        message_id: FromPath[UUID], reader_id: ReaderId,
     ) -> Response[None]:  # fmt: skip
         """Hide a message from your own history (the peer still sees it). 204; hiding
         twice is fine; 404 ``message_not_found``."""
@@ -349,8 +378,9 @@ class ConversationController(Controller):
         command = cc.HideMessage(conversation_id=conversation_id, reader_id=reader_id,
                                  message_id=message_id)  # fmt: skip
         recorded, consistent = execute_chat(container, command)
-        return Response(None, status_code=204 if consistent else 202,
-                        headers=chat_headers(recorded))  # fmt: skip
+        if not consistent:
+            return chat_accepted(recorded)
+        return Response(None, status_code=204, headers=chat_headers(recorded))
 
 
 __all__ = [

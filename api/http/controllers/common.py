@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request, Response
 
 from api.bootstrap.container import Container, ReadModelLag
+from api.http.schemas import Accepted
 from domain.commands import Command, Recorded
 
 POSITION_HEADER = "Liudong-Position"
@@ -40,10 +41,11 @@ def position_headers(recorded: Recorded) -> dict[str, str]:
     return {POSITION_HEADER: f"library:{recorded.position}"}
 
 
-def accepted(recorded: Recorded) -> Response[dict[str, Any]]:
-    """202 when a command was recorded but the read model has not caught up in time."""
+def accepted(recorded: Recorded) -> Response[Any]:
+    """202 (``Accepted``) when a command was recorded but the read model has not caught up
+    in time."""
     return Response(
-        {"id": str(recorded.id), "position": recorded.position, "status": "accepted"},
+        Accepted(id=recorded.id, position=recorded.position, status="accepted"),
         status_code=202,
         headers=position_headers(recorded),
     )

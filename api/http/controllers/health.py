@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from litestar import Request, Response, get
 
 from api.http.controllers.common import container_of
+from api.http.openapi import contract
 
 
-@get("/healthz", operation_id="healthz", tags=["operations"], security=[])
-async def healthz() -> dict[str, str]:
+class HealthOut(msgspec.Struct, frozen=True):
+    status: Literal["ok"]
+
+
+class ReadyOut(msgspec.Struct, frozen=True):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Any]
+    """``database``, ``projections`` (each with its state and lag) and the other checks of
+    this process, each with ``ok``."""
+
+
+@get("/healthz", operation_id="healthz", tags=["operations"])
+async def healthz() -> HealthOut:
     """Liveness: the process answers."""
-    return {"status": "ok"}
+    return HealthOut(status="ok")
 
 
 def _add_lag(container: Any, projections: dict[str, Any]) -> None:
@@ -42,8 +55,9 @@ def _add_lag(container: Any, projections: dict[str, Any]) -> None:
         }
 
 
-@get("/readyz", operation_id="readyz", tags=["operations"], sync_to_thread=True, security=[])
-def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+@get("/readyz", operation_id="readyz", tags=["operations"], sync_to_thread=True,
+     opt=contract(also=(503,)))  # fmt: skip
+def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
     """Readiness: the database answers and every projection runs (503 otherwise)."""
     container = container_of(request)
     checks: dict[str, Any] = {}
@@ -76,6 +90,6 @@ def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         checks[name] = result
         ready = ready and bool(result.get("ok"))
     return Response(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        ReadyOut(status="ready" if ready else "not_ready", checks=checks),
         status_code=200 if ready else 503,
     )

@@ -15,10 +15,20 @@ from api.http.controllers.common import (
     execute,
     position_headers,
 )
+from api.http.openapi import Code, contract
+from api.http.params import FromPath, JSONBody, ReaderId
 from api.http.schemas import DeclineBody, LoanOut, loan_out
 from api.http.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
 from domain import commands as c
-from domain.errors import Forbidden, LoanNotFound
+from domain.errors import (
+    BookOnLoan,
+    BookWithdrawn,
+    Forbidden,
+    InvalidLoanTransition,
+    LoanNotFound,
+    NotTheBorrower,
+    NotTheLender,
+)
 
 
 class NotAParty(Forbidden):
@@ -31,9 +41,14 @@ class LoanController(Controller):
     path = "/v1/loans"
     tags = ["loans"]
 
-    @get("/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True)
+    @get(
+        "/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True,
+        opt=contract(
+            LoanNotFound, NotAParty, Code(404, "not_yet_existing"), Code(422, "invalid_as_of")
+        ),
+    )  # fmt: skip
     def detail(
-        self, request: Request[Any, Any, Any], loan_id: UUID, reader_id: UUID,
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID], reader_id: ReaderId,
         as_of: AsOfParam = None,
     ) -> LoanOut | LoanAsOfOut:  # fmt: skip
         """A loan, for its borrower or lender; ``contact`` for the lender only. With
@@ -51,7 +66,7 @@ class LoanController(Controller):
 
     def _transition(
         self, request: Request[Any, Any, Any], command: Callable[[UUID], c.Command]
-    ) -> Response[Any]:
+    ) -> Response[LoanOut]:
         """Run ``command(reader_id)`` for the request's reader (``current_reader``: in this
         handler's thread) and answer with the loan once the shelf has it."""
         container = container_of(request)
@@ -63,16 +78,25 @@ class LoanController(Controller):
         return Response(loan_out(row, reader_id), headers=position_headers(recorded))
 
     @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200,
-          sync_to_thread=True)  # fmt: skip
-    def approve(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+          sync_to_thread=True,
+          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, BookWithdrawn,
+                       BookOnLoan, auth="reader", command="library"))  # fmt: skip
+    def approve(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[LoanOut]:
         """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
         return self._transition(request, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r))
 
     @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200,
-          sync_to_thread=True)  # fmt: skip
+          sync_to_thread=True,
+          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, auth="reader",
+                       command="library"))  # fmt: skip
     def decline(
-        self, request: Request[Any, Any, Any], loan_id: UUID, data: DeclineBody | None = None
-    ) -> Response[Any]:
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        data: JSONBody[DeclineBody | None] = None,
+    ) -> Response[LoanOut]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
         return self._transition(
@@ -80,19 +104,31 @@ class LoanController(Controller):
         )
 
     @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200,
-          sync_to_thread=True)  # fmt: skip
-    def cancel(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+          sync_to_thread=True,
+          opt=contract(LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader",
+                       command="library"))  # fmt: skip
+    def cancel(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[LoanOut]:
         """Borrower withdraws the request."""
         return self._transition(request, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r))
 
     @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200,
-          sync_to_thread=True)  # fmt: skip
-    def start_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+          sync_to_thread=True,
+          opt=contract(LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader",
+                       command="library"))  # fmt: skip
+    def start_return(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[LoanOut]:
         """Borrower says "I gave it back"."""
         return self._transition(request, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r))
 
     @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200,
-          sync_to_thread=True)  # fmt: skip
-    def confirm_return(self, request: Request[Any, Any, Any], loan_id: UUID) -> Response[Any]:
+          sync_to_thread=True,
+          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, BookOnLoan,
+                       auth="reader", command="library"))  # fmt: skip
+    def confirm_return(
+        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+    ) -> Response[LoanOut]:
         """Lender says "I have it"; the book is available again."""
         return self._transition(request, lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r))

@@ -3,69 +3,88 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from litestar import Controller, Request, Response, get, patch
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
-from api.http.controllers.books import CursorParam, Limit, page_or_422
+from api.http.controllers.books import page_or_422
 from api.http.controllers.common import accepted, container_of, execute, position_headers
-from api.http.schemas import BookOut, LoanOut, Page, ProfilePatch, ReaderOut, book_out, loan_out
+from api.http.openapi import Code, contract
+from api.http.params import Cursor, JSONBody, PageSize, ReaderId
+from api.http.schemas import (
+    BookPage,
+    LoanPage,
+    ProfilePatch,
+    ReaderOut,
+    book_out,
+    loan_out,
+)
 from domain import commands as c
 from domain.errors import ReaderNotFound
 
 LoanStatus = Literal["requested", "approved", "declined", "cancelled", "returning", "returned"]
+RoleFilter = Annotated[
+    Literal["borrower", "lender"] | None,
+    QueryParameter(description="Your loans as this party only (omit: both)."),
+]
+StatusFilter = Annotated[
+    LoanStatus | None, QueryParameter(description="Loans in this state only.")
+]
 
 
 class MeController(Controller):
     path = "/v1/me"
     tags = ["me"]
 
-    @get("/", operation_id="getMe", sync_to_thread=True)
-    def me(self, request: Request[Any, Any, Any], reader_id: UUID) -> ReaderOut:
+    @get("/", operation_id="getMe", sync_to_thread=True, opt=contract(ReaderNotFound))
+    def me(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> ReaderOut:
         """Your profile."""
         row = container_of(request).shelf.reader(reader_id)
         if row is None:
             raise ReaderNotFound
         return ReaderOut(**row)
 
-    @patch("/", operation_id="updateMe", sync_to_thread=True)
+    @patch(
+        "/", operation_id="updateMe", sync_to_thread=True,
+        opt=contract(ReaderNotFound, command="library"),
+    )  # fmt: skip
     def update(
-        self, request: Request[Any, Any, Any], data: ProfilePatch, reader_id: UUID
-    ) -> Response[Any]:
+        self, request: Request[Any, Any, Any], data: JSONBody[ProfilePatch], reader_id: ReaderId
+    ) -> Response[ReaderOut]:
         """Change nickname and/or avatar (the mini-program's 头像昵称填写 components)."""
         container = container_of(request)
-        recorded, consistent = execute(
-            container,
-            c.ChangeProfile(reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url),
+        command = c.ChangeProfile(
+            reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url
         )
+        recorded, consistent = execute(container, command)
         if not consistent:
             return accepted(recorded)
         row = container.shelf.reader(reader_id)
         return Response(ReaderOut(**row), headers=position_headers(recorded))  # type: ignore[arg-type]
 
-    @get("/books", operation_id="myBooks", sync_to_thread=True)
+    @get("/books", operation_id="myBooks", sync_to_thread=True,
+         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
     def books(
-        self, request: Request[Any, Any, Any], reader_id: UUID,
-        cursor: CursorParam = None, limit: Limit = 20,
-    ) -> Page[BookOut]:  # fmt: skip
+        self, request: Request[Any, Any, Any], reader_id: ReaderId,
+        cursor: Cursor = None, limit: PageSize = 20,
+    ) -> BookPage:  # fmt: skip
         """Books you published (withdrawn ones too), with their current borrower."""
         rows, next_cursor = page_or_422(
             container_of(request).shelf.search_books,
             owner_id=reader_id, include_withdrawn=True, cursor=cursor, limit=limit,
         )  # fmt: skip
-        return Page(items=[book_out(r, reader_id) for r in rows], next_cursor=next_cursor)
+        return BookPage(items=[book_out(r, reader_id) for r in rows], next_cursor=next_cursor)
 
-    @get("/loans", operation_id="myLoans", sync_to_thread=True)
+    @get("/loans", operation_id="myLoans", sync_to_thread=True,
+         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
     def loans(
-        self, request: Request[Any, Any, Any], reader_id: UUID,
-        role: Annotated[Literal["borrower", "lender"] | None, Parameter()] = None,
-        status: LoanStatus | None = None,
-        cursor: CursorParam = None, limit: Limit = 20,
-    ) -> Page[LoanOut]:  # fmt: skip
+        self, request: Request[Any, Any, Any], reader_id: ReaderId,
+        role: RoleFilter = None, status: StatusFilter = None,
+        cursor: Cursor = None, limit: PageSize = 20,
+    ) -> LoanPage:  # fmt: skip
         """Your loans as borrower, as lender, or both; newest first."""
         rows, next_cursor = page_or_422(
             container_of(request).shelf.loans_of,
             reader_id=reader_id, role=role, status=status, cursor=cursor, limit=limit,
         )  # fmt: skip
-        return Page(items=[loan_out(r, reader_id) for r in rows], next_cursor=next_cursor)
+        return LoanPage(items=[loan_out(r, reader_id) for r in rows], next_cursor=next_cursor)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
-from uuid import UUID
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.datastructures import ETag
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import File, Redirect
 
 from api.adapters.media import (
@@ -43,6 +43,8 @@ from api.adapters.media.s3 import IMMUTABLE
 from api.bootstrap.settings import Settings
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError
+from api.http.openapi import REF, Code, contract
+from api.http.params import ReaderId
 from api.http.uploads import MULTIPART_OVERHEAD, read_upload
 
 __all__ = ["MEDIA_STATUS", "MediaController", "MediaOut", "media_api_error", "media_router"]
@@ -64,6 +66,67 @@ def media_api_error(exc: MediaError) -> ApiError:
         if isinstance(exc, kind):
             return ApiError(status, exc.code, exc.message)
     return ApiError(400, exc.code, exc.message)
+
+
+MediaId = Annotated[
+    str,
+    PathParameter(
+        pattern="^[0-9a-f]{64}$", description="The picture's id: SHA-256 (hex) of its bytes."
+    ),
+]
+Purpose = Annotated[
+    str | None,
+    QueryParameter(description="What the picture is for (raw bodies; multipart sends the field).",
+                   pattern="^(cover|avatar|chat|room)$"),
+]
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "The picture: a `multipart/form-data` part `file` (as `wx.uploadFile` sends "
+    "it) with an optional field `purpose`, or the raw bytes with an `image/*` content type. "
+    "The type is sniffed from the bytes.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "purpose": {"type": "string", "enum": sorted(PURPOSES)},
+                },
+            }
+        },
+        **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+    },
+}
+_MEDIA_OUT = {"application/json": {"schema": {"$ref": REF.format(name="MediaOut")}}}
+UPLOAD_RESPONSES: dict[int, dict[str, Any]] = {
+    201: {
+        "description": "Stored by this upload.",
+        "headers": {"Location": {"description": "The picture's URL.", "schema": {"type": "string"}}},
+        "content": _MEDIA_OUT,
+    },
+    200: {"description": "The same picture was stored already (ids are content hashes).",
+          "content": _MEDIA_OUT},
+}
+_CACHE = {"Cache-Control": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}}
+SERVE_RESPONSES: dict[int, dict[str, Any]] = {
+    200: {
+        "description": "The picture's bytes (disk storage).",
+        "headers": _CACHE,
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+    },
+    302: {
+        "description": "Object storage: a time-limited presigned URL of the bytes.",
+        "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+    },
+    304: {"description": "Not modified (`If-None-Match` named this ETag).", "headers": _CACHE},
+}
+UPLOAD_PROBLEMS = (
+    Code(413, "media_too_large"), Code(415, "unsupported_media_type"),
+    Code(422, "image_too_large"), Code(422, "invalid_image"), Code(503, "unavailable"),
+)  # fmt: skip
+SERVE_PROBLEMS = (Code(404, "media_not_found"), Code(503, "unavailable"))
 
 
 class MediaOut(msgspec.Struct, kw_only=True):
@@ -116,9 +179,10 @@ class MediaController(Controller):
     path = MEDIA_PATH
     tags = ["media"]
 
-    @post("/", operation_id="uploadMedia", status_code=201)
+    @post("/", operation_id="uploadMedia", status_code=201,
+          opt=contract(*UPLOAD_PROBLEMS, request_body=UPLOAD_BODY, responses=UPLOAD_RESPONSES))
     async def upload(
-        self, request: Request[Any, Any, Any], reader_id: UUID, purpose: str | None = None
+        self, request: Request[Any, Any, Any], reader_id: ReaderId, purpose: Purpose = None
     ) -> Response[MediaOut]:
         """Upload a picture: ``multipart/form-data`` with the file in part ``file`` (and an
         optional field ``purpose``: cover, avatar, chat or room), or a raw ``image/*`` body
@@ -149,13 +213,15 @@ class MediaController(Controller):
             return Response(out, status_code=201, headers={"Location": out.url})
         return Response(out, status_code=200)
 
-    @get("/{media_id:str}", operation_id="getMedia", security=[], sync_to_thread=True)
-    def picture(self, request: Request[Any, Any, Any], media_id: str) -> Response[Any]:
+    @get("/{media_id:str}", operation_id="getMedia", sync_to_thread=True,
+         opt=contract(*SERVE_PROBLEMS, responses=SERVE_RESPONSES))
+    def picture(self, request: Request[Any, Any, Any], media_id: MediaId) -> Response[Any]:
         """The picture's bytes (or a 302 to a presigned URL when stored in S3). Public."""
         return _serve(request, media_id, thumb=False)
 
-    @get("/{media_id:str}/thumb", operation_id="getMediaThumb", security=[], sync_to_thread=True)
-    def thumb(self, request: Request[Any, Any, Any], media_id: str) -> Response[Any]:
+    @get("/{media_id:str}/thumb", operation_id="getMediaThumb", sync_to_thread=True,
+         opt=contract(*SERVE_PROBLEMS, responses=SERVE_RESPONSES))
+    def thumb(self, request: Request[Any, Any, Any], media_id: MediaId) -> Response[Any]:
         """The picture's JPEG thumbnail (at most 320 px on its longer side by default)."""
         return _serve(request, media_id, thumb=True)
 

@@ -133,16 +133,20 @@ class ProjectionCollector(Collector):
         )
 
 
+# Litestar adds the charset to a text/* media type itself.
+MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
+
 @get(
     "/metrics",
     operation_id="metrics",
     tags=["operations"],
     sync_to_thread=True,
-    security=[],
+    media_type=MEDIA_TYPE,
     include_in_schema=True,
 )
-def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus text format (version 0.0.4)."""
+def metrics(request: Request[Any, Any, Any]) -> Response[str]:
+    """Prometheus text exposition format (``text/plain``)."""
     container = container_of(request)
     try:
         statuses: list[ops.ProjectionStatus] | None = projection_statuses(container)
@@ -152,7 +156,7 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProjectionCollector(statuses, container.runners))
     body = generate_latest(REGISTRY) + generate_latest(registry)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body.decode(), media_type=MEDIA_TYPE)
 
 
 __all__ = ["ProjectionCollector", "metrics", "projection_statuses"]

@@ -7,25 +7,24 @@ happen over the WebSocket (``room.join`` / ``room.leave`` / ``room.send``).
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.params import Parameter
 
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import container_of
-from api.http.schemas import Out, Page, ReaderOut
+from api.http.errors import ApiError
+from api.http.openapi import Code, contract
+from api.http.params import Cursor, FromPath, PageSize, ViewerId, next_seq_cursor, seq_cursor
+from api.http.schemas import NextCursor, Out, ReaderOut
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound
 from projections.rooms import RoomQueries
 
-HistoryLimit = Annotated[int, Parameter(ge=1, le=100, description="page size (1–100)")]
-Before = Annotated[
-    int | None, Parameter(ge=1, description="only messages with a seq below this (next page)")
-]
 _NAME = re.compile(ROOM_NAME_PATTERN)
 
 
@@ -49,10 +48,38 @@ class RoomMessageOut(Out, frozen=True):
     at: datetime
 
 
+class RoomPage(Out, frozen=True):
+    items: list[RoomOut]
+    next_cursor: NextCursor
+
+
+class RoomMessagePage(Out, frozen=True):
+    items: list[RoomMessageOut]
+    next_cursor: NextCursor
+
+
 def _queries(request: Request[Any, Any, Any]) -> RoomQueries:
     container = container_of(request)
     node = realtime_of(container)
     return node.rooms if node is not None else RoomQueries(container.pool)
+
+
+def _name_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(f"r:{name}".encode()).decode().rstrip("=")
+
+
+def _name_of_cursor(cursor: str | None) -> str | None:
+    """The room name a ``cursor`` of the rooms list continues after; 422 ``invalid_cursor``."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    prefix, _, name = raw.partition(":")
+    if prefix != "r" or not _NAME.fullmatch(name):
+        raise ApiError(422, "invalid_cursor", "cursor is not one this server issued")
+    return name
 
 
 def _members(request: Request[Any, Any, Any], name: str) -> int:
@@ -64,11 +91,18 @@ class RoomController(Controller):
     path = "/v1/rooms"
     tags = ["rooms"]
 
-    @get("/", operation_id="listRooms", sync_to_thread=True, security=[])
-    def rooms(self, request: Request[Any, Any, Any]) -> Page[RoomOut]:
-        """Every room, by name, with its live member count."""
-        rows = _queries(request).rooms()
-        return Page(
+    @get("/", operation_id="listRooms", sync_to_thread=True,
+         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
+    def rooms(
+        self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: PageSize = 100
+    ) -> RoomPage:
+        """The rooms, by name, with their live member counts."""
+        after = _name_of_cursor(cursor)
+        every = sorted(_queries(request).rooms(), key=lambda r: str(r["name"]))  # bytewise
+        rows = [r for r in every if after is None or r["name"] > after]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return RoomPage(
             items=[
                 RoomOut(
                     id=r["id"], name=r["name"], title=r["title"],
@@ -77,22 +111,24 @@ class RoomController(Controller):
                 )
                 for r in rows
             ],
-            next_cursor=None,
+            next_cursor=_name_cursor(rows[-1]["name"]) if more else None,
         )  # fmt: skip
 
-    @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True)
+    @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True,
+         opt=contract(RoomNotFound, Code(422, "invalid_cursor")))  # fmt: skip
     def messages(
-        self, request: Request[Any, Any, Any], name: str, reader_id: UUID,
-        before: Before = None, limit: HistoryLimit = 30,
-    ) -> Page[RoomMessageOut]:  # fmt: skip
-        """A room's history, newest first; ``next_cursor`` is the ``before`` of the next
-        (older) page. 404 ``room_not_found``."""
+        self, request: Request[Any, Any, Any], name: FromPath[str], viewer_id: ViewerId,
+        cursor: Cursor = None, limit: PageSize = 30,
+    ) -> RoomMessagePage:  # fmt: skip
+        """A room's history, newest first; ``next_cursor`` leads to the older messages.
+        Public, like the rooms. 404 ``room_not_found``."""
+        before = seq_cursor(cursor)
         queries = _queries(request)
         room = queries.room(name) if _NAME.fullmatch(name) else None
         if room is None:
             raise RoomNotFound
         rows, next_before = queries.messages(room["id"], before, limit)
-        return Page(
+        return RoomMessagePage(
             items=[
                 RoomMessageOut(
                     id=r["message_id"], room=name, seq=r["seq"], text=r["text"], at=r["at"],
@@ -101,7 +137,7 @@ class RoomController(Controller):
                 )
                 for r in rows
             ],
-            next_cursor=None if next_before is None else str(next_before),
+            next_cursor=next_seq_cursor(next_before),
         )  # fmt: skip
 
 
