@@ -18,7 +18,8 @@ handler's signature and its ``contract(...)`` (``opt=contract(...)`` on the rout
 
   ======================================  =================================================
   every operation                         422 ``unknown_parameter``
-  a query or header parameter             422 ``validation_failed``
+  a query or header parameter, or a      422 ``validation_failed``
+  path parameter with a pattern
   a UUID path parameter                   404 ``not_found`` (not a UUID: no such route)
   a JSON body                             400 ``malformed_json``, 413 ``payload_too_large``,
                                           422 ``validation_failed``
@@ -218,8 +219,8 @@ def _complete(operation: dict[str, Any], handler: Any) -> None:
         codes += TOKEN_REQUIRED
     elif auth == "optional":
         codes += TOKEN_REFUSED
-    if any(p["in"] in ("query", "header") for p in parameters):
-        codes.append(Code(422, "validation_failed"))
+    if any(p["in"] in ("query", "header") or "pattern" in p["schema"] for p in parameters):
+        codes.append(Code(422, "validation_failed"))  # a path's pattern is checked the same way
     if any(p["in"] == "path" and p["schema"].get("format") == "uuid" for p in parameters):
         codes.append(Code(404, "not_found"))
     if "requestBody" in operation and promised.request_body is None:

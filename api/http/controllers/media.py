@@ -123,10 +123,13 @@ SERVE_RESPONSES: dict[int, dict[str, Any]] = {
     304: {"description": "Not modified (`If-None-Match` named this ETag).", "headers": _CACHE},
 }
 UPLOAD_PROBLEMS = (
-    Code(413, "media_too_large"), Code(415, "unsupported_media_type"),
-    Code(422, "image_too_large"), Code(422, "invalid_image"), Code(503, "unavailable"),
+    Code(400, "malformed_multipart"), Code(413, "media_too_large"),
+    Code(415, "unsupported_media_type"), Code(422, "image_too_large"),
+    Code(422, "invalid_image"), Code(503, "unavailable"), Code(503, "media_storage_unavailable"),
 )  # fmt: skip
-SERVE_PROBLEMS = (Code(404, "media_not_found"), Code(503, "unavailable"))
+SERVE_PROBLEMS = (
+    Code(404, "media_not_found"), Code(503, "unavailable"), Code(503, "media_storage_unavailable"),
+)  # fmt: skip
 
 
 class MediaOut(msgspec.Struct, kw_only=True):
