@@ -85,12 +85,14 @@ def declared_query(handler: HTTPRouteHandler) -> dict[str, bool]:
     if cached is not None and cached[0] is handler:
         return cached[1]
     found: dict[str, bool] = {}
+    dependencies = handler.resolve_dependencies()
     signatures = [handler.parsed_fn_signature] + [
-        getattr(provide, "parsed_fn_signature", None)
-        for provide in handler.resolve_dependencies().values()
+        getattr(provide, "parsed_fn_signature", None) for provide in dependencies.values()
     ]
     for signature in signatures:
         for name, field in (signature.parameters if signature else {}).items():
+            if name in dependencies:  # provided (``viewer_id``…), never read from the query
+                continue
             kwarg = field.kwarg_definition
             if isinstance(kwarg, ParameterKwarg) and kwarg.param_type == ParamType.QUERY:
                 annotation = field.annotation

@@ -87,6 +87,11 @@ def test_unknown_query_parameters_are_422(actors: Callable[..., Actor], path: st
     target = path.format(book_id=book["id"])
     assert reader.http.get(target).status_code == 200
     assert_problem(reader.http.get(target, params={"pgae": 2}), 422, "unknown_parameter")
+    # a dependency's name is not a query parameter either (nor listed as one)
+    body = assert_problem(
+        reader.http.get(target, params={"viewer_id": reader.id}), 422, "unknown_parameter"
+    )
+    assert "viewer_id" not in body["detail"].split("takes:")[-1]
 
 
 @pytest.mark.parametrize(
