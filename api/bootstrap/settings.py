@@ -11,7 +11,25 @@ variable                           meaning (default)
 ``LIUDONG_WECHAT_APPID``           mini-program AppID (production login)
 ``LIUDONG_WECHAT_SECRET``          mini-program AppSecret (production login)
 ``LIUDONG_WECHAT_BASE_URL``        base URL of the WeChat API (https://api.weixin.qq.com)
-``LIUDONG_WECHAT_TIMEOUT``         seconds per jscode2session call (5)
+``LIUDONG_WECHAT_TIMEOUT``         seconds per WeChat call: jscode2session and the server
+                                   API (5)
+``LIUDONG_WECHAT_TOKEN_MARGIN``    seconds before its expiry that the shared server access
+                                   token is refreshed (300)
+``LIUDONG_WECHAT_PUSH_TOKEN``      Token of the mini-program's message push (消息推送) server
+                                   configuration; unset → ``/v1/wechat/push`` answers 404
+``LIUDONG_WECHAT_PUSH_AES_KEY``    its EncodingAESKey (43 characters; safe mode)
+``LIUDONG_WECHAT_PUSH_WINDOW``     seconds a push's ``timestamp`` may differ from now (300)
+``LIUDONG_MODERATION``             content check of user texts: ``local`` (word list) |
+                                   ``wechat`` (msgSecCheck) | ``off`` (local; wechat in
+                                   production)
+``LIUDONG_MODERATION_WORDLIST``    the local check's word list file (a small built-in list)
+``LIUDONG_MODERATION_TIMEOUT``     seconds a text waits for WeChat's verdict (3)
+``LIUDONG_MODERATION_OUTAGE_MESSAGES``  when WeChat cannot judge a chat/room message, loan
+                                   note or decline reason: ``fail_open`` (accept) |
+                                   ``fail_closed`` (503) (fail_open)
+``LIUDONG_MODERATION_OUTAGE_FIELDS``  the same for nicknames and book fields (fail_closed)
+``LIUDONG_FORWARDED_ALLOW_IPS``    addresses whose X-Forwarded-For / -Proto ``liudong serve``
+                                   believes: the reverse proxy's (127.0.0.1); ``*`` = any
 ``LIUDONG_TOKEN_TTL``              session token lifetime in seconds (2,592,000 = 30 days)
 ``LIUDONG_RUN_PROJECTIONS``        run the projection runners in this process (true)
 ``LIUDONG_CONSISTENCY_TIMEOUT``    seconds a command waits for its read models (5)
@@ -38,6 +56,8 @@ import msgspec
 import platformdirs
 
 Environment = Literal["development", "production", "test"]
+ModerationProvider = Literal["local", "wechat", "off"]
+OutagePolicy = Literal["fail_open", "fail_closed"]
 
 
 def _decode_path(kind: type, value: object) -> object:
@@ -70,6 +90,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_heartbeat: float = 25.0
     ws_queue_size: int = 256
     presence_interval: float = 5.0
+    wechat_token_margin: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 300.0
+    wechat_push_token: str = ""
+    wechat_push_aes_key: str = ""
+    wechat_push_window: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    moderation: ModerationProvider | None = None
+    moderation_wordlist: Path | None = None
+    moderation_timeout: Annotated[float, msgspec.Meta(gt=0)] = 3.0
+    moderation_outage_messages: OutagePolicy = "fail_open"
+    moderation_outage_fields: OutagePolicy = "fail_closed"
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    @property
+    def moderation_provider(self) -> ModerationProvider:
+        """``LIUDONG_MODERATION``, else ``wechat`` in production and ``local`` elsewhere."""
+        if self.moderation is not None:
+            return self.moderation
+        return "wechat" if self.env == "production" else "local"
 
     @property
     def dev_login_allowed(self) -> bool:
@@ -105,6 +142,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "ws_heartbeat": "LIUDONG_WS_HEARTBEAT",
             "ws_queue_size": "LIUDONG_WS_QUEUE_SIZE",
             "presence_interval": "LIUDONG_PRESENCE_INTERVAL",
+            "wechat_token_margin": "LIUDONG_WECHAT_TOKEN_MARGIN",
+            "wechat_push_token": "LIUDONG_WECHAT_PUSH_TOKEN",
+            "wechat_push_aes_key": "LIUDONG_WECHAT_PUSH_AES_KEY",
+            "wechat_push_window": "LIUDONG_WECHAT_PUSH_WINDOW",
+            "moderation": "LIUDONG_MODERATION",
+            "moderation_wordlist": "LIUDONG_MODERATION_WORDLIST",
+            "moderation_timeout": "LIUDONG_MODERATION_TIMEOUT",
+            "moderation_outage_messages": "LIUDONG_MODERATION_OUTAGE_MESSAGES",
+            "moderation_outage_fields": "LIUDONG_MODERATION_OUTAGE_FIELDS",
+            "forwarded_allow_ips": "LIUDONG_FORWARDED_ALLOW_IPS",
         }
         raw = {field: env[var] for field, var in names.items() if env.get(var)}
         try:
