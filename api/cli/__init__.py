@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("api.cli.events:events", "The event logs: export, show one aggregate, tail."),
     "rooms": ("api.cli.rooms:rooms", "Public chat rooms: create them, list them with member counts."),
     "replay": ("api.cli.replay:replay", "Replay the logs into an analyst schema, up to a time."),
+    "moderation": ("api.cli.moderation:moderation", "Flagged texts: list, resolve; check a text."),
 }
 
 

@@ -23,6 +23,7 @@ from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
 from api.http.idempotency import IdempotencyKey, run_idempotent
+from api.http.moderation import Scene, check_texts
 from api.http.schemas import Body, Out, Page, ReaderOut
 from domain import chat_commands as cc
 from domain.chat_errors import ConversationNotFound, NotAMember
@@ -287,6 +288,8 @@ class ConversationController(Controller):
         """Send a message (201). A retry with the same ``client_msg_id`` returns the first
         message (200) and sends nothing, even if its text differs."""
         container = container_of(request)
+        check_texts(container, reader_id, {"text": data.text}, Scene.SOCIAL_LOG,
+                    subject=f"conversation:{conversation_id}")  # fmt: skip
 
         def action() -> Response[Any]:
             known = container.inbox.message_by_client_id(

@@ -15,6 +15,7 @@ from api.http.controllers.common import (
     execute,
     position_headers,
 )
+from api.http.moderation import Scene, check_texts
 from api.http.schemas import DeclineBody, LoanOut, loan_out
 from api.http.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
 from domain import commands as c
@@ -75,6 +76,9 @@ class LoanController(Controller):
     ) -> Response[Any]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
+        if reason:
+            check_texts(container_of(request), current_reader(request), {"reason": reason},
+                        Scene.COMMENT, subject=f"loan:{loan_id}")  # fmt: skip
         return self._transition(
             request, lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason)
         )

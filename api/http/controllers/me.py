@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from api.http.controllers.books import CursorParam, Limit, page_or_422
 from api.http.controllers.common import accepted, container_of, execute, position_headers
+from api.http.moderation import Scene, check_texts
 from api.http.schemas import BookOut, LoanOut, Page, ProfilePatch, ReaderOut, book_out, loan_out
 from domain import commands as c
 from domain.errors import ReaderNotFound
@@ -35,6 +36,7 @@ class MeController(Controller):
     ) -> Response[Any]:
         """Change nickname and/or avatar (the mini-program's 头像昵称填写 components)."""
         container = container_of(request)
+        check_texts(container, reader_id, {"nickname": data.nickname}, Scene.PROFILE)
         recorded, consistent = execute(
             container,
             c.ChangeProfile(reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url),
