@@ -1,5 +1,5 @@
 """Composition of the WeChat platform pieces: the server API client, the readers' openIds,
-the content check and its policy.
+the content check and its policy, the message push endpoint's verifier and handlers.
 
 ``WeChatPlatform.start(settings, database_url)`` runs first in ``Container.build``, before
 any pool: it loads the local word list or starts the server API client (its own thread,
@@ -11,6 +11,12 @@ pieces that use the read-model pool. ``close()`` stops the client's thread.
 The server API client is started when something needs it: ``LIUDONG_MODERATION=wechat``
 (the default in production). The subscribe-message notifier (to come) is the next user:
 ``platform.api`` (``call`` from worker threads, ``await acall`` from the event loop).
+
+Message push (``POST /v1/wechat/push``): ``platform.push`` verifies and decrypts
+(``api.adapters.wechat_push``; ``None`` while ``LIUDONG_WECHAT_PUSH_TOKEN`` is unset) and
+``PUSH_HANDLERS`` maps an ``Event`` (or ``MsgType``) to its handler, called with the message
+and the container in a worker thread. Adding one is one line there, e.g.
+``"wxa_media_check": media_check_result,`` for the media check's asynchronous verdicts.
 """
 
 from __future__ import annotations
@@ -24,11 +30,17 @@ from api.adapters.moderation import FlagStore, Moderator, WeChatContentCheck, Wo
 from api.adapters.openids import OpenIdDirectory
 from api.adapters.wechat import WeChatConfigError, WeChatError
 from api.adapters.wechat_api import PgTokenStore, WeChatApi, WeChatApiThread
+from api.adapters.wechat_push import PushHandler, PushVerifier
 from api.bootstrap.settings import Settings
 
-__all__ = ["WeChatPlatform"]
+__all__ = ["PUSH_HANDLERS", "WeChatPlatform"]
 
 log = logging.getLogger(__name__)
+
+PUSH_HANDLERS: dict[str, PushHandler] = {
+    # Event (or MsgType) → handler(message, container); unknown ones are acknowledged and
+    # logged. e.g. "wxa_media_check": media_check_result,
+}
 
 
 class WeChatPlatform:
@@ -43,11 +55,15 @@ class WeChatPlatform:
         self._local = local
         self.openids: OpenIdDirectory | None = None
         self.moderation: Moderator | None = None
+        self.push: PushVerifier | None = PushVerifier.from_settings(settings)
+        self.push_handlers: dict[str, PushHandler] = dict(PUSH_HANDLERS)
 
     @classmethod
     def start(cls, settings: Settings, database_url: str) -> WeChatPlatform:
-        """Raises ``WordListError`` (an unreadable ``LIUDONG_MODERATION_WORDLIST``) and
+        """Raises ``WordListError`` (an unreadable ``LIUDONG_MODERATION_WORDLIST``),
+        ``ValueError`` (``LIUDONG_WECHAT_PUSH_AES_KEY`` is not an EncodingAESKey) and
         ``WeChatConfigError`` (appid/secret unset, or refused by WeChat in production)."""
+        PushVerifier.from_settings(settings)  # a bad EncodingAESKey stops the start-up
         provider = settings.moderation_provider
         local = None
         if provider == "local":

@@ -26,6 +26,7 @@ from api.http.controllers.loans import LoanController
 from api.http.controllers.me import MeController
 from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
+from api.http.controllers.wechat_push import receive_push, verify_push
 from api.http.controllers.ws import ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             ConversationController, InboxController,
             RoomController, ws_endpoint,
             healthz, readyz, metrics,
+            verify_push, receive_push,
         ],  # fmt: skip
         dependencies=AUTH_DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
