@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -54,8 +55,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Protocol, TypeVar
 
-import anyio
-import anyio.from_thread
 import httpx
 import msgspec
 import psycopg
@@ -609,25 +608,35 @@ class WeChatApi:
 
 
 class WeChatApiThread:
-    """A ``WeChatApi`` on its own event loop, in a thread started here (anyio's blocking
-    portal), usable from anywhere:
+    """A ``WeChatApi`` on its own event loop, in a daemon thread started here, usable from
+    anywhere:
 
-    - ``call(fn, *args, timeout=…)`` from a worker thread blocks until ``await fn(*args)``
-      finished on the client's loop (``TimeoutError`` after ``timeout`` seconds, the call
-      cancelled); refused on a thread running an event loop (it would block the loop).
-    - ``await acall(fn, *args)`` from any other event loop.
+    - ``call(fn, *args, timeout=…, **kwargs)`` from a worker thread blocks until
+      ``await fn(*args, **kwargs)`` finished on the client's loop (``TimeoutError`` after
+      ``timeout`` seconds, the call cancelled); refused on a thread running an event loop
+      (it would block that loop).
+    - ``await acall(fn, *args, **kwargs)`` from any other event loop.
 
     ``fn`` is usually a bound method of ``api`` (e.g. ``api.msg_sec_check``) or a coroutine
-    function taking the client. ``close()`` closes the client and stops the thread."""
+    function taking the client. ``close()`` closes the client and stops the thread (a daemon:
+    a process that forgot to close it still exits)."""
 
     def __init__(self, api: WeChatApi) -> None:
         self.api = api
-        self._portal_cm = anyio.from_thread.start_blocking_portal(name="liudong-wechat-api")
-        self._portal = self._portal_cm.__enter__()
+        self._loop = asyncio.new_event_loop()
         self._closed = False
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="liudong-wechat-api", daemon=True
+        )
+        self._thread.start()
 
     def call(
-        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float | None = None
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> T:
         try:
             asyncio.get_running_loop()
@@ -635,25 +644,34 @@ class WeChatApiThread:
             pass
         else:
             raise RuntimeError("WeChatApiThread.call blocks: call it from a worker thread")
-        if timeout is None:
-            return self._portal.call(fn, *args)
-        return self._portal.call(_with_deadline, timeout, fn, *args)
+        if self._closed:
+            raise RuntimeError("the WeChat API thread is closed")
+        coroutine = _with_deadline(timeout, fn(*args, **kwargs))
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        return await asyncio.wrap_future(self._portal.start_task_soon(fn, *args))
+    async def acall(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any, **kwargs: Any
+    ) -> T:
+        if self._closed:
+            raise RuntimeError("the WeChat API thread is closed")
+        future = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop)
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         try:
-            self._portal.call(self.api.aclose)
+            self.call(self.api.aclose, timeout=5)
+        except Exception:  # noqa: BLE001 - closing anyway
+            log.warning("wechat: closing the API client failed", exc_info=True)
         finally:
-            self._portal_cm.__exit__(None, None, None)
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
 
 
-async def _with_deadline(
-    timeout: float, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
-) -> T:
-    with anyio.fail_after(timeout):
-        return await fn(*args)
+async def _with_deadline(timeout: float | None, coroutine: Coroutine[Any, Any, T]) -> T:
+    async with asyncio.timeout(timeout):
+        return await coroutine
