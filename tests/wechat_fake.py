@@ -179,6 +179,7 @@ def running_fake_wechat(**kwargs: Any) -> Iterator[FakeWeChat]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like WeChat
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
 
         def _serve(self) -> None:
             url = urlsplit(self.path)

@@ -36,8 +36,14 @@ _NOT_A_WORD_CHARACTER = re.compile(r"[\W_]+")  # \w: letters and digits of every
 
 
 def normalize(text: str) -> str:
-    """NFKC, case-folded, letters and digits only."""
-    return _NOT_A_WORD_CHARACTER.sub("", unicodedata.normalize("NFKC", text).casefold())
+    """NFKC, case-folded, letters and digits only.
+
+    The non-word characters go first: what is left (Chinese text without its full-width
+    punctuation, say) is usually NFKC already, which Python checks without normalising."""
+    kept = _NOT_A_WORD_CHARACTER.sub("", text)
+    if not unicodedata.is_normalized("NFKC", kept):  # e.g. full-width letters, ligatures
+        kept = _NOT_A_WORD_CHARACTER.sub("", unicodedata.normalize("NFKC", kept))
+    return kept.casefold()
 
 
 class WordListError(ValueError):
