@@ -28,8 +28,9 @@ variable                           meaning (default)
                                    note or decline reason: ``fail_open`` (accept) |
                                    ``fail_closed`` (503) (fail_open)
 ``LIUDONG_MODERATION_OUTAGE_FIELDS``  the same for nicknames and book fields (fail_closed)
-``LIUDONG_FORWARDED_ALLOW_IPS``    addresses whose X-Forwarded-For / -Proto ``liudong serve``
-                                   believes: the reverse proxy's (127.0.0.1); ``*`` = any
+``LIUDONG_FORWARDED_ALLOW_IPS``    addresses (or networks) whose X-Forwarded-For / -Proto
+                                   ``liudong serve`` believes: the reverse proxy's
+                                   (127.0.0.1,::1); ``*`` = any (never on a public port)
 ``LIUDONG_TOKEN_TTL``              session token lifetime in seconds (2,592,000 = 30 days)
 ``LIUDONG_RUN_PROJECTIONS``        run the projection runners in this process (true)
 ``LIUDONG_CONSISTENCY_TIMEOUT``    seconds a command waits for its read models (5)
@@ -99,7 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     moderation_timeout: Annotated[float, msgspec.Meta(gt=0)] = 3.0
     moderation_outage_messages: OutagePolicy = "fail_open"
     moderation_outage_fields: OutagePolicy = "fail_closed"
-    forwarded_allow_ips: str = "127.0.0.1"
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     @property
     def moderation_provider(self) -> ModerationProvider:
