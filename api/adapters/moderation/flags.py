@@ -59,7 +59,7 @@ class FlagStore:
                 "WHERE id = %s AND resolved_at IS NULL",
                 (by, flag_id),
             )
-            return cursor.rowcount == 1
+            return int(cursor.rowcount) == 1
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

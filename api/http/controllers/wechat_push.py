@@ -17,6 +17,7 @@ import anyio.to_thread
 from litestar import MediaType, Request, Response, get, post
 
 from api.adapters.wechat_push import PushError, PushVerifier, dispatch
+from api.bootstrap.wechat import WeChatPlatform
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError
 
@@ -25,12 +26,17 @@ log = logging.getLogger(__name__)
 PATH = "/v1/wechat/push"
 
 
-def _verifier(request: Request[Any, Any, Any]) -> PushVerifier:
-    platform = getattr(container_of(request), "wechat", None)
-    verifier = getattr(platform, "push", None)
-    if verifier is None:
+def _platform(request: Request[Any, Any, Any]) -> WeChatPlatform:
+    platform = container_of(request).wechat
+    if platform is None or platform.push is None:
         raise ApiError(404, "not_found", "WeChat message push is not configured here.")
-    return verifier  # type: ignore[no-any-return]
+    return platform
+
+
+def _verifier(request: Request[Any, Any, Any]) -> PushVerifier:
+    verifier = _platform(request).push
+    assert verifier is not None
+    return verifier
 
 
 def _refused(exc: PushError) -> ApiError:
@@ -54,14 +60,15 @@ async def verify_push(request: Request[Any, Any, Any]) -> Response[str]:
       media_type=MediaType.TEXT)  # fmt: skip
 async def receive_push(request: Request[Any, Any, Any]) -> Response[str]:
     """A message or event pushed by WeChat (JSON or XML; plaintext or safe mode)."""
-    verifier = _verifier(request)
+    platform = _platform(request)
+    assert platform.push is not None
     body = await request.body()
     try:
-        message = verifier.open(dict(request.query_params), body)
+        message = platform.push.open(dict(request.query_params), body)
     except PushError as exc:
         raise _refused(exc) from exc
     container = container_of(request)
-    await anyio.to_thread.run_sync(dispatch, container.wechat.push_handlers, message, container)
+    await anyio.to_thread.run_sync(dispatch, platform.push_handlers, message, container)
     return Response("success", media_type=MediaType.TEXT)
 
 
