@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from prometheus_client import Counter
@@ -56,6 +56,15 @@ ERRORS = Counter(
     ["provider", "outcome"],
 )
 TAG_SEPARATOR = "，"
+_checked: dict[tuple[str, Scene], Any] = {}
+
+
+def _count_check(suggest: str, scene: Scene) -> None:
+    """``CHECKS.labels(suggest, scene).inc()``, the labelled child looked up once."""
+    child = _checked.get((suggest, scene))
+    if child is None:
+        child = _checked[(suggest, scene)] = CHECKS.labels(suggest, scene.label)
+    child.inc()
 
 
 def texts_of(fields: Mapping[str, FieldValue]) -> dict[str, str]:
@@ -125,7 +134,7 @@ class Moderator:
         if len(verdicts) != len(names):  # pragma: no cover - a broken adapter
             raise RuntimeError(f"{self.check.name} gave {len(verdicts)} verdicts for {len(names)}")
         for verdict in verdicts:
-            CHECKS.labels(verdict.suggest, scene.label).inc()
+            _count_check(verdict.suggest, scene)
         for name, verdict in zip(names, verdicts, strict=True):
             if verdict.suggest == "reject":
                 raise ContentRejected(name, verdict.label)
