@@ -19,6 +19,9 @@ was returned, and ``retryable``: whether the *mini-program* may retry with a **n
     ├── BlockedUser             "blocked_user"          40226 high-risk user, login blocked
     ├── WeChatUnavailable       "wechat_unavailable"    network error, timeout, HTTP 5xx or a
     │                                                   non-JSON answer, still after retries
+    ├── WeChatQuotaExceeded     "wechat_quota_exceeded" server API (``api.adapters.wechat_api``):
+    │                                                   45009 daily quota, 45011 per-minute
+    │                                                   frequency; ``retry_after`` seconds
     └── WeChatConfigError       "wechat_misconfigured"  40013 invalid appid, 40125 invalid
                                                         secret, 41002/41004/41008 missing
                                                         parameter, 40066 invalid URL, or
@@ -62,6 +65,7 @@ __all__ = [
     "WeChatBusy",
     "WeChatConfigError",
     "WeChatError",
+    "WeChatQuotaExceeded",
     "WeChatSession",
     "WeChatUnavailable",
     "login_provider_for",
@@ -146,6 +150,21 @@ class WeChatUnavailable(WeChatError):
     retryable = True
 
 
+class WeChatQuotaExceeded(WeChatError):
+    """A server API call hit a WeChat quota: errcode 45009 (the API's daily quota; it resets at
+    midnight Beijing time) or 45011 (its per-minute frequency limit). ``retry_after``: seconds
+    until it is worth trying again (the HTTP layer answers 503 with ``Retry-After``)."""
+
+    code = "wechat_quota_exceeded"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, errcode: int | None = None, errmsg: str = "", retry_after: int = 60
+    ) -> None:
+        super().__init__(message, errcode=errcode, errmsg=errmsg)
+        self.retry_after = retry_after
+
+
 class WeChatConfigError(WeChatError):
     """Our appid/secret/base URL are wrong or missing: an operator problem, not the user's."""
 
@@ -209,7 +228,7 @@ class _Reply(msgspec.Struct):
 
 _reply_decoder = msgspec.json.Decoder(_Reply)
 
-_SENSITIVE_QUERY = re.compile(r"((?:^|[?&])(?:secret|js_code)=)[^&\s\"']*")
+_SENSITIVE_QUERY = re.compile(r"((?:^|[?&])(?:secret|js_code|access_token)=)[^&\s\"']*")
 
 
 def _redact(text: str) -> str:
@@ -217,7 +236,8 @@ def _redact(text: str) -> str:
 
 
 class _RedactQueryFilter(logging.Filter):
-    """Masks ``secret=`` and ``js_code=`` in the URLs the ``httpx`` logger prints."""
+    """Masks ``secret=``, ``js_code=`` and ``access_token=`` in the URLs the ``httpx`` logger
+    prints."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:

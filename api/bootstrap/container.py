@@ -22,6 +22,7 @@ from api.bootstrap.embedded import EmbeddedNats
 from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
 from api.bootstrap.settings import Settings
+from api.bootstrap.wechat import WeChatPlatform
 from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library
@@ -58,12 +59,16 @@ class Container:
     embedded_nats: EmbeddedNats | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     media: MediaStore | None = None  # pictures (api.adapters.media); None only in tests
+    wechat: WeChatPlatform | None = None
+    """The WeChat platform: openIds, the content check (``api.bootstrap.wechat``)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
         """Connect everything; start the projection runners when ``run_projections``."""
         database_url = resolve_database_url(settings)
+        wechat = WeChatPlatform.start(settings, database_url)  # production: a refused AppID stops
         pool = make_pool(database_url, size=settings.db_pool_size)
+        wechat.attach(pool)
         library = Library(env=eventsourcing_env(database_url, pool_size=5))
         chat = Chat(env=eventsourcing_env(database_url, pool_size=5))
         board = PositionBoard()
@@ -79,6 +84,7 @@ class Container:
             board=board,
             chat=chat,
             inbox=InboxQueries(pool),
+            wechat=wechat,
         )
         container.media = media_store_for(settings, pool)
         if settings.run_projections:
@@ -113,6 +119,8 @@ class Container:
         await self.login.aclose()
         if self.media is not None:
             self.media.close()
+        if self.wechat is not None:
+            self.wechat.close()
         self.library.close()
         self.chat.close()
         self.pool.close()

@@ -26,6 +26,7 @@ from uuid import UUID
 import nats
 from litestar import Litestar
 
+from api.adapters.moderation import ModeratedChat
 from api.bootstrap.container import Container
 from api.bootstrap.embedded import EmbeddedNats
 from projections.board import tracked_position
@@ -145,7 +146,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
         log.warning("nats: %s", exc)
 
     nc = await nats.connect(
-        url,
+        [server.strip() for server in url.split(",") if server.strip()],  # a cluster: a,b,c
         name=f"liudong-{node_id}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -159,7 +160,8 @@ async def start_realtime(container: Container) -> RealtimeNode:
     gateway = Gateway(
         nc,
         container.inbox,
-        container.chat,
+        # chat.send / room.send texts pass the content check first (error content_rejected)
+        ModeratedChat(container.chat, lambda: container.wechat and container.wechat.moderation),
         presence,
         directory=container.shelf.reader,
         config=GatewayConfig(heartbeat=settings.ws_heartbeat, queue_size=settings.ws_queue_size),

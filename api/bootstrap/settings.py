@@ -17,6 +17,8 @@ import msgspec
 import platformdirs
 
 Environment = Literal["development", "production", "test"]
+ModerationProvider = Literal["local", "wechat", "off"]
+OutagePolicy = Literal["fail_open", "fail_closed"]
 
 
 def _var(env: str, meaning: str, **constraints: Any) -> msgspec.Meta:
@@ -70,6 +72,52 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     wechat_timeout: Annotated[
         float, _var("LIUDONG_WECHAT_TIMEOUT", "seconds per WeChat call", gt=0)
     ] = 5.0
+    wechat_token_margin: Annotated[
+        float, _var("LIUDONG_WECHAT_TOKEN_MARGIN", "seconds before expiry that the server "
+                    "access token (shared by every node through PostgreSQL) is refreshed",
+                    ge=0, le=3600)
+    ] = 300.0
+    wechat_push_token: Annotated[
+        str, _var("LIUDONG_WECHAT_PUSH_TOKEN", "Token of the mini-program's message push "
+                  "(消息推送) configuration; unset: `/v1/wechat/push` answers 404")
+    ] = ""
+    wechat_push_aes_key: Annotated[
+        str, _var("LIUDONG_WECHAT_PUSH_AES_KEY", "its EncodingAESKey (43 characters), for "
+                  "safe mode; secret")
+    ] = ""
+    wechat_push_window: Annotated[
+        float, _var("LIUDONG_WECHAT_PUSH_WINDOW", "seconds a push's timestamp may be away "
+                    "from now (older: 403)", gt=0)
+    ] = 300.0
+    moderation: Annotated[
+        ModerationProvider | None, _var("LIUDONG_MODERATION", "content check of readers' "
+                                        "texts: `local` (word list), `wechat` (msgSecCheck "
+                                        "v2), `off`; unset: `wechat` in production, else "
+                                        "`local`")
+    ] = None
+    moderation_wordlist: Annotated[
+        Path | None, _var("LIUDONG_MODERATION_WORDLIST", "the local check's word list: one "
+                          "`WORD[|VERDICT[|LABEL]]` per line, VERDICT `reject` (default) or "
+                          "`review`; unset: a small built-in list")
+    ] = None
+    moderation_timeout: Annotated[
+        float, _var("LIUDONG_MODERATION_TIMEOUT", "seconds a text waits for WeChat's verdict",
+                    gt=0)
+    ] = 3.0
+    moderation_outage_messages: Annotated[
+        OutagePolicy, _var("LIUDONG_MODERATION_OUTAGE_MESSAGES", "chat/room messages, loan "
+                           "notes, decline reasons when WeChat cannot judge: `fail_open` "
+                           "(accept) or `fail_closed` (503)")
+    ] = "fail_open"
+    moderation_outage_fields: Annotated[
+        OutagePolicy, _var("LIUDONG_MODERATION_OUTAGE_FIELDS", "the same for nicknames and "
+                           "book fields")
+    ] = "fail_closed"
+    forwarded_allow_ips: Annotated[
+        str, _var("LIUDONG_FORWARDED_ALLOW_IPS", "addresses or networks whose "
+                  "`X-Forwarded-For`/`-Proto` `liudong serve` believes (the reverse proxy's); "
+                  "`*` = any, never on a public port")
+    ] = "127.0.0.1,::1"
     token_ttl: Annotated[
         int, _var("LIUDONG_TOKEN_TTL", "session token lifetime, seconds (30 days)", ge=1)
     ] = 30 * 24 * 3600
@@ -148,6 +196,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int, _var("LIUDONG_S3_PRESIGN_EXPIRY", "seconds a picture's presigned redirect URL "
                   "is valid", ge=1, le=7 * 24 * 3600)
     ] = 3600
+
+    @property
+    def moderation_provider(self) -> ModerationProvider:
+        """``LIUDONG_MODERATION``, else ``wechat`` in production and ``local`` elsewhere."""
+        if self.moderation is not None:
+            return self.moderation
+        return "wechat" if self.env == "production" else "local"
 
     @property
     def dev_login_allowed(self) -> bool:

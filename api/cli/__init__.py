@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rooms": ("api.cli.rooms:rooms", "Public chat rooms: create them, list them with member counts."),
     "replay": ("api.cli.replay:replay", "Replay the logs into an analyst schema, up to a time."),
     "media": ("api.cli.media:media", "Uploaded pictures: sweep the ones never attached."),
+    "moderation": ("api.cli.moderation:moderation", "Flagged texts: list, resolve; check a text."),
     "settings": ("api.cli.settings:settings", "The environment variables read, and their values."),
 }
 

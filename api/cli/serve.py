@@ -58,6 +58,8 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
             ws_ping_interval=None,  # the gateway pings at application level (realtime.gateway)
             ws="websockets-sansio",  # per frame: ~10 µs here, vs ~17 for "websockets", "wsproto"
             timeout_graceful_shutdown=10,
+            # behind nginx: X-Forwarded-For/-Proto believed from these addresses only
+            proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
         )  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, previous)

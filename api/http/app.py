@@ -28,6 +28,7 @@ from api.http.controllers.me import MeController
 from api.http.controllers.media import media_router
 from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
+from api.http.controllers.wechat_push import receive_push, verify_push
 from api.http.controllers.ws import ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
 from api.http.openapi import document
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             RoomController, ws_endpoint,
             healthz, readyz, metrics,
             media_router(settings),  # its own body limit (LIUDONG_MEDIA_MAX_BYTES)
+            verify_push, receive_push,
         ],  # fmt: skip
         dependencies=AUTH_DEPENDENCIES,
         before_request=check_query,

@@ -5,6 +5,9 @@ where ``type`` is ``https://liudong.dev/problems/<code>`` and ``code`` is stable
 contract). Domain errors map by branch: NotFound→404, Forbidden→403, Conflict→409,
 Invalid→422. A 401 carries ``WWW-Authenticate``; a 429 or 503 carries ``Retry-After``.
 Which operation gives which problem is in the OpenAPI document (``api.http.openapi``).
+The content check (``domain.moderation``): ``content_rejected`` 422 with
+``errors: [{"field", "label"}]``; ``content_check_unavailable`` 503 with ``Retry-After``;
+a WeChat quota (``wechat_quota_exceeded``) 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.adapters.wechat import WeChatQuotaExceeded
 from api.bootstrap.container import ReadModelLag
 from domain import errors as d
+from domain.moderation import ContentCheckUnavailable, ContentRejected
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +123,21 @@ def _api_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
     return problem(exc.status, exc.code, exc.detail, errors=exc.errors)
 
 
+def _content_rejected_handler(_: Request[Any, Any, Any], exc: ContentRejected) -> Response[Any]:
+    return problem(422, exc.code, exc.message, errors=[{"field": exc.field, "label": exc.label}])
+
+
+def _retry_later_handler(
+    _: Request[Any, Any, Any], exc: ContentCheckUnavailable | WeChatQuotaExceeded
+) -> Response[Any]:
+    detail = (
+        exc.message
+        if isinstance(exc, ContentCheckUnavailable)
+        else "A WeChat quota is used up; try again later."
+    )
+    return problem(503, exc.code, detail, headers={"Retry-After": str(exc.retry_after)})
+
+
 def _validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     detail = str(exc.detail)
@@ -180,6 +200,9 @@ def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     d.DomainError: _domain_handler,
+    ContentRejected: _content_rejected_handler,
+    ContentCheckUnavailable: _retry_later_handler,
+    WeChatQuotaExceeded: _retry_later_handler,
     ApiError: _api_handler,
     ReadModelLag: _lag_handler,
     ValidationException: _validation_handler,

@@ -122,6 +122,11 @@ TOKEN_REFUSED = (
 TOKEN_REQUIRED = (Code(401, "missing_token"), *TOKEN_REFUSED)
 BODY = (Code(400, "malformed_json"), Code(413, "payload_too_large"), Code(422, "validation_failed"))
 IDEMPOTENT = (Code(409, "idempotency_in_progress"), Code(422, "idempotency_key_reused"))
+MODERATED = (  # the content check of readers' texts (api.http.moderation)
+    Code(422, "content_rejected"),
+    Code(503, "content_check_unavailable"),
+    Code(503, "wechat_quota_exceeded"),
+)
 
 HEADERS: dict[str, dict[str, Any]] = {
     "Liudong-Position": {
@@ -323,4 +328,4 @@ def _drop_null(schema: dict[str, Any]) -> None:
         schema["enum"] = [v for v in schema["enum"] if v is not None]
 
 
-__all__ = ["Code", "Contract", "code_of", "contract", "document"]
+__all__ = ["MODERATED", "Code", "Contract", "code_of", "contract", "document"]

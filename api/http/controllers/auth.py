@@ -51,6 +51,8 @@ class AuthController(Controller):
         nickname = default_nickname(data.code, session.open_id)
 
         def register_and_issue() -> LoginOut:
+            if container.wechat is not None and container.wechat.openids is not None:
+                container.wechat.openids.remember(reader_id, session.open_id)  # content check
             recorded = container.library.handle(
                 RegisterReader(reader_id=reader_id, nickname=nickname)
             )

@@ -23,7 +23,8 @@ from api.http.controllers.common import (
 )
 from api.http.errors import ApiError
 from api.http.idempotency import derived_id, run_idempotent
-from api.http.openapi import Code, contract
+from api.http.moderation import Scene, check_texts
+from api.http.openapi import MODERATED, Code, contract
 from api.http.params import (
     Cursor,
     FromPath,
@@ -99,6 +100,12 @@ def valid_isbn(raw: str) -> str:
         raise ApiError(422, "invalid_isbn", str(exc)) from exc
 
 
+def book_texts(data: PublishBody | RevisePatch) -> dict[str, Any]:
+    """The texts of a book a reader wrote, for the content check."""
+    return {"title": data.title, "author": data.author, "publisher": data.publisher,
+            "summary": data.summary, "tags": data.tags}  # fmt: skip
+
+
 def page_or_422(fn: Any, **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
@@ -112,7 +119,7 @@ class BookController(Controller):
 
     @post(
         "/", operation_id="publishBook", status_code=201, sync_to_thread=True,
-        opt=contract(ReaderNotFound, INVALID_ISBN, Code(422, "title_required"), command="library"),
+        opt=contract(*MODERATED, ReaderNotFound, INVALID_ISBN, Code(422, "title_required"), command="library"),
     )  # fmt: skip
     def publish(
         self,
@@ -124,6 +131,7 @@ class BookController(Controller):
         """Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
         with no title after that is a 422 ``title_required``."""
         container = container_of(request)
+        check_texts(container, reader_id, book_texts(data), Scene.FORUM)
         isbn = valid_isbn(data.isbn)
 
         def action() -> Response[Any]:
@@ -203,7 +211,7 @@ class BookController(Controller):
 
     @patch(
         "/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True,
-        opt=contract(BookNotFound, NotTheOwner, command="library"),
+        opt=contract(*MODERATED, BookNotFound, NotTheOwner, command="library"),
     )  # fmt: skip
     def revise(
         self,
@@ -213,6 +221,8 @@ class BookController(Controller):
         reader_id: ReaderId,
     ) -> Response[BookOut]:
         """Revise a book's details (owner only)."""
+        check_texts(container_of(request), reader_id, book_texts(data), Scene.FORUM,
+                    subject=f"book:{book_id}")  # fmt: skip
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         return self._change(
             request, c.ReviseBook(book_id=book_id, actor_id=reader_id, **fields), reader_id
@@ -266,6 +276,7 @@ class BookController(Controller):
     @post(
         "/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True,
         opt=contract(
+            *MODERATED,
             BookNotFound, BookWithdrawn, CannotBorrowOwnBook, auth="reader", command="library"
         ),
     )  # fmt: skip
@@ -281,6 +292,8 @@ class BookController(Controller):
         reader_id = current_reader(request)  # in this thread (see there)
         container = container_of(request)
         data = data or LoanRequestBody()
+        check_texts(container, reader_id, {"note": data.note}, Scene.COMMENT,
+                    subject=f"book:{book_id}")  # fmt: skip
 
         def action() -> Response[Any]:
             command = c.RequestLoan(

@@ -22,7 +22,8 @@ from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
 from api.http.idempotency import run_idempotent
-from api.http.openapi import Code, contract
+from api.http.moderation import Scene, check_texts
+from api.http.openapi import MODERATED, Code, contract
 from api.http.params import (
     Cursor,
     FromPath,
@@ -300,7 +301,7 @@ class ConversationController(Controller):
 
     @post("/{conversation_id:uuid}/messages", operation_id="sendMessage", status_code=201,
           sync_to_thread=True,
-          opt=contract(ConversationNotFound, NotAMember, InvalidMessage, command="chat",
+          opt=contract(*MODERATED, ConversationNotFound, NotAMember, InvalidMessage, command="chat",
                        also=(200,)))  # fmt: skip
     def send(
         self,
@@ -313,6 +314,8 @@ class ConversationController(Controller):
         """Send a message (201). A retry with the same ``client_msg_id`` returns the first
         message (200) and sends nothing, even if its text differs."""
         container = container_of(request)
+        check_texts(container, reader_id, {"text": data.text}, Scene.SOCIAL_LOG,
+                    subject=f"conversation:{conversation_id}")  # fmt: skip
 
         def action() -> Response[Any]:
             known = container.inbox.message_by_client_id(

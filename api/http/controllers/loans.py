@@ -15,7 +15,8 @@ from api.http.controllers.common import (
     execute,
     position_headers,
 )
-from api.http.openapi import Code, contract
+from api.http.moderation import Scene, check_texts
+from api.http.openapi import MODERATED, Code, contract
 from api.http.params import FromPath, JSONBody, ReaderId
 from api.http.schemas import DeclineBody, LoanOut, loan_out
 from api.http.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
@@ -89,7 +90,7 @@ class LoanController(Controller):
 
     @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200,
           sync_to_thread=True,
-          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, auth="reader",
+          opt=contract(*MODERATED, LoanNotFound, NotTheLender, InvalidLoanTransition, auth="reader",
                        command="library"))  # fmt: skip
     def decline(
         self,
@@ -99,6 +100,9 @@ class LoanController(Controller):
     ) -> Response[LoanOut]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
+        if reason:
+            check_texts(container_of(request), current_reader(request), {"reason": reason},
+                        Scene.COMMENT, subject=f"loan:{loan_id}")  # fmt: skip
         return self._transition(
             request, lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason)
         )

@@ -9,7 +9,8 @@ from litestar.params import QueryParameter
 
 from api.http.controllers.books import page_or_422
 from api.http.controllers.common import accepted, container_of, execute, position_headers
-from api.http.openapi import Code, contract
+from api.http.moderation import Scene, check_texts
+from api.http.openapi import MODERATED, Code, contract
 from api.http.params import Cursor, JSONBody, PageSize, ReaderId
 from api.http.schemas import (
     BookPage,
@@ -46,13 +47,14 @@ class MeController(Controller):
 
     @patch(
         "/", operation_id="updateMe", sync_to_thread=True,
-        opt=contract(ReaderNotFound, command="library"),
+        opt=contract(*MODERATED, ReaderNotFound, command="library"),
     )  # fmt: skip
     def update(
         self, request: Request[Any, Any, Any], data: JSONBody[ProfilePatch], reader_id: ReaderId
     ) -> Response[ReaderOut]:
         """Change nickname and/or avatar (the mini-program's 头像昵称填写 components)."""
         container = container_of(request)
+        check_texts(container, reader_id, {"nickname": data.nickname}, Scene.PROFILE)
         command = c.ChangeProfile(
             reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url
         )
