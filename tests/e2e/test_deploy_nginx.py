@@ -315,13 +315,13 @@ def test_the_app_sees_the_clients_address_and_believes_only_nginx(
     spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}
     through_nginx = httpx.HTTPTransport(local_address="127.0.0.3", verify=deployment.tls())
     with httpx.Client(transport=through_nginx, base_url=deployment.https, timeout=10) as http:
-        assert http.get("/healthz?via=nginx", headers=spoofed).status_code == 200
-    assert _seen_client(deployment, "/healthz?via=nginx") == "127.0.0.3"
+        assert http.get("/v1/books?q=via-nginx", headers=spoofed).status_code == 200
+    assert _seen_client(deployment, "/v1/books?q=via-nginx") == "127.0.0.3"
     direct = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=direct, timeout=10) as http:
-        url = f"http://127.0.0.1:{deployment.app_port}/healthz?via=direct"
+        url = f"http://127.0.0.1:{deployment.app_port}/v1/books?q=via-direct"
         assert http.get(url, headers=spoofed).status_code == 200
-    assert _seen_client(deployment, "/healthz?via=direct") == "127.0.0.2"  # not believed
+    assert _seen_client(deployment, "/v1/books?q=via-direct") == "127.0.0.2"  # not believed
 
 
 def test_socket_timeouts_outlast_the_heartbeat() -> None:
