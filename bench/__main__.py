@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--markdown] [--only commands,rebuild] [--list]``
 
 Runs the scenarios in order (commands, chat_append, rebuild, export, delivery, fanout,
-connections, media, moderation), printing one JSON figure per line on stdout (progress goes to stderr).
+connections, media, moderation), printing one JSON figure per line on stdout (progress goes
+to stderr).
 ``--quick`` runs every scenario at a small size (a smoke for CI, under two minutes; it says
 nothing about speed). ``--markdown`` rewrites the generated part of ``docs/BENCHMARKS.md``.
 
@@ -37,9 +38,16 @@ from bench.common import (
 )
 
 SCENARIOS = (
-    "commands", "chat_append", "rebuild", "export", "delivery", "fanout", "connections", "media",
+    "commands",
+    "chat_append",
+    "rebuild",
+    "export",
+    "delivery",
+    "fanout",
+    "connections",
+    "media",
     "moderation",
-)  # fmt: skip
+)
 
 
 @dataclass

@@ -67,8 +67,8 @@ def sources_from_apps(
 @contextlib.contextmanager
 def open_sources(env: Mapping[str, str]) -> Iterator[dict[str, Source]]:
     """Build the Library (and, when ``domain.chat`` exists, Chat) Applications on the
-    eventsourcing environment ``env`` (e.g. ``api.bootstrap.db.eventsourcing_env(url)``), yield their
-    sources, and close them on exit."""
+    eventsourcing environment ``env`` (e.g. ``api.bootstrap.db.eventsourcing_env(url)``),
+    yield their sources, and close them on exit."""
     from domain.library import Library
 
     apps: list[Application[Any]] = [Library(env=dict(env))]

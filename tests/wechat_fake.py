@@ -162,10 +162,17 @@ class FakeWeChat:
                 "errmsg": "ok",
                 "trace_id": f"trace-{next(self._serial)}",
                 "result": {"suggest": suggest, "label": label},
-                "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest,
-                            "label": label, "prob": 90}],
+                "detail": [
+                    {
+                        "strategy": "content_model",
+                        "errcode": 0,
+                        "suggest": suggest,
+                        "label": label,
+                        "prob": 90,
+                    }
+                ],
             }
-        )  # fmt: skip
+        )
 
 
 def _err(errcode: int, errmsg: str) -> bytes:
@@ -208,9 +215,11 @@ def running_fake_wechat(**kwargs: Any) -> Iterator[FakeWeChat]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-wechat-api",
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.02},
+        name="fake-wechat-api",
         daemon=True,
-    )  # fmt: skip
+    )
     thread.start()
     host, port = server.server_address[:2]
     fake.base_url = f"http://{host}:{port}"

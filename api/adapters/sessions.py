@@ -125,7 +125,8 @@ def new_token() -> str:
 class SessionStore:
     """Sessions in PostgreSQL table ``sessions``.
 
-    ``pool``: an open ``psycopg_pool.ConnectionPool`` with ``dict_row`` rows (``api.bootstrap.db.make_pool``).
+    ``pool``: an open ``psycopg_pool.ConnectionPool`` with ``dict_row`` rows
+    (``api.bootstrap.db.make_pool``).
     Every method runs one short transaction and raises ``SessionStoreUnavailable`` when the
     database cannot be reached."""
 

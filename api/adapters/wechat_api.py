@@ -268,9 +268,14 @@ class _PgSlot:
         refresh_in = refresh_delay(expires_in, margin)
         await self._conn.execute(
             _SAVE_TOKEN,
-            {"appid": self._appid, "token": token, "expires_in": float(expires_in),
-             "refresh_in": refresh_in, "node": self._node},
-        )  # fmt: skip
+            {
+                "appid": self._appid,
+                "token": token,
+                "expires_in": float(expires_in),
+                "refresh_in": refresh_in,
+                "node": self._node,
+            },
+        )
         now = time.time()
         self.current = AccessToken(token, now + expires_in, now + refresh_in)
         return self.current
@@ -539,8 +544,12 @@ class WeChatApi:
                 return await self._attempt(path, params, body, what or path)
             except _Retry as retry:
                 last = retry.error
-                log.warning("wechat: %s attempt %d failed: %s", what or path, attempt + 1,
-                            retry.error.message)  # fmt: skip
+                log.warning(
+                    "wechat: %s attempt %d failed: %s",
+                    what or path,
+                    attempt + 1,
+                    retry.error.message,
+                )
         assert last is not None
         raise last from last.__cause__
 

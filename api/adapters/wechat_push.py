@@ -329,8 +329,11 @@ def dispatch(handlers: Mapping[str, PushHandler], message: PushMessage, context:
     """Run the handler of ``message.key``; False (and a log line) when there is none."""
     handler = handlers.get(message.key)
     if handler is None:
-        log.info("wechat push: no handler for %r (MsgType %r); acknowledged",
-                 message.key, message.msg_type)  # fmt: skip
+        log.info(
+            "wechat push: no handler for %r (MsgType %r); acknowledged",
+            message.key,
+            message.msg_type,
+        )
         return False
     handler(message, context)
     return True

@@ -40,161 +40,259 @@ _DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("liudong"))
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Annotated[
-        Environment, _var("LIUDONG_ENV", "`development`, `production` or `test`; "
-                          "`production` refuses dev-mode login")
+        Environment,
+        _var(
+            "LIUDONG_ENV",
+            "`development`, `production` or `test`; `production` refuses dev-mode login",
+        ),
     ] = "development"
     database_url: Annotated[
-        str | None, _var("DATABASE_URL", "PostgreSQL URL, e.g. "
-                         "`postgresql://user@host:5432/liudong`; unset: embedded PostgreSQL")
+        str | None,
+        _var(
+            "DATABASE_URL",
+            "PostgreSQL URL, e.g. "
+            "`postgresql://user@host:5432/liudong`; unset: embedded PostgreSQL",
+        ),
     ] = None
     nats_url: Annotated[
-        str | None, _var("NATS_URL", "e.g. `nats://127.0.0.1:4222`; unset: embedded "
-                         "nats-server with JetStream")
+        str | None,
+        _var(
+            "NATS_URL", "e.g. `nats://127.0.0.1:4222`; unset: embedded nats-server with JetStream"
+        ),
     ] = None
     data_dir: Annotated[
-        Path, _var("LIUDONG_DATA_DIR", "where the embedded servers keep their data "
-                   "(per-user data folder)")
+        Path,
+        _var(
+            "LIUDONG_DATA_DIR", "where the embedded servers keep their data (per-user data folder)"
+        ),
     ] = _DEFAULT_DATA_DIR
     host: Annotated[str, _var("LIUDONG_HOST", "where `liudong serve` listens")] = "127.0.0.1"
-    port: Annotated[int, _var("LIUDONG_PORT", "the port `liudong serve` listens on",
-                              ge=1, le=65535)] = 8000
+    port: Annotated[
+        int, _var("LIUDONG_PORT", "the port `liudong serve` listens on", ge=1, le=65535)
+    ] = 8000
     wechat_appid: Annotated[
         str, _var("LIUDONG_WECHAT_APPID", "the mini-program's AppID (production login)")
     ] = ""
     wechat_secret: Annotated[
-        str, _var("LIUDONG_WECHAT_SECRET", "the mini-program's AppSecret (production login); "
-                  "secret")
+        str,
+        _var("LIUDONG_WECHAT_SECRET", "the mini-program's AppSecret (production login); secret"),
     ] = ""
     wechat_base_url: Annotated[
-        str, _var("LIUDONG_WECHAT_BASE_URL", "base URL of WeChat's server API "
-                  "(`jscode2session`…)")
+        str, _var("LIUDONG_WECHAT_BASE_URL", "base URL of WeChat's server API (`jscode2session`…)")
     ] = "https://api.weixin.qq.com"
     wechat_timeout: Annotated[
         float, _var("LIUDONG_WECHAT_TIMEOUT", "seconds per WeChat call", gt=0)
     ] = 5.0
     wechat_token_margin: Annotated[
-        float, _var("LIUDONG_WECHAT_TOKEN_MARGIN", "seconds before expiry that the server "
-                    "access token (shared by every node through PostgreSQL) is refreshed",
-                    ge=0, le=3600)
+        float,
+        _var(
+            "LIUDONG_WECHAT_TOKEN_MARGIN",
+            "seconds before expiry that the server "
+            "access token (shared by every node through PostgreSQL) is refreshed",
+            ge=0,
+            le=3600,
+        ),
     ] = 300.0
     wechat_push_token: Annotated[
-        str, _var("LIUDONG_WECHAT_PUSH_TOKEN", "Token of the mini-program's message push "
-                  "(消息推送) configuration; unset: `/v1/wechat/push` answers 404")
+        str,
+        _var(
+            "LIUDONG_WECHAT_PUSH_TOKEN",
+            "Token of the mini-program's message push "
+            "(消息推送) configuration; unset: `/v1/wechat/push` answers 404",
+        ),
     ] = ""
     wechat_push_aes_key: Annotated[
-        str, _var("LIUDONG_WECHAT_PUSH_AES_KEY", "its EncodingAESKey (43 characters), for "
-                  "safe mode; secret")
+        str,
+        _var(
+            "LIUDONG_WECHAT_PUSH_AES_KEY",
+            "its EncodingAESKey (43 characters), for safe mode; secret",
+        ),
     ] = ""
     wechat_push_window: Annotated[
-        float, _var("LIUDONG_WECHAT_PUSH_WINDOW", "seconds a push's timestamp may be away "
-                    "from now (older: 403)", gt=0)
+        float,
+        _var(
+            "LIUDONG_WECHAT_PUSH_WINDOW",
+            "seconds a push's timestamp may be away from now (older: 403)",
+            gt=0,
+        ),
     ] = 300.0
     moderation: Annotated[
-        ModerationProvider | None, _var("LIUDONG_MODERATION", "content check of readers' "
-                                        "texts: `local` (word list), `wechat` (msgSecCheck "
-                                        "v2), `off`; unset: `wechat` in production, else "
-                                        "`local`")
+        ModerationProvider | None,
+        _var(
+            "LIUDONG_MODERATION",
+            "content check of readers' "
+            "texts: `local` (word list), `wechat` (msgSecCheck "
+            "v2), `off`; unset: `wechat` in production, else "
+            "`local`",
+        ),
     ] = None
     moderation_wordlist: Annotated[
-        Path | None, _var("LIUDONG_MODERATION_WORDLIST", "the local check's word list: one "
-                          "`WORD[|VERDICT[|LABEL]]` per line, VERDICT `reject` (default) or "
-                          "`review`; unset: a small built-in list")
+        Path | None,
+        _var(
+            "LIUDONG_MODERATION_WORDLIST",
+            "the local check's word list: one "
+            "`WORD[|VERDICT[|LABEL]]` per line, VERDICT `reject` (default) or "
+            "`review`; unset: a small built-in list",
+        ),
     ] = None
     moderation_timeout: Annotated[
-        float, _var("LIUDONG_MODERATION_TIMEOUT", "seconds a text waits for WeChat's verdict",
-                    gt=0)
+        float, _var("LIUDONG_MODERATION_TIMEOUT", "seconds a text waits for WeChat's verdict", gt=0)
     ] = 3.0
     moderation_outage_messages: Annotated[
-        OutagePolicy, _var("LIUDONG_MODERATION_OUTAGE_MESSAGES", "chat/room messages, loan "
-                           "notes, decline reasons when WeChat cannot judge: `fail_open` "
-                           "(accept) or `fail_closed` (503)")
+        OutagePolicy,
+        _var(
+            "LIUDONG_MODERATION_OUTAGE_MESSAGES",
+            "chat/room messages, loan "
+            "notes, decline reasons when WeChat cannot judge: `fail_open` "
+            "(accept) or `fail_closed` (503)",
+        ),
     ] = "fail_open"
     moderation_outage_fields: Annotated[
-        OutagePolicy, _var("LIUDONG_MODERATION_OUTAGE_FIELDS", "the same for nicknames and "
-                           "book fields")
+        OutagePolicy,
+        _var("LIUDONG_MODERATION_OUTAGE_FIELDS", "the same for nicknames and book fields"),
     ] = "fail_closed"
     forwarded_allow_ips: Annotated[
-        str, _var("LIUDONG_FORWARDED_ALLOW_IPS", "addresses or networks whose "
-                  "`X-Forwarded-For`/`-Proto` `liudong serve` believes (the reverse proxy's); "
-                  "`*` = any, never on a public port")
+        str,
+        _var(
+            "LIUDONG_FORWARDED_ALLOW_IPS",
+            "addresses or networks whose "
+            "`X-Forwarded-For`/`-Proto` `liudong serve` believes (the reverse proxy's); "
+            "`*` = any, never on a public port",
+        ),
     ] = "127.0.0.1,::1"
     token_ttl: Annotated[
         int, _var("LIUDONG_TOKEN_TTL", "session token lifetime, seconds (30 days)", ge=1)
     ] = 30 * 24 * 3600
     run_projections: Annotated[
-        bool, _var("LIUDONG_RUN_PROJECTIONS", "run projection runners in this process (one "
-                   "process is active per projection)")
+        bool,
+        _var(
+            "LIUDONG_RUN_PROJECTIONS",
+            "run projection runners in this process (one process is active per projection)",
+        ),
     ] = True
     consistency_timeout: Annotated[
-        float, _var("LIUDONG_CONSISTENCY_TIMEOUT", "seconds a command waits for the read "
-                    "models (read-your-writes) before answering 202", ge=0)
+        float,
+        _var(
+            "LIUDONG_CONSISTENCY_TIMEOUT",
+            "seconds a command waits for the read models (read-your-writes) before answering 202",
+            ge=0,
+        ),
     ] = 5.0
     db_pool_size: Annotated[
         int, _var("LIUDONG_DB_POOL_SIZE", "read-model connection pool size", ge=1)
     ] = 10
     handler_threads: Annotated[
-        int, _var("LIUDONG_HANDLER_THREADS", "threads running the synchronous request "
-                  "handlers (each command holds one while it waits for the read models)",
-                  ge=1, le=1024)
+        int,
+        _var(
+            "LIUDONG_HANDLER_THREADS",
+            "threads running the synchronous request "
+            "handlers (each command holds one while it waits for the read models)",
+            ge=1,
+            le=1024,
+        ),
     ] = 16
     access_log: Annotated[
-        bool, _var("LIUDONG_ACCESS_LOG", "log every HTTP request (`liudong serve "
-                   "--access-log`); off: it costs ~5 % of a command's CPU")
+        bool,
+        _var(
+            "LIUDONG_ACCESS_LOG",
+            "log every HTTP request (`liudong serve "
+            "--access-log`); off: it costs ~5 % of a command's CPU",
+        ),
     ] = False
     ws_heartbeat: Annotated[
         float, _var("LIUDONG_WS_HEARTBEAT", "seconds between WebSocket server pings", gt=0)
     ] = 25.0
     ws_queue_size: Annotated[
-        int, _var("LIUDONG_WS_QUEUE_SIZE", "frames queued per socket before it is closed "
-                  "4008 (slow consumer)", ge=1)
+        int,
+        _var(
+            "LIUDONG_WS_QUEUE_SIZE",
+            "frames queued per socket before it is closed 4008 (slow consumer)",
+            ge=1,
+        ),
     ] = 256
     presence_interval: Annotated[
-        float, _var("LIUDONG_PRESENCE_INTERVAL", "seconds between room presence heartbeats "
-                    "over NATS", gt=0)
+        float,
+        _var(
+            "LIUDONG_PRESENCE_INTERVAL", "seconds between room presence heartbeats over NATS", gt=0
+        ),
     ] = 5.0
     media_max_bytes: Annotated[
-        int, _var("LIUDONG_MEDIA_MAX_BYTES", "largest picture upload, bytes (10 MiB; "
-                  "413 `media_too_large`)", ge=1)
+        int,
+        _var(
+            "LIUDONG_MEDIA_MAX_BYTES",
+            "largest picture upload, bytes (10 MiB; 413 `media_too_large`)",
+            ge=1,
+        ),
     ] = 10 * 1024 * 1024
     media_max_pixels: Annotated[
-        int, _var("LIUDONG_MEDIA_MAX_PIXELS", "most pixels in an uploaded picture "
-                  "(422 `image_too_large`)", ge=1)
+        int,
+        _var(
+            "LIUDONG_MEDIA_MAX_PIXELS",
+            "most pixels in an uploaded picture (422 `image_too_large`)",
+            ge=1,
+        ),
     ] = 40_000_000
     media_quality: Annotated[
-        int, _var("LIUDONG_MEDIA_QUALITY", "JPEG/WebP quality of re-encoded pictures and "
-                  "thumbnails", ge=1, le=100)
+        int,
+        _var(
+            "LIUDONG_MEDIA_QUALITY",
+            "JPEG/WebP quality of re-encoded pictures and thumbnails",
+            ge=1,
+            le=100,
+        ),
     ] = 85
     media_thumb_size: Annotated[
-        int, _var("LIUDONG_MEDIA_THUMB_SIZE", "longer side of a picture's JPEG thumbnail, "
-                  "pixels", ge=16, le=4096)
+        int,
+        _var(
+            "LIUDONG_MEDIA_THUMB_SIZE",
+            "longer side of a picture's JPEG thumbnail, pixels",
+            ge=16,
+            le=4096,
+        ),
     ] = 320
     media_workers: Annotated[
         int, _var("LIUDONG_MEDIA_WORKERS", "pictures decoded and re-encoded at once", ge=1, le=64)
     ] = 2
     media_grace: Annotated[
-        float, _var("LIUDONG_MEDIA_GRACE", "seconds an upload never attached is kept (24 h)",
-                    ge=0)
+        float, _var("LIUDONG_MEDIA_GRACE", "seconds an upload never attached is kept (24 h)", ge=0)
     ] = 24 * 3600.0
     media_sweep_interval: Annotated[
-        float, _var("LIUDONG_MEDIA_SWEEP_INTERVAL", "seconds between the server's sweeps of "
-                    "expired uploads (0: never; `liudong media sweep`)", ge=0)
+        float,
+        _var(
+            "LIUDONG_MEDIA_SWEEP_INTERVAL",
+            "seconds between the server's sweeps of "
+            "expired uploads (0: never; `liudong media sweep`)",
+            ge=0,
+        ),
     ] = 3600.0
     media_base_url: Annotated[
-        str, _var("LIUDONG_MEDIA_BASE_URL", "prefix of the picture URLs answered (unset: the "
-                  "request's origin)")
+        str,
+        _var(
+            "LIUDONG_MEDIA_BASE_URL",
+            "prefix of the picture URLs answered (unset: the request's origin)",
+        ),
     ] = ""
     s3_bucket: Annotated[
-        str, _var("LIUDONG_S3_BUCKET", "store pictures in this S3 bucket (unset: on disk "
-                  "under `LIUDONG_DATA_DIR/media`); credentials from `AWS_ACCESS_KEY_ID` / "
-                  "`AWS_SECRET_ACCESS_KEY`")
+        str,
+        _var(
+            "LIUDONG_S3_BUCKET",
+            "store pictures in this S3 bucket (unset: on disk "
+            "under `LIUDONG_DATA_DIR/media`); credentials from `AWS_ACCESS_KEY_ID` / "
+            "`AWS_SECRET_ACCESS_KEY`",
+        ),
     ] = ""
     s3_endpoint_url: Annotated[
         str, _var("LIUDONG_S3_ENDPOINT_URL", "S3-compatible endpoint (unset: AWS)")
     ] = ""
     s3_region: Annotated[str, _var("LIUDONG_S3_REGION", "the bucket's region")] = ""
     s3_presign_expiry: Annotated[
-        int, _var("LIUDONG_S3_PRESIGN_EXPIRY", "seconds a picture's presigned redirect URL "
-                  "is valid", ge=1, le=7 * 24 * 3600)
+        int,
+        _var(
+            "LIUDONG_S3_PRESIGN_EXPIRY",
+            "seconds a picture's presigned redirect URL is valid",
+            ge=1,
+            le=7 * 24 * 3600,
+        ),
     ] = 3600
 
     @property

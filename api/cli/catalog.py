@@ -75,7 +75,8 @@ def import_command(ctx: click.Context, file: Path, batch_size: int, no_progress:
 
     The layout is detected from the header: douban, goodbooks-10k (books.csv), or generic
     with the columns isbn, title and optionally author, publisher, published_year,
-    language, tags (separated by "|"), cover_url, summary. Rows repeating an ISBN are merged (tags unioned);
+    language, tags (separated by "|"), cover_url, summary. Rows repeating an ISBN are merged
+    (tags unioned);
     invalid rows are skipped and counted by reason."""
     with _catalog(ctx) as cat:
         try:

@@ -191,7 +191,8 @@ def export_command(  # noqa: PLR0913
                             bar.update(page.last_position - after)
                             after = page.last_position
                             if page and end_at and min(page.recorded_at) >= end_at + SEEK_MARGIN:
-                                break  # later events are later still (api.adapters.eventlog docstring)
+                                # later events are later still (api.adapters.eventlog)
+                                break
     seconds = time.monotonic() - started
     rate = written / seconds if seconds else 0.0
     click.echo(

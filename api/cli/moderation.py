@@ -87,8 +87,13 @@ def resolve_command(flag_id: int, by: str | None) -> None:
 @moderation.command("check")
 @click.argument("text")
 @click.option("--scene", type=click.Choice(SCENES), default="comment", show_default=True)
-@click.option("--reader", "reader_id", type=UUID, default=None,
-              help="The writer (WeChat's check needs one who logged in with WeChat).")  # fmt: skip
+@click.option(
+    "--reader",
+    "reader_id",
+    type=UUID,
+    default=None,
+    help="The writer (WeChat's check needs one who logged in with WeChat).",
+)
 def check_command(text: str, scene: str, reader_id: UUID | None) -> None:
     """What the configured content check says of TEXT (nothing is recorded)."""
     from uuid import uuid4

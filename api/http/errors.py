@@ -83,7 +83,9 @@ class ApiError(Exception):
 
 
 class Unauthorized(ApiError):
-    def __init__(self, code: str = "unauthorized", detail: str = "A valid session token is required.") -> None:  # noqa: E501
+    def __init__(
+        self, code: str = "unauthorized", detail: str = "A valid session token is required."
+    ) -> None:  # noqa: E501
         super().__init__(401, code, detail)
 
 
@@ -173,10 +175,17 @@ def _malformed() -> Response[Any]:
 
 def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     codes = {
-        400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-        405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-        415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable",
-    }  # fmt: skip
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        429: "too_many_requests",
+        503: "unavailable",
+    }
     status = exc.status_code
     code = codes.get(status, "error" if status < 500 else "internal_error")
     detail = str(exc.detail)
@@ -186,9 +195,7 @@ def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
 
 
 def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
-    return problem(
-        503, "read_model_lag", "The read models are behind; try again in a moment."
-    )
+    return problem(503, "read_model_lag", "The read models are behind; try again in a moment.")
 
 
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

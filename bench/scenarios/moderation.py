@@ -33,10 +33,32 @@ from bench.common import Target, log, percentile
 
 _CHINESE = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"  # noqa: E501
 _ENGLISH = [
-    "the", "book", "is", "great", "can", "i", "borrow", "it", "next", "week", "thanks", "see",
-    "you", "at", "library", "return", "on", "sunday", "please", "keep", "dry", "chapter",
-    "ending", "author", "story",
-]  # fmt: skip
+    "the",
+    "book",
+    "is",
+    "great",
+    "can",
+    "i",
+    "borrow",
+    "it",
+    "next",
+    "week",
+    "thanks",
+    "see",
+    "you",
+    "at",
+    "library",
+    "return",
+    "on",
+    "sunday",
+    "please",
+    "keep",
+    "dry",
+    "chapter",
+    "ending",
+    "author",
+    "story",
+]
 _EMOJI = "📚😀👍🙏✨"
 _OBFUSCATED = ["傻 逼", "f.u.c.k", "ＦＵＣＫ", "操!你!妈", "加 微 信", "motherfucker", "傻🐶逼"]
 
@@ -104,28 +126,42 @@ def run(ctx: Any) -> None:
     by_size: dict[str, dict[str, float | int]] = {}
     for name, low, high in (("chat ≤80", 0, 80), ("81–300", 81, 300), ("301–2000", 301, 2000)):
         own = [us for us, t in zip(full, texts, strict=True) if low <= len(t) <= high]
-        by_size[name] = {"n": len(own), "p50_us": round(percentile(own, 50) or 0, 1),
-                         "p99_us": round(percentile(own, 99) or 0, 1)}  # fmt: skip
+        by_size[name] = {
+            "n": len(own),
+            "p50_us": round(percentile(own, 50) or 0, 1),
+            "p99_us": round(percentile(own, 99) or 0, 1),
+        }
     params = {
-        "texts": len(texts), "mean_chars": round(mean_chars, 1), "words": check.size,
-        "flagged": flagged, "by_length": by_size,
+        "texts": len(texts),
+        "mean_chars": round(mean_chars, 1),
+        "words": check.size,
+        "flagged": flagged,
+        "by_length": by_size,
         "bare_matcher_p50_us": round(percentile(bare, 50) or 0, 2),
         "bare_matcher_p99_us": round(percentile(bare, 99) or 0, 2),
         "call": "Moderator.check_texts(author, {'text': text}, Scene.SOCIAL_LOG)",
-    }  # fmt: skip
+    }
     p50, p99 = percentile(full, 50), percentile(full, 99)
-    log(f"moderation local: p50 {p50:.1f} µs, p99 {p99:.1f} µs per text ({len(texts):,} "
-        f"texts, mean {mean_chars:.0f} chars, {flagged} flagged); {by_size}")  # fmt: skip
+    log(
+        f"moderation local: p50 {p50:.1f} µs, p99 {p99:.1f} µs per text ({len(texts):,} "
+        f"texts, mean {mean_chars:.0f} chars, {flagged} flagged); {by_size}"
+    )
     ctx.emit("moderation.local_p50", p50, "µs", params=params)
     ctx.emit("moderation.local_p99", p99, "µs", params=params)
-    ctx.emit("moderation.local_chat_p99", by_size["chat ≤80"]["p99_us"], "µs",
-             target=Target("<=", 100), params={"texts": by_size["chat ≤80"]["n"]})  # fmt: skip
+    ctx.emit(
+        "moderation.local_chat_p99",
+        by_size["chat ≤80"]["p99_us"],
+        "µs",
+        target=Target("<=", 100),
+        params={"texts": by_size["chat ≤80"]["n"]},
+    )
 
     calls = ctx.size(2_000, 200)
     with running_fake_wechat() as fake:
         fake.rules = {"坏话": ("risky", 20003)}
-        api = WeChatApi(fake.appid, fake.secret, store=MemoryTokenStore(),
-                        base_url=fake.base_url, timeout=5.0)  # fmt: skip
+        api = WeChatApi(
+            fake.appid, fake.secret, store=MemoryTokenStore(), base_url=fake.base_url, timeout=5.0
+        )
         runner = WeChatApiThread(api)
         try:
             remote = WeChatContentCheck(runner, lambda _reader: "oBench", timeout=5.0)
@@ -149,9 +185,11 @@ def run(ctx: Any) -> None:
         raise RuntimeError(f"{len(samples)} of {calls} msgSecCheck calls finished")
     w50, w99 = percentile(samples, 50), percentile(samples, 99)
     log(f"moderation wechat (fake, loopback): p50 {w50:.0f} µs, p99 {w99:.0f} µs per text")
-    wparams = {"calls": calls, "token_refreshes": api.refreshes,
-               "server": "tests.wechat_fake on 127.0.0.1 (answers at once)",
-               "call": "WeChatContentCheck.check([text], Scene.SOCIAL_LOG, author) "
-                       "from a worker thread"}  # fmt: skip
+    wparams = {
+        "calls": calls,
+        "token_refreshes": api.refreshes,
+        "server": "tests.wechat_fake on 127.0.0.1 (answers at once)",
+        "call": "WeChatContentCheck.check([text], Scene.SOCIAL_LOG, author) from a worker thread",
+    }
     ctx.emit("moderation.wechat_fake_p50", w50, "µs", params=wparams)
     ctx.emit("moderation.wechat_fake_p99", w99, "µs", params=wparams)

@@ -166,10 +166,13 @@ class Dispatcher:
         if frame.client_msg_id is not None:
             session.push(
                 encode_text(
-                    Ack(client_msg_id=frame.client_msg_id, conversation_id=frame.conversation_id,
-                        seq=frame.up_to)
+                    Ack(
+                        client_msg_id=frame.client_msg_id,
+                        conversation_id=frame.conversation_id,
+                        seq=frame.up_to,
+                    )
                 ),
-            )  # fmt: skip
+            )
 
     async def _presence_query(self, session: Session, frame: PresenceQuery) -> None:
         asked = list(dict.fromkeys(frame.reader_ids))

@@ -51,11 +51,30 @@ class Session:
     the socket's writing side has ended (closed, or the client went away)."""
 
     __slots__ = (
-        "closed", "close_code", "closing", "done", "flushing", "held", "held_overflow", "id",
-        "key", "last_received", "last_seq", "next_ping", "online", "queue", "queue_size",
-        "reader", "replay_task", "replaying", "rooms", "serving", "socket", "space",
+        "closed",
+        "close_code",
+        "closing",
+        "done",
+        "flushing",
+        "held",
+        "held_overflow",
+        "id",
+        "key",
+        "last_received",
+        "last_seq",
+        "next_ping",
+        "online",
+        "queue",
+        "queue_size",
+        "reader",
+        "replay_task",
+        "replaying",
+        "rooms",
+        "serving",
+        "socket",
+        "space",
         "writer",
-    )  # fmt: skip
+    )
 
     _ids = itertools.count(1)
 

@@ -84,38 +84,60 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "liudong test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key())
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     pem = serialization.Encoding.PEM
     ca_path, chain_path, key_path = folder / "ca.pem", folder / "fullchain.pem", folder / "key.pem"
     ca_path.write_bytes(ca.public_bytes(pem))
     chain_path.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-    key_path.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     return ca_path, chain_path, key_path
 
@@ -137,8 +159,14 @@ class Deployment:
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.https, verify=self.tls(), http2=True, timeout=30,
-                            headers=headers, **kwargs)  # fmt: skip
+        return httpx.Client(
+            base_url=self.https,
+            verify=self.tls(),
+            http2=True,
+            timeout=30,
+            headers=headers,
+            **kwargs,
+        )
 
 
 def site_config(app_port: int, tls_port: int, http_port: int, chain: Path, key: Path) -> str:
@@ -186,16 +214,24 @@ def deployment(
     app_port, tls_port, http_port = free_port(), free_port(), free_port()
     app_log = root / "liudong-serve.log"
     env = {
-        **os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url, "LIUDONG_ENV": "test",
-        "LIUDONG_HOST": "127.0.0.1", "LIUDONG_PORT": str(app_port),
-        "LIUDONG_FORWARDED_ALLOW_IPS": "127.0.0.1", "LIUDONG_DATA_DIR": str(root / "data"),
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LIUDONG_ENV": "test",
+        "LIUDONG_HOST": "127.0.0.1",
+        "LIUDONG_PORT": str(app_port),
+        "LIUDONG_FORWARDED_ALLOW_IPS": "127.0.0.1",
+        "LIUDONG_DATA_DIR": str(root / "data"),
         "LIUDONG_DB_POOL_SIZE": "3",
-    }  # fmt: skip
+    }
     with app_log.open("wb") as out:
         app = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--workers", "1", "--access-log"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     nginx: subprocess.Popen[bytes] | None = None
     try:
         wait_for_port(app_port, app, app_log)
@@ -211,13 +247,18 @@ def deployment(
         assert checked.returncode == 0, checked.stderr
         nginx_log = prefix / "nginx.out"
         with nginx_log.open("wb") as out:
-            nginx = subprocess.Popen([*command, "-g", "daemon off;"], stdout=out,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+            nginx = subprocess.Popen(
+                [*command, "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT
+            )
         wait_for_port(tls_port, nginx, prefix / "error.log")
         yield Deployment(
-            https=f"https://localhost:{tls_port}", http=f"http://localhost:{http_port}",
-            app_port=app_port, tls_port=tls_port, ca=ca, app_log=app_log,
-        )  # fmt: skip
+            https=f"https://localhost:{tls_port}",
+            http=f"http://localhost:{http_port}",
+            app_port=app_port,
+            tls_port=tls_port,
+            ca=ca,
+            app_log=app_log,
+        )
     finally:
         if nginx is not None:
             stop(nginx, signal.SIGQUIT)  # graceful: lets the sockets drain
@@ -261,15 +302,20 @@ async def test_a_websocket_receives_drops_and_resumes_through_nginx(
         conversation = http.post("/v1/conversations", json={"peer_id": b["id"]}).json()["id"]
 
         def send(text: str, key: str) -> None:
-            response = http.post(f"/v1/conversations/{conversation}/messages",
-                                 json={"text": text, "client_msg_id": key})  # fmt: skip
+            response = http.post(
+                f"/v1/conversations/{conversation}/messages",
+                json={"text": text, "client_msg_id": key},
+            )
             assert response.status_code in (201, 202), response.text
 
         url = f"wss://localhost:{deployment.tls_port}/v1/ws"
         options: dict[str, Any] = {
-            "additional_headers": {"Authorization": f"Bearer {b_token}"}, "ssl": deployment.tls(),
-            "compression": None, "ping_interval": None, "open_timeout": 10,
-        }  # fmt: skip
+            "additional_headers": {"Authorization": f"Bearer {b_token}"},
+            "ssl": deployment.tls(),
+            "compression": None,
+            "ping_interval": None,
+            "open_timeout": 10,
+        }
         async with connect(url, **options) as ws:
             hello = json.loads(await ws.recv())
             assert hello["type"] == "hello"

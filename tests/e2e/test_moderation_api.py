@@ -58,11 +58,13 @@ def moderation(live_server: LiveServer, moderator: Moderator) -> Iterator[Modera
 def test_a_rejected_chat_message_is_not_recorded(actors: Actors) -> None:
     a, b = actors(), actors()
     conversation = a.http.post("/v1/conversations", json={"peer_id": b.id}).json()["id"]
-    refused = a.http.post(f"/v1/conversations/{conversation}/messages",
-                          json={"text": ABUSE, "client_msg_id": "m1"})  # fmt: skip
+    refused = a.http.post(
+        f"/v1/conversations/{conversation}/messages", json={"text": ABUSE, "client_msg_id": "m1"}
+    )
     rejected(refused, "text")
-    sent = a.http.post(f"/v1/conversations/{conversation}/messages",
-                       json={"text": "你好", "client_msg_id": "m2"})  # fmt: skip
+    sent = a.http.post(
+        f"/v1/conversations/{conversation}/messages", json={"text": "你好", "client_msg_id": "m2"}
+    )
     assert sent.status_code == 201 and sent.json()["seq"] == 1  # the refused one took no seq
     history = b.http.get(f"/v1/conversations/{conversation}/messages").json()["items"]
     assert [m["text"] for m in history] == ["你好"]
@@ -74,13 +76,17 @@ def test_a_message_for_review_is_sent_and_flagged(
     a, b = actors(), actors()
     conversation = a.http.post("/v1/conversations", json={"peer_id": b.id}).json()["id"]
     text = "书可以便宜卖你，加微信 abc"
-    sent = a.http.post(f"/v1/conversations/{conversation}/messages",
-                       json={"text": text, "client_msg_id": "m1"})  # fmt: skip
+    sent = a.http.post(
+        f"/v1/conversations/{conversation}/messages", json={"text": text, "client_msg_id": "m1"}
+    )
     assert sent.status_code == 201, sent.text
     [flag] = flags_of(live_server, a.id)
     assert (flag["scene"], flag["field"], flag["label"], flag["provider"]) == (
-        Scene.SOCIAL_LOG, "text", "ad", "local",
-    )  # fmt: skip
+        Scene.SOCIAL_LOG,
+        "text",
+        "ad",
+        "local",
+    )
     assert flag["subject"] == f"conversation:{conversation}"
 
     env = {"DATABASE_URL": database_url, "LIUDONG_ENV": "test"}
@@ -89,8 +95,9 @@ def test_a_message_for_review_is_sent_and_flagged(
     assert f"#{flag['id']}" in listed.output and "social_log/text" in listed.output
     as_json = CliRunner().invoke(cli, ["moderation", "list", "--json", "--limit", "1000"], env=env)
     assert any(json.loads(line)["id"] == flag["id"] for line in as_json.output.splitlines())
-    done = CliRunner().invoke(cli, ["moderation", "resolve", str(flag["id"]), "--by", "ops"],
-                              env=env)  # fmt: skip
+    done = CliRunner().invoke(
+        cli, ["moderation", "resolve", str(flag["id"]), "--by", "ops"], env=env
+    )
     assert done.exit_code == 0 and "resolved" in done.output
     again = CliRunner().invoke(cli, ["moderation", "resolve", str(flag["id"])], env=env)
     assert again.exit_code != 0 and "no open flag" in again.output
@@ -108,16 +115,22 @@ def test_nickname(actors: Actors) -> None:
 def test_book_fields_on_publish_and_revise(actors: Actors) -> None:
     owner = actors()
     mine = lambda: owner.http.get("/v1/me/books").json()["items"]  # noqa: E731
-    rejected(owner.http.post("/v1/books", json={"isbn": "9787536692930", "title": "傻逼书"}),
-             "title")  # fmt: skip
-    rejected(owner.http.post("/v1/books", json={"isbn": "9787536692930", "title": "三体",
-                                                 "tags": ["科幻", "fuck"]}), "tags")  # fmt: skip
+    rejected(
+        owner.http.post("/v1/books", json={"isbn": "9787536692930", "title": "傻逼书"}), "title"
+    )
+    rejected(
+        owner.http.post(
+            "/v1/books", json={"isbn": "9787536692930", "title": "三体", "tags": ["科幻", "fuck"]}
+        ),
+        "tags",
+    )
     assert mine() == []
     book = publish(owner, title="三体", summary="地球往事", author="刘慈欣")
-    rejected(owner.http.patch(f"/v1/books/{book['id']}", json={"summary": "写得像 s.h.i.t 操你妈"}),
-             "summary")  # fmt: skip
-    rejected(owner.http.patch(f"/v1/books/{book['id']}", json={"author": "motherfucker"}),
-             "author")  # fmt: skip
+    rejected(
+        owner.http.patch(f"/v1/books/{book['id']}", json={"summary": "写得像 s.h.i.t 操你妈"}),
+        "summary",
+    )
+    rejected(owner.http.patch(f"/v1/books/{book['id']}", json={"author": "motherfucker"}), "author")
     [unchanged] = mine()
     assert (unchanged["summary"], unchanged["author"]) == ("地球往事", "刘慈欣")
 
@@ -147,8 +160,9 @@ def test_an_outage_fails_open_for_messages_and_closed_for_profile(
     a, b = actors(), actors()
     conversation = a.http.post("/v1/conversations", json={"peer_id": b.id}).json()["id"]
     with moderation(live_server, Moderator(Down(), None)), live_server.client(a.token) as raw:  # type: ignore[arg-type]
-        sent = raw.post(f"/v1/conversations/{conversation}/messages",
-                        json={"text": "hi", "client_msg_id": "m1"})  # fmt: skip
+        sent = raw.post(
+            f"/v1/conversations/{conversation}/messages", json={"text": "hi", "client_msg_id": "m1"}
+        )
         assert sent.status_code == 201, sent.text
         refused = raw.patch("/v1/me", json={"nickname": "新名字"})
         assert refused.status_code == 503
@@ -184,13 +198,25 @@ async def test_the_socket_refuses_rejected_chat_and_room_texts(
         try:
             await a_ws.recv_type("hello")
             await b_ws.recv_type("hello")
-            await a_ws.send({"type": "chat.send", "conversation_id": conversation, "text": ABUSE,
-                             "client_msg_id": "bad"})  # fmt: skip
+            await a_ws.send(
+                {
+                    "type": "chat.send",
+                    "conversation_id": conversation,
+                    "text": ABUSE,
+                    "client_msg_id": "bad",
+                }
+            )
             error = await a_ws.recv_type("error")
             assert error["code"] == "content_rejected" and error["client_msg_id"] == "bad"
             assert error["frame"] == "chat.send"
-            await a_ws.send({"type": "chat.send", "conversation_id": conversation, "text": "你好",
-                             "client_msg_id": "good"})  # fmt: skip
+            await a_ws.send(
+                {
+                    "type": "chat.send",
+                    "conversation_id": conversation,
+                    "text": "你好",
+                    "client_msg_id": "good",
+                }
+            )
             ack = await a_ws.recv_type("ack")
             assert ack["client_msg_id"] == "good" and ack["seq"] == 1
             event = await b_ws.recv_type("event")
@@ -198,12 +224,14 @@ async def test_the_socket_refuses_rejected_chat_and_room_texts(
 
             await a_ws.send({"type": "room.join", "room": room})
             await a_ws.recv_type("room.joined")
-            await a_ws.send({"type": "room.send", "room": room, "text": "F.U.C.K",
-                             "client_msg_id": "r1"})  # fmt: skip
+            await a_ws.send(
+                {"type": "room.send", "room": room, "text": "F.U.C.K", "client_msg_id": "r1"}
+            )
             error = await a_ws.recv_type("error")
             assert (error["code"], error["frame"]) == ("content_rejected", "room.send")
-            await a_ws.send({"type": "room.send", "room": room, "text": "大家好",
-                             "client_msg_id": "r2"})  # fmt: skip
+            await a_ws.send(
+                {"type": "room.send", "room": room, "text": "大家好", "client_msg_id": "r2"}
+            )
             assert (await a_ws.recv_type("ack"))["seq"] == 1
         finally:
             await a_ws.close()
@@ -217,8 +245,14 @@ async def test_the_socket_refuses_rejected_chat_and_room_texts(
 def wechat_moderation(live_server: LiveServer) -> Iterator[Any]:
     with running_fake_wechat() as fake:
         fake.rules = {"加微信": ("review", 10001), "坏话": ("risky", 20003)}
-        api = WeChatApi(fake.appid, fake.secret, store=MemoryTokenStore(),
-                        base_url=fake.base_url, timeout=0.5, backoff=(0.01,))  # fmt: skip
+        api = WeChatApi(
+            fake.appid,
+            fake.secret,
+            store=MemoryTokenStore(),
+            base_url=fake.base_url,
+            timeout=0.5,
+            backoff=(0.01,),
+        )
         runner = WeChatApiThread(api)
         platform = live_server.container.wechat
         check = WeChatContentCheck(runner, platform.openids.open_id, timeout=2.0)
@@ -235,12 +269,14 @@ def test_msg_sec_check_with_the_writers_openid(
     fake = wechat_moderation
     a, b = actors(), actors()
     conversation = a.http.post("/v1/conversations", json={"peer_id": b.id}).json()["id"]
-    refused = a.http.post(f"/v1/conversations/{conversation}/messages",
-                          json={"text": "说坏话", "client_msg_id": "m1"})  # fmt: skip
+    refused = a.http.post(
+        f"/v1/conversations/{conversation}/messages", json={"text": "说坏话", "client_msg_id": "m1"}
+    )
     body = assert_problem(refused, 422, "content_rejected")
     assert body["errors"] == [{"field": "text", "label": "abuse"}]
-    sent = a.http.post(f"/v1/conversations/{conversation}/messages",
-                       json={"text": "加微信", "client_msg_id": "m2"})  # fmt: skip
+    sent = a.http.post(
+        f"/v1/conversations/{conversation}/messages", json={"text": "加微信", "client_msg_id": "m2"}
+    )
     assert sent.status_code == 201
     [flag] = flags_of(live_server, a.id)
     assert (flag["provider"], flag["label"]) == ("wechat", "ad")

@@ -68,8 +68,12 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return Node(name, f"http://127.0.0.1:{port}", process, log)
 
 
@@ -174,9 +178,10 @@ async def test_room_members_are_counted_across_nodes(
     http_a, http_b = clients
     name = f"nodes-{uuid4().hex[:8]}"
     created = CliRunner().invoke(
-        cli, ["rooms", "create", name, "两个节点"],
+        cli,
+        ["rooms", "create", name, "两个节点"],
         env={"DATABASE_URL": database_url, "LIUDONG_ENV": "test"},
-    )  # fmt: skip
+    )
     assert created.exit_code == 0, created.output
     x_token, x = await login(http_a)
     y_token, y = await login(http_b)

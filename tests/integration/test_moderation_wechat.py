@@ -40,8 +40,14 @@ def wechat() -> Iterator[FakeWeChat]:
 
 @pytest.fixture
 def runner(wechat: FakeWeChat) -> Iterator[WeChatApiThread]:
-    api = WeChatApi(wechat.appid, wechat.secret, store=MemoryTokenStore(),
-                    base_url=wechat.base_url, timeout=0.3, backoff=(0.01, 0.01))  # fmt: skip
+    api = WeChatApi(
+        wechat.appid,
+        wechat.secret,
+        store=MemoryTokenStore(),
+        base_url=wechat.base_url,
+        timeout=0.3,
+        backoff=(0.01, 0.01),
+    )
     thread = WeChatApiThread(api)
     yield thread
     thread.close()
@@ -125,11 +131,13 @@ def test_review_verdicts_are_flagged_in_postgres(
     moderator = Moderator(checker(runner, {author: OPENID}), flags)
     with pytest.raises(ContentRejected):
         moderator.check_texts(author, {"note": "说坏话"}, Scene.COMMENT, subject="book:1")
-    assert moderator.check_texts(author, {"note": "加微信"}, Scene.COMMENT,
-                                 subject="book:2") == Verdict("review", "ad")  # fmt: skip
+    assert moderator.check_texts(
+        author, {"note": "加微信"}, Scene.COMMENT, subject="book:2"
+    ) == Verdict("review", "ad")
     mine = [f for f in flags.list(limit=100) if f["reader_id"] == author]
-    assert [(f["field"], f["subject"], f["label"], f["provider"], f["text"], f["scene"])
-            for f in mine] == [("note", "book:2", "ad", "wechat", "加微信", 2)]  # fmt: skip
+    assert [
+        (f["field"], f["subject"], f["label"], f["provider"], f["text"], f["scene"]) for f in mine
+    ] == [("note", "book:2", "ad", "wechat", "加微信", 2)]
     assert flags.resolve(mine[0]["id"], by="ops") is True
     assert flags.resolve(mine[0]["id"], by="ops") is False
     assert all(f["reader_id"] != author for f in flags.list(limit=100))
@@ -139,8 +147,14 @@ def test_review_verdicts_are_flagged_in_postgres(
 
 def test_flag_record_round_trip(pool: ConnectionPool[Any]) -> None:
     flags, author = FlagStore(pool), uuid4()
-    flag = ContentFlagged(reader_id=author, scene=Scene.PROFILE, field="nickname", text="脑残",
-                          label="abuse", provider="local")  # fmt: skip
+    flag = ContentFlagged(
+        reader_id=author,
+        scene=Scene.PROFILE,
+        field="nickname",
+        text="脑残",
+        label="abuse",
+        provider="local",
+    )
     flag_id = flags.record(flag)
     [row] = [f for f in flags.list() if f["id"] == flag_id]
     assert row["subject"] is None and row["resolved_at"] is None
@@ -159,10 +173,15 @@ def test_production_refuses_to_start_with_credentials_wechat_refuses(
     wechat: FakeWeChat, database_url: str, tmp_path: Any
 ) -> None:
     settings = Settings(
-        env="production", database_url=database_url, data_dir=tmp_path, run_projections=False,
-        wechat_appid=wechat.appid, wechat_secret="not-the-secret",
-        wechat_base_url=wechat.base_url, wechat_timeout=0.5,
-    )  # fmt: skip
+        env="production",
+        database_url=database_url,
+        data_dir=tmp_path,
+        run_projections=False,
+        wechat_appid=wechat.appid,
+        wechat_secret="not-the-secret",
+        wechat_base_url=wechat.base_url,
+        wechat_timeout=0.5,
+    )
     with pytest.raises(WeChatConfigError, match="at start-up.*40125"):
         Container.build(settings)
 
@@ -171,10 +190,15 @@ async def test_production_starts_with_the_wechat_check(
     wechat: FakeWeChat, database_url: str, tmp_path: Any
 ) -> None:
     settings = Settings(
-        env="production", database_url=database_url, data_dir=tmp_path, run_projections=False,
-        wechat_appid=wechat.appid, wechat_secret=wechat.secret,
-        wechat_base_url=wechat.base_url, wechat_timeout=0.5,
-    )  # fmt: skip
+        env="production",
+        database_url=database_url,
+        data_dir=tmp_path,
+        run_projections=False,
+        wechat_appid=wechat.appid,
+        wechat_secret=wechat.secret,
+        wechat_base_url=wechat.base_url,
+        wechat_timeout=0.5,
+    )
     import anyio.to_thread
 
     container = await anyio.to_thread.run_sync(Container.build, settings)

@@ -45,9 +45,14 @@ def client(
     fake: FakeWeChat, store: object | None = None, *, margin: float = 300.0, timeout: float = 0.3
 ) -> WeChatApi:
     return WeChatApi(
-        fake.appid, fake.secret, store=store or MemoryTokenStore(), base_url=fake.base_url,
-        timeout=timeout, backoff=(0.01, 0.01), margin=margin,
-    )  # fmt: skip
+        fake.appid,
+        fake.secret,
+        store=store or MemoryTokenStore(),
+        base_url=fake.base_url,
+        timeout=timeout,
+        backoff=(0.01, 0.01),
+        margin=margin,
+    )
 
 
 async def check(api: WeChatApi, content: str = "hello") -> str:
@@ -67,8 +72,12 @@ async def test_one_token_for_many_calls(wechat: FakeWeChat) -> None:
         await api.aclose()
     assert wechat.count(TOKEN) == 1
     [body] = wechat.bodies(TOKEN)
-    assert body == {"grant_type": "client_credential", "appid": wechat.appid,
-                    "secret": SECRET, "force_refresh": False}  # fmt: skip
+    assert body == {
+        "grant_type": "client_credential",
+        "appid": wechat.appid,
+        "secret": SECRET,
+        "force_refresh": False,
+    }
     assert set(wechat.tokens_used(CHECK)) == {wechat.current}
     [sent] = wechat.bodies(CHECK)[:1]
     assert sent == {"version": 2, "openid": "oUser", "scene": 2, "content": "hello"}
@@ -77,8 +86,9 @@ async def test_one_token_for_many_calls(wechat: FakeWeChat) -> None:
 async def test_nodes_share_the_token_through_postgres(
     wechat: FakeWeChat, database_url: str
 ) -> None:
-    first, second = client(wechat, PgTokenStore(database_url, node="a")), client(
-        wechat, PgTokenStore(database_url, node="b")
+    first, second = (
+        client(wechat, PgTokenStore(database_url, node="a")),
+        client(wechat, PgTokenStore(database_url, node="b")),
     )
     try:
         await check(first)
@@ -260,9 +270,14 @@ async def test_busy_is_retried_with_backoff(wechat: FakeWeChat) -> None:
         waits.append(seconds)
 
     api = WeChatApi(
-        wechat.appid, wechat.secret, store=MemoryTokenStore(), base_url=wechat.base_url,
-        timeout=0.3, backoff=(0.1, 0.3), sleep=fake_sleep,
-    )  # fmt: skip
+        wechat.appid,
+        wechat.secret,
+        store=MemoryTokenStore(),
+        base_url=wechat.base_url,
+        timeout=0.3,
+        backoff=(0.1, 0.3),
+        sleep=fake_sleep,
+    )
     try:
         await api.access_token()
         wechat.script[CHECK] = [Canned(errcode=-1), Canned(errcode=-1)]
@@ -307,8 +322,14 @@ def test_daily_quota_resets_at_beijing_midnight() -> None:
 async def test_bad_credentials_are_a_config_error(
     wechat: FakeWeChat, appid: str | None, secret: str, errcode: int
 ) -> None:
-    api = WeChatApi(appid or wechat.appid, secret, store=MemoryTokenStore(),
-                    base_url=wechat.base_url, timeout=0.3, backoff=(0.01,))  # fmt: skip
+    api = WeChatApi(
+        appid or wechat.appid,
+        secret,
+        store=MemoryTokenStore(),
+        base_url=wechat.base_url,
+        timeout=0.3,
+        backoff=(0.01,),
+    )
     try:
         with pytest.raises(WeChatConfigError) as caught:
             await api.check_credentials()
@@ -363,8 +384,10 @@ async def test_http_5xx_and_garbage_are_retried(wechat: FakeWeChat) -> None:
     api = client(wechat)
     try:
         await api.access_token()
-        wechat.script[CHECK] = [Canned(status=502, body=b"bad gateway"),
-                                Canned(body=b"<html>oops</html>")]  # fmt: skip
+        wechat.script[CHECK] = [
+            Canned(status=502, body=b"bad gateway"),
+            Canned(body=b"<html>oops</html>"),
+        ]
         assert await check(api) == "pass"
         wechat.script[TOKEN] = [Canned(status=503, body=b"")] * 3
         wechat.revoke_current()

@@ -95,9 +95,12 @@ async def start(
     inbox: FakeInbox, socket: FakeSocket, reader: UUID, after: int | None = None, **config: Any
 ) -> tuple[Gateway, Session, asyncio.Task[None]]:
     gateway = Gateway(
-        FakeNats(), inbox, chat=None, presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
         config=GatewayConfig(**config),
-    )  # fmt: skip
+    )
     task = asyncio.create_task(gateway.serve(socket, reader, after))
     await socket.wait_for(lambda: any(f["type"] == "hello" for f in socket.sent))
     (session,) = gateway.sessions[str(reader)]

@@ -59,9 +59,17 @@ def test_normal_form(text: str, normal: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["你真是个傻逼", "傻 逼", "傻.逼", "ＦＵＣＫ you", "what the f.u.c.k", "Motherfucker!",
-     "操！你！妈", "kill   yourself"],
-)  # fmt: skip
+    [
+        "你真是个傻逼",
+        "傻 逼",
+        "傻.逼",
+        "ＦＵＣＫ you",
+        "what the f.u.c.k",
+        "Motherfucker!",
+        "操！你！妈",
+        "kill   yourself",
+    ],
+)
 def test_abuse_is_rejected(words: WordListCheck, text: str) -> None:
     assert words.verdict(text) == Verdict("reject", "abuse")
 
@@ -85,8 +93,10 @@ def test_clean_texts_pass(words: WordListCheck, text: str) -> None:
 def test_the_most_severe_word_wins(words: WordListCheck) -> None:
     assert words.verdict("加微信，傻逼") == Verdict("reject", "abuse")
     assert words.check(["ok", "加微信", "傻逼"], Scene.COMMENT, uuid4()) == [
-        Verdict(), Verdict("review", "ad"), Verdict("reject", "abuse"),
-    ]  # fmt: skip
+        Verdict(),
+        Verdict("review", "ad"),
+        Verdict("reject", "abuse"),
+    ]
 
 
 def test_a_custom_list(tmp_path: Path) -> None:
@@ -171,8 +181,10 @@ def test_reject_raises_before_anything_is_recorded() -> None:
     with pytest.raises(ContentRejected) as caught:
         moderator.check_texts(uuid4(), {"title": "t", "summary": None, "tags": ["a"]}, Scene.FORUM)
     assert (caught.value.code, caught.value.field, caught.value.label) == (
-        "content_rejected", "title", "abuse",
-    )  # fmt: skip
+        "content_rejected",
+        "title",
+        "abuse",
+    )
     assert flags.recorded == []
     assert sample("liudong_moderation_checks_total", verdict="reject", scene="forum") == before + 2
 
@@ -187,9 +199,16 @@ def test_review_is_accepted_and_flagged() -> None:
     assert verdict == Verdict("review", "ad")
     assert check.calls == [(["加微信"], Scene.SOCIAL_LOG)]  # blank texts are not sent
     assert flags.recorded == [
-        ContentFlagged(reader_id=author, scene=Scene.SOCIAL_LOG, field="text", text="加微信",
-                       label="ad", provider="stub", subject="conversation:x")
-    ]  # fmt: skip
+        ContentFlagged(
+            reader_id=author,
+            scene=Scene.SOCIAL_LOG,
+            field="text",
+            text="加微信",
+            label="ad",
+            provider="stub",
+            subject="conversation:x",
+        )
+    ]
 
 
 def test_tags_are_checked_as_one_text() -> None:
@@ -232,8 +251,12 @@ def test_an_outage_fails_open_for_messages_and_closed_for_fields() -> None:
 
 def test_outage_policies_are_settings() -> None:
     down = ContentCheckUnavailable("down")
-    moderator = Moderator(StubCheck(down), None, messages_outage="fail_closed",  # type: ignore[arg-type]
-                          fields_outage="fail_open")  # fmt: skip
+    moderator = Moderator(
+        StubCheck(down),
+        None,
+        messages_outage="fail_closed",  # type: ignore[arg-type]
+        fields_outage="fail_open",
+    )
     with pytest.raises(ContentCheckUnavailable):
         moderator.check_texts(uuid4(), {"text": "hi"}, Scene.SOCIAL_LOG)
     assert moderator.check_texts(uuid4(), {"nickname": "hi"}, Scene.PROFILE) == Verdict()
@@ -259,17 +282,20 @@ def test_moderated_chat_checks_sends_only() -> None:
     moderator = Moderator(WordListCheck.from_file(), StubFlags())  # type: ignore[arg-type]
     moderated = ModeratedChat(chat, lambda: moderator)
     conversation, sender = uuid4(), uuid4()
-    bad = cc.SendMessage(conversation_id=conversation, sender_id=sender, text="傻逼",
-                         client_msg_id="m1")  # fmt: skip
+    bad = cc.SendMessage(
+        conversation_id=conversation, sender_id=sender, text="傻逼", client_msg_id="m1"
+    )
     with pytest.raises(ContentRejected):
         moderated.handle(bad)
-    room_bad = cc.SendRoomMessage(room_id=uuid4(), sender_id=sender, text="f u c k",
-                                  client_msg_id="r1")  # fmt: skip
+    room_bad = cc.SendRoomMessage(
+        room_id=uuid4(), sender_id=sender, text="f u c k", client_msg_id="r1"
+    )
     with pytest.raises(ContentRejected):
         moderated.handle(room_bad)
     assert chat.handled == []
-    good = cc.SendMessage(conversation_id=conversation, sender_id=sender, text="你好",
-                          client_msg_id="m2")  # fmt: skip
+    good = cc.SendMessage(
+        conversation_id=conversation, sender_id=sender, text="你好", client_msg_id="m2"
+    )
     read = cc.MarkRead(conversation_id=conversation, reader_id=sender, up_to=1)
     assert moderated.handle(good) == "recorded"
     assert moderated.handle(read) == "recorded"

@@ -21,35 +21,48 @@ def test_moderation_defaults_to_local_outside_production() -> None:
 
 
 def test_variables() -> None:
-    settings = Settings.from_env({
-        "LIUDONG_MODERATION": "wechat", "LIUDONG_MODERATION_WORDLIST": "/etc/liudong/words.txt",
-        "LIUDONG_MODERATION_TIMEOUT": "1.5", "LIUDONG_MODERATION_OUTAGE_MESSAGES": "fail_closed",
-        "LIUDONG_MODERATION_OUTAGE_FIELDS": "fail_open", "LIUDONG_WECHAT_TOKEN_MARGIN": "120",
-        "LIUDONG_WECHAT_PUSH_TOKEN": "t", "LIUDONG_WECHAT_PUSH_AES_KEY": "k",
-        "LIUDONG_WECHAT_PUSH_WINDOW": "60", "LIUDONG_FORWARDED_ALLOW_IPS": "10.0.0.0/8",
-    })  # fmt: skip
+    settings = Settings.from_env(
+        {
+            "LIUDONG_MODERATION": "wechat",
+            "LIUDONG_MODERATION_WORDLIST": "/etc/liudong/words.txt",
+            "LIUDONG_MODERATION_TIMEOUT": "1.5",
+            "LIUDONG_MODERATION_OUTAGE_MESSAGES": "fail_closed",
+            "LIUDONG_MODERATION_OUTAGE_FIELDS": "fail_open",
+            "LIUDONG_WECHAT_TOKEN_MARGIN": "120",
+            "LIUDONG_WECHAT_PUSH_TOKEN": "t",
+            "LIUDONG_WECHAT_PUSH_AES_KEY": "k",
+            "LIUDONG_WECHAT_PUSH_WINDOW": "60",
+            "LIUDONG_FORWARDED_ALLOW_IPS": "10.0.0.0/8",
+        }
+    )
     assert settings.moderation == "wechat"
     assert str(settings.moderation_wordlist) == "/etc/liudong/words.txt"
     assert settings.moderation_timeout == 1.5
     assert (settings.moderation_outage_messages, settings.moderation_outage_fields) == (
-        "fail_closed", "fail_open",
-    )  # fmt: skip
+        "fail_closed",
+        "fail_open",
+    )
     assert (settings.wechat_token_margin, settings.wechat_push_window) == (120, 60)
     assert (settings.wechat_push_token, settings.wechat_push_aes_key) == ("t", "k")
     assert settings.forwarded_allow_ips == "10.0.0.0/8"
     defaults = Settings.from_env({})
     assert (defaults.moderation_outage_messages, defaults.moderation_outage_fields) == (
-        "fail_open", "fail_closed",
-    )  # fmt: skip
+        "fail_open",
+        "fail_closed",
+    )
     assert (defaults.wechat_token_margin, defaults.wechat_push_window) == (300, 300)
     assert defaults.forwarded_allow_ips == "127.0.0.1,::1"
 
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LIUDONG_MODERATION", "maybe"), ("LIUDONG_MODERATION_OUTAGE_FIELDS", "open"),
-     ("LIUDONG_WECHAT_TOKEN_MARGIN", "-1"), ("LIUDONG_WECHAT_PUSH_WINDOW", "0")],
-)  # fmt: skip
+    [
+        ("LIUDONG_MODERATION", "maybe"),
+        ("LIUDONG_MODERATION_OUTAGE_FIELDS", "open"),
+        ("LIUDONG_WECHAT_TOKEN_MARGIN", "-1"),
+        ("LIUDONG_WECHAT_PUSH_WINDOW", "0"),
+    ],
+)
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env({variable: value})

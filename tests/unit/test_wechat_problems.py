@@ -14,8 +14,9 @@ from domain.moderation import ContentCheckUnavailable, ContentRejected
 
 @get("/quota", sync_to_thread=False)
 def quota() -> None:
-    raise WeChatQuotaExceeded("subscribeMessage.send errcode 45009", errcode=45009,
-                              retry_after=3600)  # fmt: skip
+    raise WeChatQuotaExceeded(
+        "subscribeMessage.send errcode 45009", errcode=45009, retry_after=3600
+    )
 
 
 @get("/unavailable", sync_to_thread=False)
@@ -29,8 +30,9 @@ def rejected() -> None:
 
 
 def test_problems() -> None:
-    with create_test_client([quota, unavailable, rejected],
-                            exception_handlers=EXCEPTION_HANDLERS) as client:  # fmt: skip
+    with create_test_client(
+        [quota, unavailable, rejected], exception_handlers=EXCEPTION_HANDLERS
+    ) as client:
         response = client.get("/quota")
         assert response.status_code == 503
         assert response.headers["retry-after"] == "3600"

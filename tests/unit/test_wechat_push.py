@@ -62,8 +62,9 @@ APPID = "wx1234567890abcdef"
 NOW = 1_717_000_000
 
 
-def verifier(token: str = TOKEN, key: str | None = KEY, appid: str = APPID,
-             now: float = NOW) -> PushVerifier:  # fmt: skip
+def verifier(
+    token: str = TOKEN, key: str | None = KEY, appid: str = APPID, now: float = NOW
+) -> PushVerifier:
     crypto = WeChatPushCrypto(key, appid) if key else None
     return PushVerifier(token, crypto, 300.0, clock=lambda: now)
 
@@ -100,22 +101,35 @@ def test_url_verification_with_wechats_example() -> None:
 
 
 def test_safe_mode_with_the_wxbizmsgcrypt_sample() -> None:
-    query = {"msg_signature": SAMPLE_MSG_SIGNATURE, "timestamp": SAMPLE_TIMESTAMP,
-             "nonce": SAMPLE_NONCE, "encrypt_type": "aes"}  # fmt: skip
+    query = {
+        "msg_signature": SAMPLE_MSG_SIGNATURE,
+        "timestamp": SAMPLE_TIMESTAMP,
+        "nonce": SAMPLE_NONCE,
+        "encrypt_type": "aes",
+    }
     opened = verifier(SAMPLE_TOKEN, SAMPLE_KEY, SAMPLE_APPID, now=int(SAMPLE_TIMESTAMP) + 5).open(
         query, SAMPLE_BODY
     )
     assert opened.encrypted and opened.format == "xml"
     assert opened.fields == {
-        "ToUserName": SAMPLE_APPID, "FromUserName": "mycreate", "CreateTime": "1409659813",
-        "MsgType": "text", "Content": "hello", "MsgId": "4561255354251345929", "AgentID": "218",
-    }  # fmt: skip
+        "ToUserName": SAMPLE_APPID,
+        "FromUserName": "mycreate",
+        "CreateTime": "1409659813",
+        "MsgType": "text",
+        "Content": "hello",
+        "MsgId": "4561255354251345929",
+        "AgentID": "218",
+    }
     assert opened.key == "text"
 
 
 def test_the_sample_is_refused_for_another_appid_and_when_tampered() -> None:
-    query = {"msg_signature": SAMPLE_MSG_SIGNATURE, "timestamp": SAMPLE_TIMESTAMP,
-             "nonce": SAMPLE_NONCE, "encrypt_type": "aes"}  # fmt: skip
+    query = {
+        "msg_signature": SAMPLE_MSG_SIGNATURE,
+        "timestamp": SAMPLE_TIMESTAMP,
+        "nonce": SAMPLE_NONCE,
+        "encrypt_type": "aes",
+    }
     at = int(SAMPLE_TIMESTAMP)
     with pytest.raises(PushMalformed, match="another mini-program"):
         verifier(SAMPLE_TOKEN, SAMPLE_KEY, "wxsomeoneelse", now=at).open(query, SAMPLE_BODY)
@@ -142,9 +156,14 @@ def _encrypted_push(
     inner = msgspec.json.encode(event)
     encrypted = _independent_encrypt(key, appid, inner, b"0123456789abcdef")
     nonce = "98765"
-    query = {"signature": _sha1(TOKEN, str(timestamp), nonce), "timestamp": str(timestamp),
-             "nonce": nonce, "openid": "oUser", "encrypt_type": "aes",
-             "msg_signature": _sha1(TOKEN, str(timestamp), nonce, encrypted)}  # fmt: skip
+    query = {
+        "signature": _sha1(TOKEN, str(timestamp), nonce),
+        "timestamp": str(timestamp),
+        "nonce": nonce,
+        "openid": "oUser",
+        "encrypt_type": "aes",
+        "msg_signature": _sha1(TOKEN, str(timestamp), nonce, encrypted),
+    }
     if json_body:
         body = msgspec.json.encode({"ToUserName": "gh_abc", "Encrypt": encrypted})
     else:
@@ -153,11 +172,16 @@ def _encrypted_push(
 
 
 MEDIA_EVENT = {
-    "ToUserName": "gh_38cc49f9733b", "FromUserName": "oH1fu0FdHqpToe2T6gBj0WyB8iS1",
-    "CreateTime": 1626959646, "MsgType": "event", "Event": "wxa_media_check", "appid": APPID,
-    "trace_id": "60f96f1d-3845297a-1976a3ae", "version": 2,
+    "ToUserName": "gh_38cc49f9733b",
+    "FromUserName": "oH1fu0FdHqpToe2T6gBj0WyB8iS1",
+    "CreateTime": 1626959646,
+    "MsgType": "event",
+    "Event": "wxa_media_check",
+    "appid": APPID,
+    "trace_id": "60f96f1d-3845297a-1976a3ae",
+    "version": 2,
     "result": {"suggest": "pass", "label": 100},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("json_body", [True, False])
@@ -165,8 +189,11 @@ def test_safe_mode_json_event(json_body: bool) -> None:
     query, body = _encrypted_push(MEDIA_EVENT, json_body=json_body)
     opened = verifier().open(query, body)
     assert opened.fields == MEDIA_EVENT and opened.format == "json" and opened.encrypted
-    assert (opened.msg_type, opened.event, opened.key) == ("event", "wxa_media_check",
-                                                          "wxa_media_check")  # fmt: skip
+    assert (opened.msg_type, opened.event, opened.key) == (
+        "event",
+        "wxa_media_check",
+        "wxa_media_check",
+    )
 
 
 def test_encrypt_matches_the_independent_implementation() -> None:
@@ -182,11 +209,13 @@ def test_plaintext_mode_json_and_xml() -> None:
     demo = msgspec.json.encode({"MsgType": "event", "Event": "debug_demo"})
     opened = verifier(key=None).open(query, demo)
     assert (opened.key, opened.encrypted) == ("debug_demo", False)
-    xml = (b"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><MsgType><![CDATA[event]]></MsgType>"
-           b"<Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent>"
-           b"<List><TemplateId>t1</TemplateId><SubscribeStatusString>accept</SubscribeStatusString>"
-           b"</List><List><TemplateId>t2</TemplateId><SubscribeStatusString>reject"
-           b"</SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>")  # fmt: skip
+    xml = (
+        b"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><MsgType><![CDATA[event]]></MsgType>"
+        b"<Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent>"
+        b"<List><TemplateId>t1</TemplateId><SubscribeStatusString>accept</SubscribeStatusString>"
+        b"</List><List><TemplateId>t2</TemplateId><SubscribeStatusString>reject"
+        b"</SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>"
+    )
     opened = verifier().open(query, xml)
     assert opened.format == "xml" and opened.key == "subscribe_msg_popup_event"
     assert opened.fields["SubscribeMsgPopupEvent"]["List"] == [
@@ -206,8 +235,12 @@ def test_timestamps_outside_the_window_are_refused() -> None:
         assert caught.value.code == "push_timestamp_expired"
     query, body = _encrypted_push(MEDIA_EVENT, timestamp=NOW - 299)
     assert verifier().open(query, body).key == "wxa_media_check"
-    old = {"signature": _sha1(TOKEN, str(NOW - 301), "n"), "timestamp": str(NOW - 301),
-           "nonce": "n", "echostr": "e"}  # fmt: skip
+    old = {
+        "signature": _sha1(TOKEN, str(NOW - 301), "n"),
+        "timestamp": str(NOW - 301),
+        "nonce": "n",
+        "echostr": "e",
+    }
     with pytest.raises(PushForbidden):
         verifier().verify_url(old)
 
@@ -219,8 +252,9 @@ def test_wrong_signatures_are_refused() -> None:
     with pytest.raises(PushForbidden):
         verifier(token="another-token").open(query, body)
     with pytest.raises(PushForbidden):
-        verifier().verify_url({"signature": "x", "timestamp": str(NOW), "nonce": "n",
-                               "echostr": "e"})  # fmt: skip
+        verifier().verify_url(
+            {"signature": "x", "timestamp": str(NOW), "nonce": "n", "echostr": "e"}
+        )
     plain = {"signature": "0" * 40, "timestamp": str(NOW), "nonce": "n"}
     with pytest.raises(PushForbidden):
         verifier().open(plain, b'{"MsgType": "text"}')
@@ -244,8 +278,10 @@ def test_malformed_pushes_are_refused() -> None:
 
 
 def test_xml_entities_are_refused() -> None:
-    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-            b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><xml><a>&lol2;</a></xml>')  # fmt: skip
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><xml><a>&lol2;</a></xml>'
+    )
     with pytest.raises(PushMalformed, match="XML"):
         parse_body(bomb)
     external = b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><a>&e;</a></xml>'

@@ -33,14 +33,18 @@ class ModeratedChat:
         if moderator is not None:
             if isinstance(command, cc.SendMessage):
                 moderator.check_texts(
-                    command.sender_id, {"text": command.text}, Scene.SOCIAL_LOG,
+                    command.sender_id,
+                    {"text": command.text},
+                    Scene.SOCIAL_LOG,
                     subject=f"conversation:{command.conversation_id}",
-                )  # fmt: skip
+                )
             elif isinstance(command, cc.SendRoomMessage):
                 moderator.check_texts(
-                    command.sender_id, {"text": command.text}, Scene.SOCIAL_LOG,
+                    command.sender_id,
+                    {"text": command.text},
+                    Scene.SOCIAL_LOG,
                     subject=f"room:{command.room_id}",
-                )  # fmt: skip
+                )
         return self.chat.handle(command)
 
     def __getattr__(self, name: str) -> Any:

@@ -34,9 +34,16 @@ class FlagStore:
                 "INSERT INTO moderation_flags "
                 "(reader_id, scene, field, subject, label, provider, text) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (flag.reader_id, int(flag.scene), flag.field, flag.subject, flag.label,
-                 flag.provider, flag.text),
-            ).fetchone()  # fmt: skip
+                (
+                    flag.reader_id,
+                    int(flag.scene),
+                    flag.field,
+                    flag.subject,
+                    flag.label,
+                    flag.provider,
+                    flag.text,
+                ),
+            ).fetchone()
         assert row is not None
         return int(row["id"] if isinstance(row, dict) else row[0])
 

@@ -125,11 +125,19 @@ class Moderator:
             outcome = self.policy(scene)
             ERRORS.labels(self.check.name, outcome).inc()
             if outcome == "fail_closed":
-                log.warning("moderation: %s unavailable, %s refused: %s",
-                            self.check.name, scene.label, exc.message)  # fmt: skip
+                log.warning(
+                    "moderation: %s unavailable, %s refused: %s",
+                    self.check.name,
+                    scene.label,
+                    exc.message,
+                )
                 raise
-            log.warning("moderation: %s unavailable, %s accepted unchecked: %s",
-                        self.check.name, scene.label, exc.message)  # fmt: skip
+            log.warning(
+                "moderation: %s unavailable, %s accepted unchecked: %s",
+                self.check.name,
+                scene.label,
+                exc.message,
+            )
             return Verdict()
         if len(verdicts) != len(names):  # pragma: no cover - a broken adapter
             raise RuntimeError(f"{self.check.name} gave {len(verdicts)} verdicts for {len(names)}")
@@ -141,8 +149,14 @@ class Moderator:
         for name, verdict in zip(names, verdicts, strict=True):
             if verdict.suggest == "review" and self.flags is not None:
                 self.flags.record(
-                    ContentFlagged(reader_id=author, scene=scene, field=name, text=texts[name],
-                                   label=verdict.label, provider=self.check.name,
-                                   subject=subject)
-                )  # fmt: skip
+                    ContentFlagged(
+                        reader_id=author,
+                        scene=scene,
+                        field=name,
+                        text=texts[name],
+                        label=verdict.label,
+                        provider=self.check.name,
+                        subject=subject,
+                    )
+                )
         return worst(verdicts)

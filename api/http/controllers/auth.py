@@ -33,10 +33,16 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post(
-        "/login", operation_id="login", status_code=200,
-        opt=contract(*[Code(s, c) for c, s in _WECHAT_STATUS.items()], Code(502, "wechat_error"),
-                     Code(503, "unavailable"), Code(503, "read_model_lag")),
-    )  # fmt: skip
+        "/login",
+        operation_id="login",
+        status_code=200,
+        opt=contract(
+            *[Code(s, c) for c, s in _WECHAT_STATUS.items()],
+            Code(502, "wechat_error"),
+            Code(503, "unavailable"),
+            Code(503, "read_model_lag"),
+        ),
+    )
     async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
@@ -74,8 +80,13 @@ class AuthController(Controller):
         except SessionStoreUnavailable as exc:
             raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
 
-    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True,
-          opt=contract(Code(401, "unauthorized")))  # fmt: skip
+    @post(
+        "/logout",
+        operation_id="logout",
+        status_code=204,
+        sync_to_thread=True,
+        opt=contract(Code(401, "unauthorized")),
+    )
     def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
         """Revoke the token of this request."""
         token = bearer_token(request)

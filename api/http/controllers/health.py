@@ -55,8 +55,13 @@ def _add_lag(container: Any, projections: dict[str, Any]) -> None:
         }
 
 
-@get("/readyz", operation_id="readyz", tags=["operations"], sync_to_thread=True,
-     opt=contract(also=(503,)))  # fmt: skip
+@get(
+    "/readyz",
+    operation_id="readyz",
+    tags=["operations"],
+    sync_to_thread=True,
+    opt=contract(also=(503,)),
+)
 def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
     """Readiness: the database answers and every projection runs (503 otherwise)."""
     container = container_of(request)

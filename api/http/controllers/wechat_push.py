@@ -58,8 +58,13 @@ async def verify_push(request: Request[Any, Any, Any]) -> Response[str]:
     return Response(echostr, media_type=MediaType.TEXT)
 
 
-@post(PATH, operation_id="receiveWeChatPush", include_in_schema=False, status_code=200,
-      media_type=MediaType.TEXT)  # fmt: skip
+@post(
+    PATH,
+    operation_id="receiveWeChatPush",
+    include_in_schema=False,
+    status_code=200,
+    media_type=MediaType.TEXT,
+)
 async def receive_push(request: Request[Any, Any, Any]) -> Response[str]:
     """A message or event pushed by WeChat (JSON or XML; plaintext or safe mode)."""
     platform = _platform(request)
