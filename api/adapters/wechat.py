@@ -80,8 +80,8 @@ DEV_PREFIX = "dev:"
 log = logging.getLogger(__name__)
 
 
-class WeChatSettings(Protocol):
-    """The settings this adapter reads (``api.bootstrap.settings.Settings`` has them)."""
+class WeChatAppSettings(Protocol):
+    """The mini-program's settings every WeChat client reads (``Settings`` has them)."""
 
     @property
     def wechat_appid(self) -> str: ...
@@ -91,6 +91,11 @@ class WeChatSettings(Protocol):
     def wechat_base_url(self) -> str: ...
     @property
     def wechat_timeout(self) -> float: ...
+
+
+class WeChatSettings(WeChatAppSettings, Protocol):
+    """The settings the login adapter reads."""
+
     @property
     def dev_login_allowed(self) -> bool: ...
 
@@ -231,7 +236,7 @@ _reply_decoder = msgspec.json.Decoder(_Reply)
 _SENSITIVE_QUERY = re.compile(r"((?:^|[?&])(?:secret|js_code|access_token)=)[^&\s\"']*")
 
 
-def _redact(text: str) -> str:
+def redact_secrets(text: str) -> str:
     return _SENSITIVE_QUERY.sub(r"\1***", text)
 
 
@@ -242,14 +247,14 @@ class _RedactQueryFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
-                _redact(str(a)) if isinstance(a, httpx.URL | str) else a for a in record.args
+                redact_secrets(str(a)) if isinstance(a, httpx.URL | str) else a for a in record.args
             )
         elif isinstance(record.msg, str):
-            record.msg = _redact(record.msg)
+            record.msg = redact_secrets(record.msg)
         return True
 
 
-def _install_log_redaction() -> None:
+def install_log_redaction() -> None:
     httpx_logger = logging.getLogger("httpx")
     if not any(isinstance(f, _RedactQueryFilter) for f in httpx_logger.filters):
         httpx_logger.addFilter(_RedactQueryFilter())
@@ -307,7 +312,7 @@ class JsCode2SessionClient:
         self._url = base_url.rstrip("/") + "/sns/jscode2session"
         self._backoff = tuple(backoff)
         self._sleep = sleep
-        _install_log_redaction()
+        install_log_redaction()
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout),
@@ -399,7 +404,7 @@ class JsCode2SessionClient:
             ) from exc
         except httpx.TransportError as exc:
             err = WeChatUnavailable(
-                f"cannot reach WeChat ({type(exc).__name__}: {_redact(str(exc))})"
+                f"cannot reach WeChat ({type(exc).__name__}: {redact_secrets(str(exc))})"
             )
             err.__cause__ = exc
             raise _RetryableFailure(

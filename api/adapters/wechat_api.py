@@ -60,13 +60,14 @@ import msgspec
 import psycopg
 
 from api.adapters.wechat import (
+    WeChatAppSettings,
     WeChatBusy,
     WeChatConfigError,
     WeChatError,
     WeChatQuotaExceeded,
     WeChatUnavailable,
-    _install_log_redaction,
-    _redact,
+    install_log_redaction,
+    redact_secrets,
 )
 
 __all__ = [
@@ -99,17 +100,9 @@ _CONFIG = frozenset({40013, 40125, 40164, 40243, 41002, 41004, 89503})
 _BEIJING = timezone(timedelta(hours=8))
 
 
-class WeChatApiSettings(Protocol):
-    """The settings this adapter reads (``api.bootstrap.settings.Settings`` has them)."""
+class WeChatApiSettings(WeChatAppSettings, Protocol):
+    """The settings the server API client reads (``api.bootstrap.settings.Settings``)."""
 
-    @property
-    def wechat_appid(self) -> str: ...
-    @property
-    def wechat_secret(self) -> str: ...
-    @property
-    def wechat_base_url(self) -> str: ...
-    @property
-    def wechat_timeout(self) -> float: ...
     @property
     def wechat_token_margin(self) -> float: ...
 
@@ -129,7 +122,7 @@ def seconds_to_beijing_midnight(now: float | None = None) -> int:
 
 
 def _mapped_error(errcode: int, errmsg: str, what: str) -> WeChatError:
-    message = f"{what} errcode {errcode}: {_redact(errmsg)}"
+    message = f"{what} errcode {errcode}: {redact_secrets(errmsg)}"
     if errcode in _QUOTA:
         retry_after = seconds_to_beijing_midnight() if errcode == 45009 else 60
         return WeChatQuotaExceeded(message, errcode=errcode, errmsg=errmsg, retry_after=retry_after)
@@ -393,7 +386,7 @@ class WeChatApi:
         self._token: AccessToken | None = None
         self._lock = asyncio.Lock()
         self.refreshes = 0  # stable_token calls made by this client (tests, metrics)
-        _install_log_redaction()
+        install_log_redaction()
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout),
@@ -577,7 +570,7 @@ class WeChatApi:
             raise _Retry(err) from exc
         except httpx.TransportError as exc:
             err = WeChatUnavailable(
-                f"cannot reach WeChat for {what} ({type(exc).__name__}: {_redact(str(exc))})"
+                f"cannot reach WeChat for {what} ({type(exc).__name__}: {redact_secrets(str(exc))})"
             )
             err.__cause__ = exc
             raise _Retry(err) from exc
@@ -602,8 +595,8 @@ class WeChatApi:
         errmsg = str(reply.get("errmsg") or "")
         if path == STABLE_TOKEN_PATH and errcode == 40001:
             raise WeChatConfigError(
-                f"stable_token errcode 40001: {_redact(errmsg)} (LIUDONG_WECHAT_SECRET is not "
-                "the AppSecret of LIUDONG_WECHAT_APPID)",
+                f"stable_token errcode 40001: {redact_secrets(errmsg)} "
+                "(LIUDONG_WECHAT_SECRET is not the AppSecret of LIUDONG_WECHAT_APPID)",
                 errcode=errcode,
                 errmsg=errmsg,
             )
