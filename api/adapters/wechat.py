@@ -192,6 +192,18 @@ _ERRCODE_MAP: Mapping[int, type[WeChatError]] = {
 }
 
 
+def require_credentials(appid: str, secret: str, what: str) -> None:
+    """Raises ``WeChatConfigError`` naming the unset variable(s) when ``appid`` or ``secret``
+    is empty: ``what`` (e.g. "WeChat login") needs both."""
+    missing = [
+        name
+        for name, value in (("LIUDONG_WECHAT_APPID", appid), ("LIUDONG_WECHAT_SECRET", secret))
+        if not value
+    ]
+    if missing:
+        raise WeChatConfigError(f"{what} needs {' and '.join(missing)}")
+
+
 # --------------------------------------------------------------------------- the session
 
 
@@ -300,13 +312,7 @@ class JsCode2SessionClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        if not appid or not secret:
-            missing = " and ".join(
-                n
-                for n, v in (("LIUDONG_WECHAT_APPID", appid), ("LIUDONG_WECHAT_SECRET", secret))
-                if not v
-            )
-            raise WeChatConfigError(f"WeChat login needs {missing}")
+        require_credentials(appid, secret, "WeChat login")
         self._appid = appid
         self._secret = secret
         self._url = base_url.rstrip("/") + "/sns/jscode2session"

@@ -68,6 +68,7 @@ from api.adapters.wechat import (
     WeChatUnavailable,
     install_log_redaction,
     redact_secrets,
+    require_credentials,
 )
 
 __all__ = [
@@ -369,13 +370,7 @@ class WeChatApi:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        if not appid or not secret:
-            missing = " and ".join(
-                n
-                for n, v in (("LIUDONG_WECHAT_APPID", appid), ("LIUDONG_WECHAT_SECRET", secret))
-                if not v
-            )
-            raise WeChatConfigError(f"WeChat's server API needs {missing}")
+        require_credentials(appid, secret, "WeChat's server API")
         self.appid = appid
         self._secret = secret
         self._store = store
