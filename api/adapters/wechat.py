@@ -1,5 +1,9 @@
 """WeChat login: a mini-program ``wx.login`` code → the user's ``openid`` (and ``unionid``).
 
+(Over 500 lines on purpose: the ``WeChatError`` tree every WeChat adapter shares lives with
+the login providers, the first of them; splitting the providers apart would scatter one
+outside contract, ``code2Session``, and its dev-mode stand-in.)
+
 Source: WeChat ``auth.code2Session``
 https://developers.weixin.qq.com/minigame/dev/api-backend/open-api/login/auth.code2Session.html
 (mirror https://mp.weixin.qq.com/debug/wxadoc/dev/OpenApiDoc/user-login/code2Session.html) and

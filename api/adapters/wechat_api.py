@@ -1,5 +1,9 @@
 """WeChat's server API (服务端 API): one client, one access token shared by every node.
 
+(Over 500 lines on purpose: the token's life — fetch, shared row, advisory-locked refresh,
+one retry on a refused token — and the call path that uses it are one protocol, read top to
+bottom; the thread wrapper for synchronous callers is its last part.)
+
 ``WeChatApi`` (async, ``httpx``) calls ``{LIUDONG_WECHAT_BASE_URL}/…`` with the same timeout
 and the same retry policy as the login client (``api.adapters.wechat``); its errors are that
 module's ``WeChatError`` tree. ``WeChatApiThread`` runs one on its own event loop thread, so
