@@ -277,8 +277,9 @@ def test_thumbnail_dimensions(
 @pytest.mark.parametrize("suffix", ["", "/thumb"])
 def test_unknown_media_is_404(anon: httpx.Client, suffix: str) -> None:
     assert_problem(anon.get(f"/v1/media/{'0' * 64}{suffix}"), 404, "media_not_found")
-    assert_problem(anon.get(f"/v1/media/not-a-hash{suffix}"), 404, "media_not_found")
-    assert_problem(anon.get(f"/v1/media/{'A' * 64}{suffix}"), 404, "media_not_found")
+    # not the shape of an id (64 lowercase hex digits, as the OpenAPI document says): a 422
+    assert_problem(anon.get(f"/v1/media/not-a-hash{suffix}"), 422, "validation_failed")
+    assert_problem(anon.get(f"/v1/media/{'A' * 64}{suffix}"), 422, "validation_failed")
 
 
 # -- helpers --------------------------------------------------------------------------------
