@@ -73,6 +73,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     token_ttl: Annotated[
         int, _var("LIUDONG_TOKEN_TTL", "session token lifetime, seconds (30 days)", ge=1)
     ] = 30 * 24 * 3600
+    max_sessions: Annotated[
+        int, _var("LIUDONG_MAX_SESSIONS", "live sessions per reader; a login beyond it revokes "
+                  "the oldest (and closes its sockets)", ge=1)
+    ] = 10
     run_projections: Annotated[
         bool, _var("LIUDONG_RUN_PROJECTIONS", "run projection runners in this process (one "
                    "process is active per projection)")

@@ -26,6 +26,7 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
     import uvicorn
 
     from api.bootstrap.embedded import EmbeddedNats
+    from api.bootstrap.logs import uvicorn_log_config
 
     ctx = cli_context()
     settings = ctx.settings
@@ -58,6 +59,7 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
             ws_ping_interval=None,  # the gateway pings at application level (realtime.gateway)
             ws="websockets-sansio",  # per frame: ~10 µs here, vs ~17 for "websockets", "wsproto"
             timeout_graceful_shutdown=10,
+            log_config=uvicorn_log_config(),  # no token or ticket in any log line
         )  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, previous)

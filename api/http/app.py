@@ -28,7 +28,7 @@ from api.http.controllers.me import MeController
 from api.http.controllers.media import media_router
 from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
-from api.http.controllers.ws import ws_endpoint
+from api.http.controllers.ws import create_ws_ticket, ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
 from api.http.openapi import document
 from api.http.params import check_query
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         route_handlers=[
             AuthController, MeController, BookController, IsbnController, LoanController,
             ConversationController, InboxController,
-            RoomController, ws_endpoint,
+            RoomController, ws_endpoint, create_ws_ticket,
             healthz, readyz, metrics,
             media_router(settings),  # its own body limit (LIUDONG_MEDIA_MAX_BYTES)
         ],  # fmt: skip

@@ -7,8 +7,9 @@ from typing import Any
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
 
-from api.adapters.sessions import SessionStoreUnavailable
+from api.adapters.sessions import SessionStoreUnavailable, hash_token, session_id
 from api.adapters.wechat import WeChatConfigError, WeChatError, default_nickname
+from api.bootstrap.realtime import publish_revoked
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError, Unauthorized
@@ -50,13 +51,16 @@ class AuthController(Controller):
         reader_id = reader_id_for(session.open_id)
         nickname = default_nickname(data.code, session.open_id)
 
-        def register_and_issue() -> LoginOut:
+        def register_and_issue() -> tuple[LoginOut, tuple[str, ...]]:
             recorded = container.library.handle(
                 RegisterReader(reader_id=reader_id, nickname=nickname)
             )
             container.wait_for_shelf(recorded)
             reader = container.shelf.reader(reader_id)
-            issued = container.sessions.issue(reader_id, container.settings.token_ttl)
+            issued = container.sessions.issue(
+                reader_id, container.settings.token_ttl,
+                max_sessions=container.settings.max_sessions,
+            )  # fmt: skip
             return LoginOut(
                 token=issued.token,
                 expires_at=issued.expires_at,
@@ -65,18 +69,24 @@ class AuthController(Controller):
                     nickname=reader["nickname"] if reader else nickname,
                     avatar_url=reader["avatar_url"] if reader else "",
                 ),
-            )
+            ), issued.evicted
 
         try:
-            return await anyio.to_thread.run_sync(register_and_issue)
+            out, evicted = await anyio.to_thread.run_sync(register_and_issue)
         except SessionStoreUnavailable as exc:
             raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+        # beyond LIUDONG_MAX_SESSIONS the oldest sessions were revoked: close their sockets
+        await publish_revoked(container, evicted)
+        return out
 
-    @post("/logout", operation_id="logout", status_code=204, sync_to_thread=True,
+    @post("/logout", operation_id="logout", status_code=204,
           opt=contract(Code(401, "unauthorized")))  # fmt: skip
-    def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
-        """Revoke the token of this request."""
+    async def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
+        """Revoke the token of this request; its WebSockets, on every node, get an ``error``
+        frame ``session_ended`` and close with 4401."""
         token = bearer_token(request)
-        if token is None or not container_of(request).sessions.revoke(token):
+        container = container_of(request)
+        if token is None or not await anyio.to_thread.run_sync(container.sessions.revoke, token):
             raise Unauthorized()
+        await publish_revoked(container, [session_id(hash_token(token))])
         return Response(None, status_code=204)
