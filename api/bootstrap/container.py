@@ -17,7 +17,7 @@ from api.adapters.catalog import Catalog
 from api.adapters.media import MediaStore
 from api.adapters.sessions import SessionStore
 from api.adapters.wechat import LoginProvider, login_provider_for
-from api.bootstrap.db import eventsourcing_env, make_pool
+from api.bootstrap.db import DatabaseTimeouts, FailFast, eventsourcing_env, make_pool
 from api.bootstrap.embedded import EmbeddedNats
 from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
@@ -63,9 +63,18 @@ class Container:
     def build(cls, settings: Settings) -> Container:
         """Connect everything; start the projection runners when ``run_projections``."""
         database_url = resolve_database_url(settings)
-        pool = make_pool(database_url, size=settings.db_pool_size)
-        library = Library(env=eventsourcing_env(database_url, pool_size=5))
-        chat = Chat(env=eventsourcing_env(database_url, pool_size=5))
+        timeouts = DatabaseTimeouts(
+            connect=settings.db_connect_timeout,
+            pool=settings.db_pool_timeout,
+            statement=settings.db_statement_timeout,
+        )
+        pool = make_pool(database_url, size=settings.db_pool_size, timeouts=timeouts)
+        library = Library(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
+        chat = Chat(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
+        # an outage fails a command at once, not after eventsourcing's 10 retries
+        breaker = FailFast(wait=timeouts.pool)
+        for app in (library, chat):
+            breaker.guard(app.recorder.datastore.pool)  # type: ignore[attr-defined]
         board = PositionBoard()
         container = cls(
             settings=settings,
@@ -151,7 +160,7 @@ class Container:
 
     def check_database(self) -> None:
         """Raises ``psycopg.Error`` when the database does not answer."""
-        with self.pool.connection(timeout=2) as conn:
+        with self.pool.connection(timeout=self.settings.db_pool_timeout) as conn:
             conn.execute("SELECT 1")
 
 

@@ -88,6 +88,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: Annotated[
         int, _var("LIUDONG_DB_POOL_SIZE", "read-model connection pool size", ge=1)
     ] = 10
+    db_connect_timeout: Annotated[
+        int, _var("LIUDONG_DB_CONNECT_TIMEOUT", "seconds to open a database connection "
+                  "(libpq's connect_timeout; at least 2)", ge=2)
+    ] = 2
+    db_pool_timeout: Annotated[
+        float, _var("LIUDONG_DB_POOL_TIMEOUT", "seconds a request waits for a pooled database "
+                    "connection before answering 503 database_unavailable", gt=0)
+    ] = 0.8
+    db_statement_timeout: Annotated[
+        float, _var("LIUDONG_DB_STATEMENT_TIMEOUT", "seconds one SQL statement of a request may "
+                    "run (PostgreSQL statement_timeout; 0: none)", ge=0)
+    ] = 10.0
+    operator_token: Annotated[
+        str, _var("LIUDONG_OPERATOR_TOKEN", "bearer token that shows `/readyz`'s details "
+                  "(unset: nobody sees them; the public body says only ready or not)")
+    ] = ""
     handler_threads: Annotated[
         int, _var("LIUDONG_HANDLER_THREADS", "threads running the synchronous request "
                   "handlers (each command holds one while it waits for the read models)",

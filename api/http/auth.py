@@ -18,7 +18,7 @@ from api.adapters.sessions import (
     RevokedToken,
     SessionStoreUnavailable,
 )
-from api.http.errors import ApiError, Unauthorized
+from api.http.errors import DatabaseUnavailable, Unauthorized
 
 
 def bearer_token(request: Request) -> str | None:  # type: ignore[type-arg]
@@ -45,7 +45,7 @@ def authenticate_token(container: object, token: str | None) -> UUID:
     except InvalidSession as exc:
         raise Unauthorized("invalid_token", str(exc)) from exc
     except SessionStoreUnavailable as exc:
-        raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+        raise DatabaseUnavailable() from exc
 
 
 def authenticate_socket(container: object, token: str | None, ticket: str | None) -> Authenticated:
@@ -71,7 +71,7 @@ def authenticate_socket(container: object, token: str | None, ticket: str | None
     except InvalidSession as exc:
         raise Unauthorized("invalid_token", str(exc)) from exc
     except SessionStoreUnavailable as exc:
-        raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+        raise DatabaseUnavailable() from exc
 
 
 def current_reader(request: Request) -> UUID:  # type: ignore[type-arg]

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import msgspec
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -77,6 +78,53 @@ class ApiError(Exception):
         self.errors = errors
 
 
+DATABASE_RETRY_AFTER = 2
+"""The ``Retry-After`` (seconds) of ``database_unavailable``."""
+
+
+class DatabaseUnavailable(ApiError):
+    """The database cannot be reached (down, restarting, out of connections): 503
+    ``database_unavailable`` with ``Retry-After``, answered within the request's bounded
+    waits (``LIUDONG_DB_*_TIMEOUT``), never a 500 or a hang."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "database_unavailable",
+                         "The database is unavailable; try again in a moment.")  # fmt: skip
+
+
+def database_down(exc: BaseException) -> bool:
+    """True when ``exc`` or one of its causes says the database cannot be reached: psycopg's
+    ``OperationalError`` (not a statement error such as a serialization failure), a pool
+    timeout, eventsourcing's ``OperationalError``/``InterfaceError``, the session store's
+    ``SessionStoreUnavailable``."""
+    from eventsourcing.persistence import InterfaceError as EsInterfaceError
+    from eventsourcing.persistence import OperationalError as EsOperationalError
+    from psycopg_pool import PoolTimeout
+
+    from api.adapters.sessions import SessionStoreUnavailable
+    from api.bootstrap.db import DatabaseDown
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, psycopg.errors.QueryCanceled):  # statement_timeout
+            return True
+        if isinstance(
+            seen,
+            PoolTimeout | EsInterfaceError | SessionStoreUnavailable | psycopg.InterfaceError
+            | DatabaseDown,
+        ):  # fmt: skip
+            return True
+        if isinstance(seen, psycopg.OperationalError | EsOperationalError) and not isinstance(
+            seen, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
+            | psycopg.errors.LockNotAvailable
+        ):  # fmt: skip
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Unauthorized(ApiError):
     def __init__(self, code: str = "unauthorized", detail: str = "A valid session token is required.") -> None:  # noqa: E501
         super().__init__(401, code, detail)
@@ -101,6 +149,8 @@ def problem(
     hdrs = dict(headers or {})
     if status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="liudong"')
+    if code == "database_unavailable":
+        hdrs.setdefault("Retry-After", str(DATABASE_RETRY_AFTER))
     if status in RETRY_AFTER_SECONDS:
         hdrs.setdefault("Retry-After", str(RETRY_AFTER_SECONDS[status]))
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=hdrs)
@@ -174,6 +224,9 @@ def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, (UnicodeDecodeError, RecursionError)) and _caused_by_body_decoding(exc):
         return _malformed()
+    if database_down(exc):
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return _api_handler(request, DatabaseUnavailable())
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong.")
 
@@ -192,6 +245,8 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 
 __all__ = [
     "ApiError",
+    "DatabaseUnavailable",
+    "database_down",
     "EXCEPTION_HANDLERS",
     "MediaType",
     "Problem",

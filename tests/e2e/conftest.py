@@ -18,6 +18,9 @@ import uvicorn
 from api.bootstrap.settings import Settings
 from api.http.app import create_app
 
+OPERATOR_TOKEN = "test-operator-token"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}  # /readyz's details
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -55,6 +58,7 @@ def live_server(database_url: str, nats_url: str, tmp_path_factory: pytest.TempP
         database_url=database_url,
         nats_url=nats_url,
         data_dir=tmp_path_factory.mktemp("liudong-data"),
+        operator_token=OPERATOR_TOKEN,
     )
     app = create_app(settings)
     port = free_port()

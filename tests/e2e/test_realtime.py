@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from api.cli import main as cli
 from realtime.protocol import MAX_FRAME_BYTES
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import OPERATOR, LiveServer
 from tests.e2e.realtime_helpers import (
     Ws,
     auth,
@@ -415,7 +415,7 @@ async def test_rooms_join_broadcast_presence_and_history(
 
 
 async def test_readiness_includes_nats(live_server: LiveServer, http: httpx.AsyncClient) -> None:
-    r = await http.get("/readyz")
+    r = await http.get("/readyz", headers=OPERATOR)
     assert r.status_code == 200, r.text
     assert r.json()["checks"]["nats"]["ok"] is True
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.conftest import free_port
 from tests.e2e.realtime_helpers import Ws, auth, login
-from tests.e2e.test_multinode import Node, _wait_ready
+from tests.e2e.test_multinode import OPERATOR_TOKEN, Node, _wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,7 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
         **os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url,
         "LIUDONG_ENV": "test", "LIUDONG_DATA_DIR": str(tmp / name),
         "LIUDONG_MAX_SESSIONS": str(MAX_SESSIONS), "PYTHONUNBUFFERED": "1",
+        "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
     }  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(

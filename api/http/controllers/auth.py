@@ -12,7 +12,7 @@ from api.adapters.wechat import WeChatConfigError, WeChatError, default_nickname
 from api.bootstrap.realtime import publish_revoked
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
-from api.http.errors import ApiError, Unauthorized
+from api.http.errors import ApiError, DatabaseUnavailable, Unauthorized
 from api.http.openapi import Code, contract
 from api.http.params import JSONBody, ReaderId
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
@@ -36,7 +36,7 @@ class AuthController(Controller):
     @post(
         "/login", operation_id="login", status_code=200,
         opt=contract(*[Code(s, c) for c, s in _WECHAT_STATUS.items()], Code(502, "wechat_error"),
-                     Code(503, "unavailable"), Code(503, "read_model_lag")),
+                     Code(503, "read_model_lag")),
     )  # fmt: skip
     async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
@@ -74,7 +74,7 @@ class AuthController(Controller):
         try:
             out, evicted = await anyio.to_thread.run_sync(register_and_issue)
         except SessionStoreUnavailable as exc:
-            raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+            raise DatabaseUnavailable() from exc
         # beyond LIUDONG_MAX_SESSIONS the oldest sessions were revoked: close their sockets
         await publish_revoked(container, evicted)
         return out

@@ -34,7 +34,7 @@ from api.adapters.sessions import (
 from api.bootstrap.realtime import realtime_of
 from api.http.auth import authenticate_socket, bearer_token
 from api.http.controllers.common import container_of
-from api.http.errors import ApiError, Unauthorized
+from api.http.errors import ApiError, DatabaseUnavailable, Unauthorized
 from api.http.openapi import Code, contract
 from api.http.params import ReaderId
 from realtime.protocol import CloseCode, Error, encode_text
@@ -60,7 +60,7 @@ async def create_ws_ticket(request: Request[Any, Any, Any], reader_id: ReaderId)
     try:
         ticket = await anyio.to_thread.run_sync(container.sessions.issue_ticket, token)
     except SessionStoreUnavailable as exc:
-        raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+        raise DatabaseUnavailable() from exc
     except InvalidSession as exc:  # revoked since the dependency checked it
         raise Unauthorized("token_revoked", str(exc)) from exc
     return TicketOut(ticket=ticket, expires_in=TICKET_TTL)
