@@ -55,6 +55,7 @@ from domain.errors import (
     BookOnLoan,
     BookWithdrawn,
     CannotBorrowOwnBook,
+    LoanNotFound,
     NotTheOwner,
     ReaderNotFound,
 )
@@ -142,9 +143,18 @@ class BookController(Controller):
                 book_out(row, reader_id), status_code=201, headers=position_headers(recorded)
             )
 
+        def recover() -> Response[Any] | None:
+            book_id = derived_id(reader_id, idempotency_key, "book")
+            try:
+                container.library.book(book_id)
+            except BookNotFound:
+                return None
+            return _created(container.shelf.book(book_id), book_out, book_id, reader_id)
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
-        )
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action,
+            recover,
+        )  # fmt: skip
 
     @get(
         "/", operation_id="searchBooks", sync_to_thread=True,
@@ -298,9 +308,27 @@ class BookController(Controller):
                 loan_out(row, reader_id), status_code=201, headers=position_headers(recorded)
             )
 
+        def recover() -> Response[Any] | None:
+            loan_id = derived_id(reader_id, idempotency_key, "loan")
+            try:
+                container.library.loan(loan_id)
+            except LoanNotFound:
+                return None
+            open_loan_conversation(container, loan_id)  # idempotent; it may not have run
+            return _created(container.shelf.loan(loan_id), loan_out, loan_id, reader_id)
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
-        )
+            container, reader_id, idempotency_key, "POST", request.url.path, data, action,
+            recover,
+        )  # fmt: skip
+
+
+def _created(row: Any, out: Any, aggregate_id: UUID, reader_id: UUID) -> Response[Any]:
+    """The answer of a creating command recovered after a crash: 201 from the read model,
+    or 202 while the read model has not caught up (its position is not known any more)."""
+    if row is None:
+        return accepted(c.Recorded(id=aggregate_id, position=None))
+    return Response(out(row, reader_id), status_code=201)
 
 
 class IsbnController(Controller):
