@@ -129,6 +129,8 @@ class Error(Frame, frozen=True, kw_only=True, tag="error"):
     message: str
     client_msg_id: str | None = None
     frame: str | None = None
+    retry_after: int | None = None
+    """With ``rate_limited``: seconds until the socket may send that frame again."""
 
 
 class RoomJoined(Frame, frozen=True, kw_only=True, tag="room.joined"):

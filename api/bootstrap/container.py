@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from api.adapters.catalog import Catalog
 from api.adapters.media import MediaStore
+from api.adapters.ratelimit import RateLimits
 from api.adapters.sessions import SessionStore
 from api.adapters.wechat import LoginProvider, login_provider_for
 from api.bootstrap.db import DatabaseTimeouts, FailFast, eventsourcing_env, make_pool
@@ -58,6 +59,7 @@ class Container:
     embedded_nats: EmbeddedNats | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     media: MediaStore | None = None  # pictures (api.adapters.media); None only in tests
+    rate_limits: RateLimits = field(default_factory=lambda: RateLimits({}))  # per node
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -90,6 +92,12 @@ class Container:
             inbox=InboxQueries(pool),
         )
         container.media = media_store_for(settings, pool)
+        container.rate_limits = RateLimits({
+            "login_address": settings.rate_login_address,
+            "login_code": settings.rate_login_code,
+            "loan_requests": settings.rate_loan_requests,
+            "chat_sends": settings.rate_chat_sends,
+        })  # fmt: skip
         if settings.run_projections:
             container.runners.append(
                 ReadModelRunner(

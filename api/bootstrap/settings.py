@@ -77,6 +77,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int, _var("LIUDONG_MAX_SESSIONS", "live sessions per reader; a login beyond it revokes "
                   "the oldest (and closes its sockets)", ge=1)
     ] = 10
+    rate_login_address: Annotated[
+        str, _var("LIUDONG_RATE_LOGIN_ADDRESS", "logins per client address (`limits` syntax; "
+                  "per node: each API node counts for itself; empty: off)")
+    ] = "60/minute"
+    rate_login_code: Annotated[
+        str, _var("LIUDONG_RATE_LOGIN_CODE", "logins per login code (per node; empty: off)")
+    ] = "5/minute"
+    rate_loan_requests: Annotated[
+        str, _var("LIUDONG_RATE_LOAN_REQUESTS", "loan requests per reader (per node; empty: off)")
+    ] = "30/hour"
+    rate_chat_sends: Annotated[
+        str, _var("LIUDONG_RATE_CHAT_SENDS", "chat messages sent over HTTP per reader (per node; "
+                  "empty: off)")
+    ] = "60/minute"
+    ws_frame_rate: Annotated[
+        str, _var("LIUDONG_WS_FRAME_RATE", "frames one WebSocket may send (per socket, so per "
+                  "node; beyond: `error` `rate_limited` with `retry_after`; empty: off)")
+    ] = "120/minute"
     run_projections: Annotated[
         bool, _var("LIUDONG_RUN_PROJECTIONS", "run projection runners in this process (one "
                    "process is active per projection)")

@@ -25,6 +25,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.adapters.ratelimit import RateLimited
 from api.bootstrap.container import ReadModelLag
 from domain import errors as d
 
@@ -215,6 +216,10 @@ def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
     return problem(status, code, detail, headers=exc.headers)
 
 
+def _rate_limited_handler(_: Request[Any, Any, Any], exc: RateLimited) -> Response[Any]:
+    return problem(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
 def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
     return problem(
         503, "read_model_lag", "The read models are behind; try again in a moment."
@@ -235,6 +240,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     d.DomainError: _domain_handler,
     ApiError: _api_handler,
     ReadModelLag: _lag_handler,
+    RateLimited: _rate_limited_handler,
     ValidationException: _validation_handler,
     NotAuthorizedException: _http_handler,
     PermissionDeniedException: _http_handler,

@@ -59,6 +59,11 @@ def live_server(database_url: str, nats_url: str, tmp_path_factory: pytest.TempP
         nats_url=nats_url,
         data_dir=tmp_path_factory.mktemp("liudong-data"),
         operator_token=OPERATOR_TOKEN,
+        rate_login_address="",  # the whole suite logs in from 127.0.0.1 (test_rate_limits.py
+        rate_login_code="",  # puts its own limits on this app)
+        rate_loan_requests="",
+        rate_chat_sends="",
+        ws_frame_rate="",
     )
     app = create_app(settings)
     port = free_port()

@@ -64,6 +64,9 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
         "LIUDONG_DATA_DIR": str(tmp / name),
         "LIUDONG_PRESENCE_INTERVAL": str(PRESENCE_INTERVAL),
         "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "LIUDONG_RATE_LOGIN_ADDRESS": "", "LIUDONG_RATE_LOGIN_CODE": "",
+        "LIUDONG_RATE_LOAN_REQUESTS": "", "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_WS_FRAME_RATE": "",
         "PYTHONUNBUFFERED": "1",
     }
     with log.open("wb") as out:

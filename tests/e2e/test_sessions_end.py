@@ -37,6 +37,9 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
         "LIUDONG_ENV": "test", "LIUDONG_DATA_DIR": str(tmp / name),
         "LIUDONG_MAX_SESSIONS": str(MAX_SESSIONS), "PYTHONUNBUFFERED": "1",
         "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "LIUDONG_RATE_LOGIN_ADDRESS": "", "LIUDONG_RATE_LOGIN_CODE": "",
+        "LIUDONG_RATE_LOAN_REQUESTS": "", "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_WS_FRAME_RATE": "",
     }  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(

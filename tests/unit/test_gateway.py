@@ -384,3 +384,18 @@ async def test_an_expired_session_is_ended_by_the_heartbeat_sweep_at_its_expiry(
     assert [f["type"] for f in socket.sent][-1] == "error"
     assert socket.sent[-1]["code"] == "session_ended"
     assert socket.closed == (4401, "session_ended")
+
+
+async def test_frames_over_the_socket_rate_get_rate_limited_with_retry_after() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    _gateway, _session, task = await start(inbox, socket, reader, frame_rate="3/minute")
+    for _ in range(5):
+        socket.incoming.put_nowait('{"type": "ping"}')
+    await socket.wait_for(lambda: len([f for f in socket.sent if f["type"] != "hello"]) == 5)
+    answers = [f for f in socket.sent if f["type"] != "hello"]
+    assert [f["type"] for f in answers] == ["pong"] * 3 + ["error"] * 2
+    assert {f["code"] for f in answers[3:]} == {"rate_limited"}
+    assert all(1 <= f["retry_after"] <= 60 for f in answers[3:])
+    assert socket.closed is None  # refused frames, not a closed socket
+    socket.incoming.put_nowait(None)
+    await task

@@ -42,6 +42,9 @@ class AuthController(Controller):
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
         container = container_of(request)
+        # per node (api.adapters.ratelimit): 429 rate_limited with Retry-After
+        container.rate_limits.hit("login_address", request.client.host if request.client else "")
+        container.rate_limits.hit("login_code", data.code)
         try:
             session = await container.login.code_to_session(data.code)
         except WeChatConfigError as exc:

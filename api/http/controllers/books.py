@@ -276,7 +276,8 @@ class BookController(Controller):
     @post(
         "/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True,
         opt=contract(
-            BookNotFound, BookWithdrawn, CannotBorrowOwnBook, auth="reader", command="library"
+            BookNotFound, BookWithdrawn, CannotBorrowOwnBook, Code(429, "rate_limited"),
+            auth="reader", command="library",
         ),
     )  # fmt: skip
     def request_loan(
@@ -293,6 +294,8 @@ class BookController(Controller):
         data = data or LoanRequestBody()
 
         def action() -> Response[Any]:
+            # per reader, per node; a replayed retry is not counted, a refusal not stored
+            container.rate_limits.hit("loan_requests", str(reader_id))
             command = c.RequestLoan(
                 loan_id=derived_id(reader_id, idempotency_key, "loan"),
                 book_id=book_id, borrower_id=reader_id, note=data.note, contact=data.contact,

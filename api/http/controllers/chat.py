@@ -300,8 +300,8 @@ class ConversationController(Controller):
 
     @post("/{conversation_id:uuid}/messages", operation_id="sendMessage", status_code=201,
           sync_to_thread=True,
-          opt=contract(ConversationNotFound, NotAMember, InvalidMessage, command="chat",
-                       also=(200,)))  # fmt: skip
+          opt=contract(ConversationNotFound, NotAMember, InvalidMessage,
+                       Code(429, "rate_limited"), command="chat", also=(200,)))  # fmt: skip
     def send(
         self,
         request: Request[Any, Any, Any],
@@ -315,6 +315,7 @@ class ConversationController(Controller):
         container = container_of(request)
 
         def action() -> Response[Any]:
+            container.rate_limits.hit("chat_sends", str(reader_id))  # per reader, per node
             known = container.inbox.message_by_client_id(
                 conversation_id, reader_id, data.client_msg_id
             )
