@@ -37,8 +37,15 @@ from bench.common import (
 )
 
 SCENARIOS = (
-    "commands", "chat_append", "rebuild", "export", "delivery", "fanout", "connections", "media",
-)  # fmt: skip
+    "commands",
+    "chat_append",
+    "rebuild",
+    "export",
+    "delivery",
+    "fanout",
+    "connections",
+    "media",
+)
 
 
 @dataclass

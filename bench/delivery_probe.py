@@ -62,8 +62,9 @@ def _ws_url(base: str, token: str, after: int | None = None) -> str:
 async def _open(
     base: str, token: str, after: int | None = None
 ) -> tuple[ClientConnection, dict[str, Any]]:
-    conn = await connect(_ws_url(base, token, after), compression=None, ping_interval=None,
-                         max_queue=None)  # fmt: skip
+    conn = await connect(
+        _ws_url(base, token, after), compression=None, ping_interval=None, max_queue=None
+    )
     hello = json.loads(await conn.recv())
     assert hello["type"] == "hello", hello
     return conn, hello
@@ -85,8 +86,14 @@ async def _next(
 
 
 def _send_frame(conversation: str, text: str, client_msg_id: str) -> str:
-    return json.dumps({"type": "chat.send", "conversation_id": conversation, "text": text,
-                       "client_msg_id": client_msg_id})  # fmt: skip
+    return json.dumps(
+        {
+            "type": "chat.send",
+            "conversation_id": conversation,
+            "text": text,
+            "client_msg_id": client_msg_id,
+        }
+    )
 
 
 async def _login(http: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
@@ -101,8 +108,11 @@ async def probe_latency(sender_url: str, receiver_url: str, messages: int) -> di
     async with httpx.AsyncClient(base_url=sender_url, timeout=30) as http:
         a_token, _a = await _login(http)
         b_token, b = await _login(http)
-        r = await http.post("/v1/conversations", json={"peer_id": b["id"]},
-                            headers={"Authorization": f"Bearer {a_token}"})  # fmt: skip
+        r = await http.post(
+            "/v1/conversations",
+            json={"peer_id": b["id"]},
+            headers={"Authorization": f"Bearer {a_token}"},
+        )
         r.raise_for_status()
         conversation = r.json()["id"]
     sender, _ = await _open(sender_url, a_token)
@@ -153,8 +163,9 @@ async def probe_resume(url: str, count: int) -> dict[str, Any]:
         await sender.close()
         deadline = time.monotonic() + 60
         while True:  # the inbox has them all (the replay reads the inbox)
-            r = await http.get("/v1/inbox", params={"limit": 1},
-                               headers={"Authorization": f"Bearer {b_token}"})  # fmt: skip
+            r = await http.get(
+                "/v1/inbox", params={"limit": 1}, headers={"Authorization": f"Bearer {b_token}"}
+            )
             if r.json()["head"] >= last + count or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)

@@ -27,6 +27,7 @@ WITHDRAWN = "withdrawn"
 
 REVISABLE_FIELDS = ("title", "author", "publisher", "tags", "cover_url", "summary")
 
+
 class Book(Aggregate):
     """Events: ``Published``, ``DetailsRevised``, ``Withdrawn``, ``Relisted``, ``Lent``,
     ``Returned`` (docs/EVENTS.md)."""

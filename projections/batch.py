@@ -394,6 +394,18 @@ class Page(ABC):
 
 
 __all__ = [
-    "CARRY_LIMIT", "CARRY_PAGES", "COPY_MIN_ROWS", "Copy", "DuplicateRow", "Page", "Rows",
-    "Statement", "Table", "as_json", "as_jsonb", "execute", "execute_all", "key",
-]  # fmt: skip
+    "CARRY_LIMIT",
+    "CARRY_PAGES",
+    "COPY_MIN_ROWS",
+    "Copy",
+    "DuplicateRow",
+    "Page",
+    "Rows",
+    "Statement",
+    "Table",
+    "as_json",
+    "as_jsonb",
+    "execute",
+    "execute_all",
+    "key",
+]

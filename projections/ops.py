@@ -34,6 +34,7 @@ Skip (``skip``) and retry (``retry``)
 
 Errors: ``OpsError`` and its subclasses carry a message meant for the operator.
 """
+
 from __future__ import annotations
 
 import functools
@@ -268,9 +269,12 @@ def _fill(  # noqa: PLR0913
 
         for name in projection.sources:
             while builder.catch_up(
-                conn, sources[name], schema=new, stop=functools.partial(stop, name),
+                conn,
+                sources[name],
+                schema=new,
+                stop=functools.partial(stop, name),
                 progress=progressed,
-            ):  # fmt: skip
+            ):
                 pass
     return processed
 

@@ -248,7 +248,7 @@ def replay(  # noqa: PLR0913
                     heads[name],
                     page_size,
                     progress,
-                )  # fmt: skip
+                )
                 for name in projection.sources
             ]
             with conn.transaction():
@@ -461,10 +461,15 @@ def _apply(  # noqa: PLR0913
                 "cut_position = %s, cut_event_at = %s WHERE projection = %s AND source = %s"
             ).format(schema),
             (
-                page[-1][0], events, getattr(page[-1][1], "timestamp", None),
-                cut[0] if cut else None, cut[1] if cut else None, projection.name, source,
+                page[-1][0],
+                events,
+                getattr(page[-1][1], "timestamp", None),
+                cut[0] if cut else None,
+                cut[1] if cut else None,
+                projection.name,
+                source,
             ),
-        )  # fmt: skip
+        )
 
 
 def _record_cut(

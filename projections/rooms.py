@@ -84,9 +84,16 @@ class RoomsProjection(ReadModelProjection):
                     "client_msg_id, at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING RETURNING seq"
                 ).format(schema),
-                (event.originator_id, event.seq, event.message_id, event.sender_id, event.text,
-                 event.client_msg_id, event.timestamp),
-            )  # fmt: skip
+                (
+                    event.originator_id,
+                    event.seq,
+                    event.message_id,
+                    event.sender_id,
+                    event.text,
+                    event.client_msg_id,
+                    event.timestamp,
+                ),
+            )
             if cur.fetchone() is not None:
                 cur.execute(
                     sql.SQL(
@@ -189,19 +196,34 @@ class RoomsPage(Page):
             if e.type == "Room.Created":
                 k = e.originator_id.int
                 if k not in self.rooms:  # ON CONFLICT (id) DO NOTHING
-                    self.rooms.insert(k, {
-                        "id": e.originator_id, "name": d["name"], "title": d["title"],
-                        "created_at": e.timestamp, "last_seq": 0, "last_message_at": None,
-                    })  # fmt: skip
+                    self.rooms.insert(
+                        k,
+                        {
+                            "id": e.originator_id,
+                            "name": d["name"],
+                            "title": d["title"],
+                            "created_at": e.timestamp,
+                            "last_seq": 0,
+                            "last_message_at": None,
+                        },
+                    )
             elif e.type == "Room.MessageSent":
                 room, mid, seq = e.originator_id, d["message_id"], d["seq"]
                 taken = (room.int, seq)
                 if mid.int in self.messages or taken in self.seqs:
                     continue  # ON CONFLICT DO NOTHING
-                self.messages.insert(mid.int, {
-                    "room_id": room, "seq": seq, "message_id": mid, "sender_id": d["sender_id"],
-                    "text": d["text"], "client_msg_id": d["client_msg_id"], "at": e.timestamp,
-                })  # fmt: skip
+                self.messages.insert(
+                    mid.int,
+                    {
+                        "room_id": room,
+                        "seq": seq,
+                        "message_id": mid,
+                        "sender_id": d["sender_id"],
+                        "text": d["text"],
+                        "client_msg_id": d["client_msg_id"],
+                        "at": e.timestamp,
+                    },
+                )
                 self.seqs[taken] = None
                 if (row := self.rooms.change(room.int)) is not None:
                     row["last_seq"] = max(row["last_seq"], seq)

@@ -362,8 +362,12 @@ class ReadModelRunner:
             except Exception:
                 log.warning(
                     "projection %s: page %s..%s of %s failed; replaying it event by event",
-                    self.projection.name, rows[0][0], rows[-1][0], source.name, exc_info=True,
-                )  # fmt: skip
+                    self.projection.name,
+                    rows[0][0],
+                    rows[-1][0],
+                    source.name,
+                    exc_info=True,
+                )
                 failed = True
             else:
                 failed = False
@@ -448,8 +452,12 @@ class ReadModelRunner:
             except Exception:  # noqa: BLE001 - find the event event by event
                 log.warning(
                     "projection %s: page %s..%s of %s failed; replaying it event by event",
-                    projection.name, rows[0][0], rows[-1][0], source.name, exc_info=True,
-                )  # fmt: skip
+                    projection.name,
+                    rows[0][0],
+                    rows[-1][0],
+                    source.name,
+                    exc_info=True,
+                )
                 self._isolate_failure(conn, source, rows, schema)
                 committed = False
             else:
@@ -509,8 +517,7 @@ class ReadModelRunner:
                         statements = page.statements()
                         page.remember()
                     except Exception:  # noqa: BLE001 - this page goes event by event
-                        log.debug("projection %s: page fold failed", projection.name,
-                                  exc_info=True)  # fmt: skip
+                        log.debug("projection %s: page fold failed", projection.name, exc_info=True)
                         if not settle():
                             break
                         done = self.process_page(conn, source, schema=schema, stop=limit)
@@ -527,11 +534,18 @@ class ReadModelRunner:
                     last_at = events[-1].timestamp if events else None
                     inflight = (
                         writer.submit(
-                            self._write_page, conn, source.name, schema, schema_name, position,
-                            rows[-1][0], last_at, statements,
+                            self._write_page,
+                            conn,
+                            source.name,
+                            schema,
+                            schema_name,
+                            position,
+                            rows[-1][0],
+                            last_at,
+                            statements,
                         ),
                         rows,
-                    )  # fmt: skip
+                    )
                     carry = page
                     position = rows[-1][0]
                     if not full:
@@ -699,8 +713,12 @@ class ReadModelRunner:
         self.fallback_pages += 1
         log.warning(
             "projection %s: page %s..%s of %s failed as a whole but not event by event "
-            "(applied so)", self.projection.name, rows[0][0], rows[-1][0], source.name,
-        )  # fmt: skip
+            "(applied so)",
+            self.projection.name,
+            rows[0][0],
+            rows[-1][0],
+            source.name,
+        )
 
     def _record_failure(
         self,
@@ -713,8 +731,11 @@ class ReadModelRunner:
         error = f"{type(exc).__name__}: {exc}"
         log.error(
             "projection %s STOPPED at %s position %s: %s",
-            self.projection.name, source, position, error,
-        )  # fmt: skip
+            self.projection.name,
+            source,
+            position,
+            error,
+        )
         with contextlib.suppress(Exception), conn.transaction():
             schema_name, _ = self._lock_tracking(conn, source, schema)
             conn.execute(

@@ -12,6 +12,7 @@ left by an interrupted rebuild), ``rebuilding`` whether a rebuild runs now.
 
 Everything is read from the database, so it works whichever process runs the projection.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

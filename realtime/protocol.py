@@ -198,9 +198,19 @@ class PresenceStates(Frame, frozen=True, kw_only=True, tag="presence.state"):
 
 
 ServerFrame = (
-    Hello | Event | Ping | Pong | Ack | Error | RoomJoined | RoomLeft | RoomMessage | RoomPresence
-    | PresenceChanged | PresenceStates
-)  # fmt: skip
+    Hello
+    | Event
+    | Ping
+    | Pong
+    | Ack
+    | Error
+    | RoomJoined
+    | RoomLeft
+    | RoomMessage
+    | RoomPresence
+    | PresenceChanged
+    | PresenceStates
+)
 
 
 # -- client → server ----------------------------------------------------------------------
@@ -270,9 +280,16 @@ class PresenceQuery(ClientFrame, frozen=True, kw_only=True, tag="presence.query"
 
 
 AnyClientFrame = (
-    Resume | ClientPing | ClientPong | ChatSend | Read | RoomJoin | RoomLeave | RoomSend
+    Resume
+    | ClientPing
+    | ClientPong
+    | ChatSend
+    | Read
+    | RoomJoin
+    | RoomLeave
+    | RoomSend
     | PresenceQuery
-)  # fmt: skip
+)
 
 
 # -- NATS payloads between nodes ------------------------------------------------------------

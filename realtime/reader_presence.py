@@ -180,9 +180,8 @@ class ReaderPresence:
         if not was_online:
             self._emit(reader, True, at)
         await self._publish(
-            ReaderChanged(node=self.node, reader=reader, online=True, at=at,
-                          interval=self.interval)
-        )  # fmt: skip
+            ReaderChanged(node=self.node, reader=reader, online=True, at=at, interval=self.interval)
+        )
         return not was_online
 
     async def disconnected(self, reader: UUID) -> bool:
@@ -199,9 +198,10 @@ class ReaderPresence:
         if offline:
             self._emit(reader, False, at)
         await self._publish(
-            ReaderChanged(node=self.node, reader=reader, online=False, at=at,
-                          interval=self.interval)
-        )  # fmt: skip
+            ReaderChanged(
+                node=self.node, reader=reader, online=False, at=at, interval=self.interval
+            )
+        )
         return offline
 
     # -- heartbeat and expiry -----------------------------------------------------------------
@@ -443,9 +443,11 @@ class PresenceFanout:
                 if not self.has_sockets():
                     continue  # nobody here to tell
                 await asyncio.gather(
-                    *(self._send(limit, reader, online, at)
-                      for reader, (online, at) in batch.items())
-                )  # fmt: skip
+                    *(
+                        self._send(limit, reader, online, at)
+                        for reader, (online, at) in batch.items()
+                    )
+                )
             if not self._pending:
                 self._idle.set()
 

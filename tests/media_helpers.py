@@ -86,9 +86,15 @@ def swapped_primaries_icc() -> bytes:
 
     name = b"Liudong swapped RGB"
     desc = (
-        b"desc" + b"\0" * 4 + struct.pack(">I", len(name) + 1) + name + b"\0"
-        + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
-    )  # fmt: skip
+        b"desc"
+        + b"\0" * 4
+        + struct.pack(">I", len(name) + 1)
+        + name
+        + b"\0"
+        + b"\0" * 8
+        + b"\0" * 3
+        + b"\0" * 67
+    )
     desc += b"\0" * (-len(desc) % 4)
     tags = [
         (b"desc", desc),
@@ -108,11 +114,19 @@ def swapped_primaries_icc() -> bytes:
         data += body
     size = offset + len(data)
     header = (
-        struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000)
-        + b"mntrRGB XYZ " + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp"
-        + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
         + b"\0" * 48
-    )  # fmt: skip
+    )
     assert len(header) == 128, len(header)
     return header + struct.pack(">I", len(tags)) + table + data
 

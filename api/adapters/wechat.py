@@ -459,7 +459,7 @@ def default_nickname(code: str, open_id: str) -> str:
     """A new reader's nickname: the name of a ``dev:<name>`` code, else ``读者`` and six hex
     digits of a hash of the openId (stable, and the openId itself never shown)."""
     if code.startswith(DEV_PREFIX):
-        return code[len(DEV_PREFIX):]
+        return code[len(DEV_PREFIX) :]
     return "读者" + hashlib.sha256(open_id.encode()).hexdigest()[:6]
 
 

@@ -92,12 +92,14 @@ class Container:
             inbox=InboxQueries(pool),
         )
         container.media = media_store_for(settings, pool)
-        container.rate_limits = RateLimits({
-            "login_address": settings.rate_login_address,
-            "login_code": settings.rate_login_code,
-            "loan_requests": settings.rate_loan_requests,
-            "chat_sends": settings.rate_chat_sends,
-        })  # fmt: skip
+        container.rate_limits = RateLimits(
+            {
+                "login_address": settings.rate_login_address,
+                "login_code": settings.rate_login_code,
+                "loan_requests": settings.rate_loan_requests,
+                "chat_sends": settings.rate_chat_sends,
+            }
+        )
         if settings.run_projections:
             container.runners.append(
                 ReadModelRunner(

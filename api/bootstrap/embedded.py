@@ -138,9 +138,17 @@ class EmbeddedNats:
             return self.url
         port = _free_port()
         args = [
-            nats_server_binary(), "-a", "127.0.0.1", "-p", str(port),
-            "-js", "-sd", str(self.dir / "jetstream"), "-l", str(self.dir / "nats.log"),
-        ]  # fmt: skip
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(self.dir / "jetstream"),
+            "-l",
+            str(self.dir / "nats.log"),
+        ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not _port_open(port):

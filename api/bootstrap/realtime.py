@@ -163,8 +163,11 @@ async def start_realtime(container: Container) -> RealtimeNode:
         container.chat,
         presence,
         directory=container.shelf.reader,
-        config=GatewayConfig(heartbeat=settings.ws_heartbeat, queue_size=settings.ws_queue_size,
-                             frame_rate=settings.ws_frame_rate),  # fmt: skip
+        config=GatewayConfig(
+            heartbeat=settings.ws_heartbeat,
+            queue_size=settings.ws_queue_size,
+            frame_rate=settings.ws_frame_rate,
+        ),
         readers=readers,
         peers=ConversationPeers(container),
     )

@@ -38,34 +38,45 @@ _DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("liudong"))
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Annotated[
-        Environment, _var("LIUDONG_ENV", "`development`, `production` or `test`; "
-                          "`production` refuses dev-mode login")
+        Environment,
+        _var(
+            "LIUDONG_ENV",
+            "`development`, `production` or `test`; `production` refuses dev-mode login",
+        ),
     ] = "development"
     database_url: Annotated[
-        str | None, _var("DATABASE_URL", "PostgreSQL URL, e.g. "
-                         "`postgresql://user@host:5432/liudong`; unset: embedded PostgreSQL")
+        str | None,
+        _var(
+            "DATABASE_URL",
+            "PostgreSQL URL, e.g. "
+            "`postgresql://user@host:5432/liudong`; unset: embedded PostgreSQL",
+        ),
     ] = None
     nats_url: Annotated[
-        str | None, _var("NATS_URL", "e.g. `nats://127.0.0.1:4222`; unset: embedded "
-                         "nats-server with JetStream")
+        str | None,
+        _var(
+            "NATS_URL", "e.g. `nats://127.0.0.1:4222`; unset: embedded nats-server with JetStream"
+        ),
     ] = None
     data_dir: Annotated[
-        Path, _var("LIUDONG_DATA_DIR", "where the embedded servers keep their data "
-                   "(per-user data folder)")
+        Path,
+        _var(
+            "LIUDONG_DATA_DIR", "where the embedded servers keep their data (per-user data folder)"
+        ),
     ] = _DEFAULT_DATA_DIR
     host: Annotated[str, _var("LIUDONG_HOST", "where `liudong serve` listens")] = "127.0.0.1"
-    port: Annotated[int, _var("LIUDONG_PORT", "the port `liudong serve` listens on",
-                              ge=1, le=65535)] = 8000
+    port: Annotated[
+        int, _var("LIUDONG_PORT", "the port `liudong serve` listens on", ge=1, le=65535)
+    ] = 8000
     wechat_appid: Annotated[
         str, _var("LIUDONG_WECHAT_APPID", "the mini-program's AppID (production login)")
     ] = ""
     wechat_secret: Annotated[
-        str, _var("LIUDONG_WECHAT_SECRET", "the mini-program's AppSecret (production login); "
-                  "secret")
+        str,
+        _var("LIUDONG_WECHAT_SECRET", "the mini-program's AppSecret (production login); secret"),
     ] = ""
     wechat_base_url: Annotated[
-        str, _var("LIUDONG_WECHAT_BASE_URL", "base URL of WeChat's server API "
-                  "(`jscode2session`…)")
+        str, _var("LIUDONG_WECHAT_BASE_URL", "base URL of WeChat's server API (`jscode2session`…)")
     ] = "https://api.weixin.qq.com"
     wechat_timeout: Annotated[
         float, _var("LIUDONG_WECHAT_TIMEOUT", "seconds per WeChat call", gt=0)
@@ -74,12 +85,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int, _var("LIUDONG_TOKEN_TTL", "session token lifetime, seconds (30 days)", ge=1)
     ] = 30 * 24 * 3600
     max_sessions: Annotated[
-        int, _var("LIUDONG_MAX_SESSIONS", "live sessions per reader; a login beyond it revokes "
-                  "the oldest (and closes its sockets)", ge=1)
+        int,
+        _var(
+            "LIUDONG_MAX_SESSIONS",
+            "live sessions per reader; a login beyond it revokes "
+            "the oldest (and closes its sockets)",
+            ge=1,
+        ),
     ] = 10
     rate_login_address: Annotated[
-        str, _var("LIUDONG_RATE_LOGIN_ADDRESS", "logins per client address (`limits` syntax; "
-                  "per node: each API node counts for itself; empty: off)")
+        str,
+        _var(
+            "LIUDONG_RATE_LOGIN_ADDRESS",
+            "logins per client address (`limits` syntax; "
+            "per node: each API node counts for itself; empty: off)",
+        ),
     ] = "60/minute"
     rate_login_code: Annotated[
         str, _var("LIUDONG_RATE_LOGIN_CODE", "logins per login code (per node; empty: off)")
@@ -88,103 +108,184 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str, _var("LIUDONG_RATE_LOAN_REQUESTS", "loan requests per reader (per node; empty: off)")
     ] = "30/hour"
     rate_chat_sends: Annotated[
-        str, _var("LIUDONG_RATE_CHAT_SENDS", "chat messages sent over HTTP per reader (per node; "
-                  "empty: off)")
+        str,
+        _var(
+            "LIUDONG_RATE_CHAT_SENDS",
+            "chat messages sent over HTTP per reader (per node; empty: off)",
+        ),
     ] = "60/minute"
     ws_frame_rate: Annotated[
-        str, _var("LIUDONG_WS_FRAME_RATE", "frames one WebSocket may send (per socket, so per "
-                  "node; beyond: `error` `rate_limited` with `retry_after`; empty: off)")
+        str,
+        _var(
+            "LIUDONG_WS_FRAME_RATE",
+            "frames one WebSocket may send (per socket, so per "
+            "node; beyond: `error` `rate_limited` with `retry_after`; empty: off)",
+        ),
     ] = "120/minute"
     run_projections: Annotated[
-        bool, _var("LIUDONG_RUN_PROJECTIONS", "run projection runners in this process (one "
-                   "process is active per projection)")
+        bool,
+        _var(
+            "LIUDONG_RUN_PROJECTIONS",
+            "run projection runners in this process (one process is active per projection)",
+        ),
     ] = True
     consistency_timeout: Annotated[
-        float, _var("LIUDONG_CONSISTENCY_TIMEOUT", "seconds a command waits for the read "
-                    "models (read-your-writes) before answering 202", ge=0)
+        float,
+        _var(
+            "LIUDONG_CONSISTENCY_TIMEOUT",
+            "seconds a command waits for the read models (read-your-writes) before answering 202",
+            ge=0,
+        ),
     ] = 5.0
     db_pool_size: Annotated[
         int, _var("LIUDONG_DB_POOL_SIZE", "read-model connection pool size", ge=1)
     ] = 10
     db_connect_timeout: Annotated[
-        int, _var("LIUDONG_DB_CONNECT_TIMEOUT", "seconds to open a database connection "
-                  "(libpq's connect_timeout; at least 2)", ge=2)
+        int,
+        _var(
+            "LIUDONG_DB_CONNECT_TIMEOUT",
+            "seconds to open a database connection (libpq's connect_timeout; at least 2)",
+            ge=2,
+        ),
     ] = 2
     db_pool_timeout: Annotated[
-        float, _var("LIUDONG_DB_POOL_TIMEOUT", "seconds a request waits for a pooled database "
-                    "connection before answering 503 database_unavailable", gt=0)
+        float,
+        _var(
+            "LIUDONG_DB_POOL_TIMEOUT",
+            "seconds a request waits for a pooled database "
+            "connection before answering 503 database_unavailable",
+            gt=0,
+        ),
     ] = 0.8
     db_statement_timeout: Annotated[
-        float, _var("LIUDONG_DB_STATEMENT_TIMEOUT", "seconds one SQL statement of a request may "
-                    "run (PostgreSQL statement_timeout; 0: none)", ge=0)
+        float,
+        _var(
+            "LIUDONG_DB_STATEMENT_TIMEOUT",
+            "seconds one SQL statement of a request may "
+            "run (PostgreSQL statement_timeout; 0: none)",
+            ge=0,
+        ),
     ] = 10.0
     operator_token: Annotated[
-        str, _var("LIUDONG_OPERATOR_TOKEN", "bearer token that shows `/readyz`'s details "
-                  "(unset: nobody sees them; the public body says only ready or not)")
+        str,
+        _var(
+            "LIUDONG_OPERATOR_TOKEN",
+            "bearer token that shows `/readyz`'s details "
+            "(unset: nobody sees them; the public body says only ready or not)",
+        ),
     ] = ""
     handler_threads: Annotated[
-        int, _var("LIUDONG_HANDLER_THREADS", "threads running the synchronous request "
-                  "handlers (each command holds one while it waits for the read models)",
-                  ge=1, le=1024)
+        int,
+        _var(
+            "LIUDONG_HANDLER_THREADS",
+            "threads running the synchronous request "
+            "handlers (each command holds one while it waits for the read models)",
+            ge=1,
+            le=1024,
+        ),
     ] = 16
     access_log: Annotated[
-        bool, _var("LIUDONG_ACCESS_LOG", "log every HTTP request (`liudong serve "
-                   "--access-log`); off: it costs ~5 % of a command's CPU")
+        bool,
+        _var(
+            "LIUDONG_ACCESS_LOG",
+            "log every HTTP request (`liudong serve "
+            "--access-log`); off: it costs ~5 % of a command's CPU",
+        ),
     ] = False
     ws_heartbeat: Annotated[
         float, _var("LIUDONG_WS_HEARTBEAT", "seconds between WebSocket server pings", gt=0)
     ] = 25.0
     ws_queue_size: Annotated[
-        int, _var("LIUDONG_WS_QUEUE_SIZE", "frames queued per socket before it is closed "
-                  "4008 (slow consumer)", ge=1)
+        int,
+        _var(
+            "LIUDONG_WS_QUEUE_SIZE",
+            "frames queued per socket before it is closed 4008 (slow consumer)",
+            ge=1,
+        ),
     ] = 256
     presence_interval: Annotated[
-        float, _var("LIUDONG_PRESENCE_INTERVAL", "seconds between room presence heartbeats "
-                    "over NATS", gt=0)
+        float,
+        _var(
+            "LIUDONG_PRESENCE_INTERVAL", "seconds between room presence heartbeats over NATS", gt=0
+        ),
     ] = 5.0
     media_max_bytes: Annotated[
-        int, _var("LIUDONG_MEDIA_MAX_BYTES", "largest picture upload, bytes (10 MiB; "
-                  "413 `media_too_large`)", ge=1)
+        int,
+        _var(
+            "LIUDONG_MEDIA_MAX_BYTES",
+            "largest picture upload, bytes (10 MiB; 413 `media_too_large`)",
+            ge=1,
+        ),
     ] = 10 * 1024 * 1024
     media_max_pixels: Annotated[
-        int, _var("LIUDONG_MEDIA_MAX_PIXELS", "most pixels in an uploaded picture "
-                  "(422 `image_too_large`)", ge=1)
+        int,
+        _var(
+            "LIUDONG_MEDIA_MAX_PIXELS",
+            "most pixels in an uploaded picture (422 `image_too_large`)",
+            ge=1,
+        ),
     ] = 40_000_000
     media_quality: Annotated[
-        int, _var("LIUDONG_MEDIA_QUALITY", "JPEG/WebP quality of re-encoded pictures and "
-                  "thumbnails", ge=1, le=100)
+        int,
+        _var(
+            "LIUDONG_MEDIA_QUALITY",
+            "JPEG/WebP quality of re-encoded pictures and thumbnails",
+            ge=1,
+            le=100,
+        ),
     ] = 85
     media_thumb_size: Annotated[
-        int, _var("LIUDONG_MEDIA_THUMB_SIZE", "longer side of a picture's JPEG thumbnail, "
-                  "pixels", ge=16, le=4096)
+        int,
+        _var(
+            "LIUDONG_MEDIA_THUMB_SIZE",
+            "longer side of a picture's JPEG thumbnail, pixels",
+            ge=16,
+            le=4096,
+        ),
     ] = 320
     media_workers: Annotated[
         int, _var("LIUDONG_MEDIA_WORKERS", "pictures decoded and re-encoded at once", ge=1, le=64)
     ] = 2
     media_grace: Annotated[
-        float, _var("LIUDONG_MEDIA_GRACE", "seconds an upload never attached is kept (24 h)",
-                    ge=0)
+        float, _var("LIUDONG_MEDIA_GRACE", "seconds an upload never attached is kept (24 h)", ge=0)
     ] = 24 * 3600.0
     media_sweep_interval: Annotated[
-        float, _var("LIUDONG_MEDIA_SWEEP_INTERVAL", "seconds between the server's sweeps of "
-                    "expired uploads (0: never; `liudong media sweep`)", ge=0)
+        float,
+        _var(
+            "LIUDONG_MEDIA_SWEEP_INTERVAL",
+            "seconds between the server's sweeps of "
+            "expired uploads (0: never; `liudong media sweep`)",
+            ge=0,
+        ),
     ] = 3600.0
     media_base_url: Annotated[
-        str, _var("LIUDONG_MEDIA_BASE_URL", "prefix of the picture URLs answered (unset: the "
-                  "request's origin)")
+        str,
+        _var(
+            "LIUDONG_MEDIA_BASE_URL",
+            "prefix of the picture URLs answered (unset: the request's origin)",
+        ),
     ] = ""
     s3_bucket: Annotated[
-        str, _var("LIUDONG_S3_BUCKET", "store pictures in this S3 bucket (unset: on disk "
-                  "under `LIUDONG_DATA_DIR/media`); credentials from `AWS_ACCESS_KEY_ID` / "
-                  "`AWS_SECRET_ACCESS_KEY`")
+        str,
+        _var(
+            "LIUDONG_S3_BUCKET",
+            "store pictures in this S3 bucket (unset: on disk "
+            "under `LIUDONG_DATA_DIR/media`); credentials from `AWS_ACCESS_KEY_ID` / "
+            "`AWS_SECRET_ACCESS_KEY`",
+        ),
     ] = ""
     s3_endpoint_url: Annotated[
         str, _var("LIUDONG_S3_ENDPOINT_URL", "S3-compatible endpoint (unset: AWS)")
     ] = ""
     s3_region: Annotated[str, _var("LIUDONG_S3_REGION", "the bucket's region")] = ""
     s3_presign_expiry: Annotated[
-        int, _var("LIUDONG_S3_PRESIGN_EXPIRY", "seconds a picture's presigned redirect URL "
-                  "is valid", ge=1, le=7 * 24 * 3600)
+        int,
+        _var(
+            "LIUDONG_S3_PRESIGN_EXPIRY",
+            "seconds a picture's presigned redirect URL is valid",
+            ge=1,
+            le=7 * 24 * 3600,
+        ),
     ] = 3600
 
     @property

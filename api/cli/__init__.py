@@ -18,9 +18,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("api.cli.serve:migrate", "Apply pending database migrations."),
     "catalog": ("api.cli.catalog:catalog", "The ISBN catalog: import book lists, look up an ISBN."),
     "demo": ("api.cli.demo:demo", "Demo data: real book lists through the client's commands."),
-    "projections": ("api.cli.projections:projections", "Read models: status, rebuild, skip, retry."),
+    "projections": (
+        "api.cli.projections:projections",
+        "Read models: status, rebuild, skip, retry.",
+    ),
     "events": ("api.cli.events:events", "The event logs: export, show one aggregate, tail."),
-    "rooms": ("api.cli.rooms:rooms", "Public chat rooms: create them, list them with member counts."),
+    "rooms": (
+        "api.cli.rooms:rooms",
+        "Public chat rooms: create them, list them with member counts.",
+    ),
     "replay": ("api.cli.replay:replay", "Replay the logs into an analyst schema, up to a time."),
     "media": ("api.cli.media:media", "Uploaded pictures: sweep the ones never attached."),
     "settings": ("api.cli.settings:settings", "The environment variables read, and their values."),
@@ -51,8 +57,12 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True,
-              help="Log more: -v INFO (embedded servers, projections), -vv DEBUG.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log more: -v INFO (embedded servers, projections), -vv DEBUG.",
+)
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
     """Liudong (流动): event-sourced backend of the drifting library.
@@ -63,5 +73,3 @@ def main(ctx: click.Context, verbose: int) -> None:
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = CliContext(verbose=verbose)
-
-

@@ -307,9 +307,12 @@ def seed_library(container: Any, plan: SeedPlan) -> SeedSummary:
             owner_id = readers[rng.randrange(len(readers))]
             try:
                 command = publish_command(
-                    container.catalog, entry.isbn, {},
-                    book_id=uuid4(), owner_id=owner_id,
-                )  # fmt: skip
+                    container.catalog,
+                    entry.isbn,
+                    {},
+                    book_id=uuid4(),
+                    owner_id=owner_id,
+                )
             except PublishRefused as exc:
                 rejected[exc.code] += 1
             else:
@@ -337,7 +340,7 @@ def seed_library(container: Any, plan: SeedPlan) -> SeedSummary:
                     book_id=loan.book_id,
                     borrower_id=loan.borrower_id,
                     note=rng.choice(_NOTES),
-                )  # fmt: skip
+                )
             )
             bar.update()
             if recorded is not None:
@@ -450,8 +453,10 @@ def _catch_up(container: Any, last: c.Recorded | None, plan: SeedPlan) -> float 
             failed = [r for r in container.runners if r.status.state == "failed"]
             if failed or time.perf_counter() >= deadline:
                 for runner in failed:
-                    click.echo(f"projection {runner.projection.name} failed: "
-                               f"{runner.status.error}", err=True)  # fmt: skip
+                    click.echo(
+                        f"projection {runner.projection.name} failed: {runner.status.error}",
+                        err=True,
+                    )
                 return None
 
 
@@ -517,9 +522,14 @@ def seed_command(  # noqa: PLR0913
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     plan = SeedPlan(
-        path=file, readers=readers, books=books, borrow_ratio=borrow_ratio, seed=seed,
-        progress=not no_progress and sys.stderr.isatty(), catchup_timeout=catchup_timeout,
-    )  # fmt: skip
+        path=file,
+        readers=readers,
+        books=books,
+        borrow_ratio=borrow_ratio,
+        seed=seed,
+        progress=not no_progress and sys.stderr.isatty(),
+        catchup_timeout=catchup_timeout,
+    )
     try:
         container = Container.build(settings)
     except psycopg.OperationalError as exc:

@@ -115,8 +115,13 @@ def _nats_url(settings: Any) -> str | None:
 
 @rooms.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
-@click.option("--wait", default=0.5, show_default=True, type=float,
-              help="Seconds to collect member counts from the running nodes.")  # fmt: skip
+@click.option(
+    "--wait",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Seconds to collect member counts from the running nodes.",
+)
 def list_command(as_json: bool, wait: float) -> None:
     """Every room: name, title, messages, live members."""
     from api.bootstrap.db import make_pool
@@ -140,10 +145,13 @@ def list_command(as_json: bool, wait: float) -> None:
             click.echo(f"(member counts unavailable: {exc})", err=True)
     for row in rows:
         entry = {
-            "id": str(row["id"]), "name": row["name"], "title": row["title"],
-            "messages": row["last_seq"], "members": counts.get(row["name"], 0),
+            "id": str(row["id"]),
+            "name": row["name"],
+            "title": row["title"],
+            "messages": row["last_seq"],
+            "members": counts.get(row["name"], 0),
             "created_at": row["created_at"].isoformat(),
-        }  # fmt: skip
+        }
         if as_json:
             click.echo(json.dumps(entry, ensure_ascii=False))
         else:

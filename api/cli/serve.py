@@ -14,11 +14,18 @@ from api.cli.context import cli_context
 @click.command()
 @click.option("--host", default=None, help="Interface to listen on (LIUDONG_HOST, 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (LIUDONG_PORT, 8000).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="API worker processes (projections run in one of them at a time).")
-@click.option("--access-log/--no-access-log", default=None,
-              help="Log every HTTP request (LIUDONG_ACCESS_LOG, off: it costs ~5 % of the CPU "
-                   "of a command).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="API worker processes (projections run in one of them at a time).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=None,
+    help="Log every HTTP request (LIUDONG_ACCESS_LOG, off: it costs ~5 % of the CPU of a command).",
+)
 def serve(host: str | None, port: int | None, workers: int, access_log: bool | None) -> None:
     """Run the API, WebSocket gateway, projections and relay in one process (by default).
 
@@ -53,14 +60,21 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         uvicorn.run(
-            "api.http.asgi:app", host=host, port=port, workers=workers, factory=False,
-            ws_per_message_deflate=False, log_level="info", access_log=access_log, lifespan="on",
+            "api.http.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            factory=False,
+            ws_per_message_deflate=False,
+            log_level="info",
+            access_log=access_log,
+            lifespan="on",
             ws_max_size=64 * 1024,  # frames are ≤ 16 KiB (realtime.protocol); uvicorn: 16 MiB
             ws_ping_interval=None,  # the gateway pings at application level (realtime.gateway)
             ws="websockets-sansio",  # per frame: ~10 µs here, vs ~17 for "websockets", "wsproto"
             timeout_graceful_shutdown=10,
             log_config=uvicorn_log_config(),  # no token or ticket in any log line
-        )  # fmt: skip
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
         if embedded_nats is not None:
@@ -74,4 +88,6 @@ def migrate() -> None:
 
     url = cli_context().database_url(apply_migrations=False)
     applied = apply(url)
-    click.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    click.echo(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )

@@ -74,12 +74,21 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     app = Litestar(
         route_handlers=[
-            AuthController, MeController, BookController, IsbnController, LoanController,
-            ConversationController, InboxController,
-            RoomController, ws_endpoint, create_ws_ticket,
-            healthz, readyz, metrics,
+            AuthController,
+            MeController,
+            BookController,
+            IsbnController,
+            LoanController,
+            ConversationController,
+            InboxController,
+            RoomController,
+            ws_endpoint,
+            create_ws_ticket,
+            healthz,
+            readyz,
+            metrics,
             media_router(settings),  # its own body limit (LIUDONG_MEDIA_MAX_BYTES)
-        ],  # fmt: skip
+        ],
         dependencies=AUTH_DEPENDENCIES,
         before_request=check_query,
         exception_handlers=EXCEPTION_HANDLERS,

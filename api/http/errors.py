@@ -89,8 +89,9 @@ class DatabaseUnavailable(ApiError):
     waits (``LIUDONG_DB_*_TIMEOUT``), never a 500 or a hang."""
 
     def __init__(self) -> None:
-        super().__init__(503, "database_unavailable",
-                         "The database is unavailable; try again in a moment.")  # fmt: skip
+        super().__init__(
+            503, "database_unavailable", "The database is unavailable; try again in a moment."
+        )
 
 
 def database_down(exc: BaseException) -> bool:
@@ -113,21 +114,28 @@ def database_down(exc: BaseException) -> bool:
             return True
         if isinstance(
             seen,
-            PoolTimeout | EsInterfaceError | SessionStoreUnavailable | psycopg.InterfaceError
+            PoolTimeout
+            | EsInterfaceError
+            | SessionStoreUnavailable
+            | psycopg.InterfaceError
             | DatabaseDown,
-        ):  # fmt: skip
+        ):
             return True
         if isinstance(seen, psycopg.OperationalError | EsOperationalError) and not isinstance(
-            seen, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
-            | psycopg.errors.LockNotAvailable
-        ):  # fmt: skip
+            seen,
+            psycopg.errors.SerializationFailure
+            | psycopg.errors.DeadlockDetected
+            | psycopg.errors.LockNotAvailable,
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
 
 
 class Unauthorized(ApiError):
-    def __init__(self, code: str = "unauthorized", detail: str = "A valid session token is required.") -> None:  # noqa: E501
+    def __init__(
+        self, code: str = "unauthorized", detail: str = "A valid session token is required."
+    ) -> None:  # noqa: E501
         super().__init__(401, code, detail)
 
 
@@ -204,10 +212,17 @@ def _malformed() -> Response[Any]:
 
 def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     codes = {
-        400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-        405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-        415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable",
-    }  # fmt: skip
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        429: "too_many_requests",
+        503: "unavailable",
+    }
     status = exc.status_code
     code = codes.get(status, "error" if status < 500 else "internal_error")
     detail = str(exc.detail)
@@ -221,9 +236,7 @@ def _rate_limited_handler(_: Request[Any, Any, Any], exc: RateLimited) -> Respon
 
 
 def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
-    return problem(
-        503, "read_model_lag", "The read models are behind; try again in a moment."
-    )
+    return problem(503, "read_model_lag", "The read models are behind; try again in a moment.")
 
 
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -81,9 +81,10 @@ def run_idempotent(
                 )
             if row["request_hash"] != request_hash:
                 raise ApiError(
-                    422, "idempotency_key_reused",
+                    422,
+                    "idempotency_key_reused",
                     "This Idempotency-Key was used for a different request.",
-                )  # fmt: skip
+                )
             if row["status"] is None:
                 conn.commit()
                 recovered = recover() if recover is not None else None
@@ -93,9 +94,10 @@ def run_idempotent(
                     return recovered
                 if row["age"] < STALE_AFTER:
                     raise ApiError(
-                        409, "idempotency_in_progress",
+                        409,
+                        "idempotency_in_progress",
                         "A request with this Idempotency-Key is still being processed.",
-                    )  # fmt: skip
+                    )
             else:
                 stored = msgspec.json.decode(row["body"])
                 return _replay(stored["status"], stored["body"])

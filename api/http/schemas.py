@@ -13,9 +13,7 @@ import msgspec
 from domain.commands import NO_NUL, Contact, Nickname, Note, Summary, Tags, Url
 
 Text300 = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
-ISBN_PATTERN = (
-    r"^(?:ISBN(?:-1[03])?:? ?)?[0-9０-９XxＸｘ][0-9０-９XxＸｘ \-‐‑‒–—―−﹣－]{9,16}$"
-)
+ISBN_PATTERN = r"^(?:ISBN(?:-1[03])?:? ?)?[0-9０-９XxＸｘ][0-9０-９XxＸｘ \-‐‑‒–—―−﹣－]{9,16}$"
 """What an ISBN looks like before its check digit is verified: an optional ``ISBN`` label,
 then 10 or 13 digits (full-width too, as typed with a Chinese input method; a final ``X`` of
 an ISBN-10), with hyphens (any dash) or spaces between them. It is documented, and enforced
@@ -223,30 +221,55 @@ def book_out(row: dict[str, Any], viewer: UUID | None) -> BookOut:
             avatar_url=row.get("borrower_avatar_url") or "",
         )
     return BookOut(
-        id=row["id"], isbn=row["isbn"], title=row["title"], author=row["author"],
-        publisher=row["publisher"], tags=list(row["tags"]), cover_url=row["cover_url"],
-        summary=row["summary"], status=row["status"],
-        owner=ReaderOut(id=row["owner_id"], nickname=row.get("owner_nickname") or "",
-                        avatar_url=row.get("owner_avatar_url") or ""),
-        published_at=row["published_at"], updated_at=row["updated_at"],
-        borrower=borrower, loan_id=row["loan_id"] if is_owner else None,
-    )  # fmt: skip
+        id=row["id"],
+        isbn=row["isbn"],
+        title=row["title"],
+        author=row["author"],
+        publisher=row["publisher"],
+        tags=list(row["tags"]),
+        cover_url=row["cover_url"],
+        summary=row["summary"],
+        status=row["status"],
+        owner=ReaderOut(
+            id=row["owner_id"],
+            nickname=row.get("owner_nickname") or "",
+            avatar_url=row.get("owner_avatar_url") or "",
+        ),
+        published_at=row["published_at"],
+        updated_at=row["updated_at"],
+        borrower=borrower,
+        loan_id=row["loan_id"] if is_owner else None,
+    )
 
 
 def loan_out(row: dict[str, Any], viewer: UUID) -> LoanOut:
     return LoanOut(
         id=row["id"],
-        book=BookRef(id=row["book_id"], title=row["book_title"], isbn=row["book_isbn"],
-                     cover_url=row["book_cover_url"]),
-        borrower=ReaderOut(id=row["borrower_id"], nickname=row.get("borrower_nickname") or "",
-                           avatar_url=row.get("borrower_avatar_url") or ""),
-        lender=ReaderOut(id=row["lender_id"], nickname=row.get("lender_nickname") or "",
-                         avatar_url=row.get("lender_avatar_url") or ""),
-        status=row["status"], note=row["note"],
-        requested_at=row["requested_at"], updated_at=row["updated_at"],
+        book=BookRef(
+            id=row["book_id"],
+            title=row["book_title"],
+            isbn=row["book_isbn"],
+            cover_url=row["book_cover_url"],
+        ),
+        borrower=ReaderOut(
+            id=row["borrower_id"],
+            nickname=row.get("borrower_nickname") or "",
+            avatar_url=row.get("borrower_avatar_url") or "",
+        ),
+        lender=ReaderOut(
+            id=row["lender_id"],
+            nickname=row.get("lender_nickname") or "",
+            avatar_url=row.get("lender_avatar_url") or "",
+        ),
+        status=row["status"],
+        note=row["note"],
+        requested_at=row["requested_at"],
+        updated_at=row["updated_at"],
         contact=row["contact"] if viewer == row["lender_id"] else None,
         decline_reason=row.get("decline_reason"),
-        approved_at=row.get("approved_at"), declined_at=row.get("declined_at"),
-        cancelled_at=row.get("cancelled_at"), return_started_at=row.get("return_started_at"),
+        approved_at=row.get("approved_at"),
+        declined_at=row.get("declined_at"),
+        cancelled_at=row.get("cancelled_at"),
+        return_started_at=row.get("return_started_at"),
         returned_at=row.get("returned_at"),
-    )  # fmt: skip
+    )

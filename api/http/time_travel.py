@@ -169,14 +169,23 @@ def book_as_of(
     book = history.state(history.version_of(moment, "book"))
     is_owner = viewer is not None and viewer == book.owner_id
     row = {
-        "id": book.id, "isbn": book.isbn, "title": book.title, "author": book.author,
-        "publisher": book.publisher, "tags": list(book.tags), "cover_url": book.cover_url,
-        "summary": book.summary, "status": book.status, "owner_id": book.owner_id,
-        "loan_id": book.loan_id, "borrower_id": book.borrower_id,
-        "published_at": book.created_on, "updated_at": book.modified_on,
+        "id": book.id,
+        "isbn": book.isbn,
+        "title": book.title,
+        "author": book.author,
+        "publisher": book.publisher,
+        "tags": list(book.tags),
+        "cover_url": book.cover_url,
+        "summary": book.summary,
+        "status": book.status,
+        "owner_id": book.owner_id,
+        "loan_id": book.loan_id,
+        "borrower_id": book.borrower_id,
+        "published_at": book.created_on,
+        "updated_at": book.modified_on,
         **_names(container, "owner", book.owner_id),
         **(_names(container, "borrower", book.borrower_id) if is_owner else {}),
-    }  # fmt: skip
+    }
     return row, AsOf(version=book.version, at=book.modified_on)
 
 
@@ -207,14 +216,20 @@ def loan_as_of(
     version = history.version_of(moment, "loan")
     loan = history.state(version)
     row: dict[str, Any] = {
-        "id": loan.id, "book_id": loan.book_id, "borrower_id": loan.borrower_id,
-        "lender_id": loan.lender_id, "status": loan.status, "note": loan.note,
-        "contact": loan.contact, "requested_at": loan.created_on,
-        "updated_at": loan.modified_on, "decline_reason": None,
+        "id": loan.id,
+        "book_id": loan.book_id,
+        "borrower_id": loan.borrower_id,
+        "lender_id": loan.lender_id,
+        "status": loan.status,
+        "note": loan.note,
+        "contact": loan.contact,
+        "requested_at": loan.created_on,
+        "updated_at": loan.modified_on,
+        "decline_reason": None,
         **{column: None for column in _LOAN_TIMES.values()},
         **_names(container, "borrower", loan.borrower_id),
         **_names(container, "lender", loan.lender_id),
-    }  # fmt: skip
+    }
     for event in history.events:
         if event.originator_version > version:
             break

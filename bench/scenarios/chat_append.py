@@ -202,7 +202,9 @@ async def _measure(
     )
     fill_seconds = time.monotonic() - t_fill
     relay_seconds = await asyncio.to_thread(_wait_inbox, url, position)
-    log(f"chat_append: the relay published the bulk-loaded items {relay_seconds:.1f} s after the inbox")
+    log(
+        f"chat_append: the relay published the bulk-loaded items {relay_seconds:.1f} s after the inbox"
+    )
     late = await measure_window(target_n)
     for conn in conns:
         await conn.close()

@@ -195,8 +195,10 @@ def run(ctx: Any) -> None:
     t0 = time.perf_counter()
     photos = phone_photos(count, width, height)
     total_mb = sum(map(len, photos)) / MB
-    log(f"media: {count} photos of {width}×{height}, {total_mb / count:.2f} MB each "
-        f"(made in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
+    log(
+        f"media: {count} photos of {width}×{height}, {total_mb / count:.2f} MB each "
+        f"(made in {time.perf_counter() - t0:.1f} s)"
+    )
 
     copy_seconds, copy_times = copy_baseline(photos, ctx.work_dir / "media-copy")
     copy_ms = statistics.mean(copy_times) * 1000

@@ -69,10 +69,14 @@ jsonb dumper, a Python call a value."""
 _LIBRARY_TABLE_OF = {
     kind: kind.partition(".")[0]
     for kind in (
-        "Reader.Registered", "Reader.ProfileChanged", "Book.Published", "Book.DetailsRevised",
-        "Loan.Requested", *LOAN_KINDS,
+        "Reader.Registered",
+        "Reader.ProfileChanged",
+        "Book.Published",
+        "Book.DetailsRevised",
+        "Loan.Requested",
+        *LOAN_KINDS,
     )
-}  # fmt: skip
+}
 
 
 def _sql(query: str, schema: sql.Identifier) -> sql.Composed:
@@ -281,11 +285,15 @@ class InboxPage(Page):
                 visible = conn.cursor(row_factory=dict_row)
                 visible.execute(
                     _sql(_VISIBLE_CANDIDATES, s),
-                    (as_json([
-                        {"c": c, "r": r, "k": n + earlier.get(pair, (0, 0, 0))[2] + 1}
-                        for pair, (c, r, n) in self.hides.items()
-                    ]),),
-                )  # fmt: skip
+                    (
+                        as_json(
+                            [
+                                {"c": c, "r": r, "k": n + earlier.get(pair, (0, 0, 0))[2] + 1}
+                                for pair, (c, r, n) in self.hides.items()
+                            ]
+                        ),
+                    ),
+                )
             messages = self.messages.load_by(conn, s, "message_id")
             readers = self.readers.load_by(conn, s, "id")
             heads = self.heads.load_by(conn, s, "reader_id")
@@ -371,17 +379,25 @@ class InboxPage(Page):
         borrower = fragments.get(borrower_id.int) or self._reader_fragment(borrower_id)
         lender = fragments.get(lender_id.int) or self._reader_fragment(lender_id)
         fields = {
-            "loan_id": loan_id, "status": status, "book": book, "borrower": borrower,
+            "loan_id": loan_id,
+            "status": status,
+            "book": book,
+            "borrower": borrower,
             "lender": lender,
-        }  # fmt: skip
+        }
         return fields, loan
 
     def _reader_fragment(self, reader_id: UUID) -> msgspec.Raw:
         row = self.readers.get(reader_id.int)
         fragment = self._fragments[reader_id.int] = msgspec.Raw(
-            _encode({"id": reader_id, "nickname": (row and row["nickname"]) or "",
-                     "avatar_url": (row and row["avatar_url"]) or ""})
-        )  # fmt: skip
+            _encode(
+                {
+                    "id": reader_id,
+                    "nickname": (row and row["nickname"]) or "",
+                    "avatar_url": (row and row["avatar_url"]) or "",
+                }
+            )
+        )
         return fragment
 
     def _fold_library(self, e: Any) -> None:  # noqa: C901
@@ -410,10 +426,15 @@ class InboxPage(Page):
             if title and (row := self.books.change(k)) is not None:
                 row["title"] = title
         elif kind == "Loan.Requested":
-            self.loans.insert(k, {
-                "id": uuid, "book_id": d["book_id"], "borrower_id": d["borrower_id"],
-                "lender_id": d["lender_id"],
-            })  # fmt: skip
+            self.loans.insert(
+                k,
+                {
+                    "id": uuid,
+                    "book_id": d["book_id"],
+                    "borrower_id": d["borrower_id"],
+                    "lender_id": d["lender_id"],
+                },
+            )
             data, _ = self._loan_fields(uuid, "requested")
             data["note"] = d["note"] or ""
             data["contact"] = dict(d["contact"]) if d["contact"] else None
@@ -448,12 +469,22 @@ class InboxPage(Page):
             k = (reader.int, cid)
             if k in self.conversations:  # ON CONFLICT DO NOTHING
                 continue
-            self.conversations.insert(k, {
-                "reader_id": reader, "conversation_id": conversation, "peer_id": peer,
-                "loan_id": e.data["loan_id"], "last_message": None, "last_seq": 0,
-                "read_up_to": 0, "unread": 0, "opened_at": e.timestamp,
-                "updated_at": e.timestamp, "activity": e.position,
-            })  # fmt: skip
+            self.conversations.insert(
+                k,
+                {
+                    "reader_id": reader,
+                    "conversation_id": conversation,
+                    "peer_id": peer,
+                    "loan_id": e.data["loan_id"],
+                    "last_message": None,
+                    "last_seq": 0,
+                    "read_up_to": 0,
+                    "unread": 0,
+                    "opened_at": e.timestamp,
+                    "updated_at": e.timestamp,
+                    "activity": e.position,
+                },
+            )
             members.append(k)
 
     def _message_sent(self, e: Any) -> None:
@@ -463,11 +494,19 @@ class InboxPage(Page):
         mid, sender, seq = d["message_id"], d["sender_id"], d["seq"]
         if mid.int in self.messages:
             return  # a retry beyond the aggregate's window: the first message stands
-        self.messages.insert(mid.int, {
-            "conversation_id": conversation, "seq": seq, "message_id": mid,
-            "sender_id": sender, "text": d["text"], "client_msg_id": d["client_msg_id"],
-            "at": e.timestamp, "hidden_for": [],
-        })  # fmt: skip
+        self.messages.insert(
+            mid.int,
+            {
+                "conversation_id": conversation,
+                "seq": seq,
+                "message_id": mid,
+                "sender_id": sender,
+                "text": d["text"],
+                "client_msg_id": d["client_msg_id"],
+                "at": e.timestamp,
+                "hidden_for": [],
+            },
+        )
         self.by_conversation.setdefault(cid, []).append(mid.int)
         self.own.setdefault(cid, []).append(mid.int)
         who = self.readers.get(sender.int) or {}
@@ -475,12 +514,15 @@ class InboxPage(Page):
             "conversation_id": conversation,
             "message_id": mid,
             "seq": seq,
-            "sender": {"id": sender, "nickname": who.get("nickname") or "",
-                       "avatar_url": who.get("avatar_url") or ""},
+            "sender": {
+                "id": sender,
+                "nickname": who.get("nickname") or "",
+                "avatar_url": who.get("avatar_url") or "",
+            },
             "text": d["text"],
             "client_msg_id": d["client_msg_id"],
             "at": e.timestamp,
-        }  # fmt: skip
+        }
         members = []
         for k in self.members.get(cid, ()):
             row = self.conversations.change(k)
@@ -591,12 +633,15 @@ class InboxPage(Page):
             "conversation_id": m["conversation_id"],
             "message_id": m["message_id"],
             "seq": m["seq"],
-            "sender": {"id": m["sender_id"], "nickname": sender.get("nickname") or "",
-                       "avatar_url": sender.get("avatar_url") or ""},
+            "sender": {
+                "id": m["sender_id"],
+                "nickname": sender.get("nickname") or "",
+                "avatar_url": sender.get("avatar_url") or "",
+            },
             "text": m["text"],
             "client_msg_id": m["client_msg_id"],
             "at": _sql_time(m["at"]),
-        }  # fmt: skip
+        }
 
     def _reader(self, reader: UUID) -> dict[str, Any]:
         row = self.readers.get(reader.int)
@@ -646,10 +691,17 @@ class InboxPage(Page):
         if len(self.items) >= COPY_MIN_ROWS:
             return [Copy(ITEMS.copy_sql(self.schema), ITEMS_COPY_TYPES, self.items)]
         rows = [
-            {"reader_id": reader, "seq": seq, "kind": kind, "at": at,
-             "data": msgspec.Raw(data[1:]), "source": source, "position": position}
+            {
+                "reader_id": reader,
+                "seq": seq,
+                "kind": kind,
+                "at": at,
+                "data": msgspec.Raw(data[1:]),
+                "source": source,
+                "position": position,
+            }
             for reader, seq, kind, at, data, source, position in self.items
-        ]  # fmt: skip
+        ]
         return [(ITEMS.insert_sql(self.schema), (as_json(rows),))]
 
 

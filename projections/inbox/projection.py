@@ -166,9 +166,11 @@ class InboxProjection(ReadModelProjection):
         if not page.events:
             return
         folded = _Folded(
-            page.schema.as_string(None), page.events[0].position, page.events[-1].position,
+            page.schema.as_string(None),
+            page.events[0].position,
+            page.events[-1].position,
             page.items,
-        )  # fmt: skip
+        )
         with self._folded_lock:
             pages = self._folded.setdefault(page.source, [])
             pages[:] = [p for p in pages if not folded.overlaps(p)]
@@ -202,11 +204,17 @@ class InboxProjection(ReadModelProjection):
             return None  # not folded here, or ambiguous (two versions folded that range)
         decode = msgspec.json.decode
         items = [
-            {"reader_id": reader, "seq": seq, "kind": kind, "at": at,
-             "data": decode(memoryview(data)[1:]),
-             "source": src, "position": position}
+            {
+                "reader_id": reader,
+                "seq": seq,
+                "kind": kind,
+                "at": at,
+                "data": decode(memoryview(data)[1:]),
+                "source": src,
+                "position": position,
+            }
             for reader, seq, kind, at, data, src, position in found[0].items
-        ]  # fmt: skip
+        ]
         items.sort(key=_position_seq)  # as ``items_for_positions`` orders them
         return items
 
@@ -215,8 +223,9 @@ class InboxProjection(ReadModelProjection):
             try:
                 listener(source, first, last)
             except Exception:
-                log.exception("inbox listener %r failed on %s [%s, %s]", listener, source,
-                              first, last)  # fmt: skip
+                log.exception(
+                    "inbox listener %r failed on %s [%s, %s]", listener, source, first, last
+                )
         item_listeners = list(self.item_listeners)
         if not item_listeners:
             if self._folded:
@@ -232,8 +241,9 @@ class InboxProjection(ReadModelProjection):
             try:
                 item_listener(source, first, last, items)
             except Exception:
-                log.exception("inbox listener %r failed on %s [%s, %s]", item_listener,
-                              source, first, last)  # fmt: skip
+                log.exception(
+                    "inbox listener %r failed on %s [%s, %s]", item_listener, source, first, last
+                )
 
     # -- library lookups ------------------------------------------------------------------
 
@@ -292,11 +302,17 @@ class InboxProjection(ReadModelProjection):
             "loan_id": loan_id,
             "status": status,
             "book": {"id": row["book_id"], "title": row["title"] or ""},
-            "borrower": {"id": row["borrower_id"], "nickname": row["bo_nickname"] or "",
-                         "avatar_url": row["bo_avatar"] or ""},
-            "lender": {"id": row["lender_id"], "nickname": row["le_nickname"] or "",
-                       "avatar_url": row["le_avatar"] or ""},
-        }  # fmt: skip
+            "borrower": {
+                "id": row["borrower_id"],
+                "nickname": row["bo_nickname"] or "",
+                "avatar_url": row["bo_avatar"] or "",
+            },
+            "lender": {
+                "id": row["lender_id"],
+                "nickname": row["le_nickname"] or "",
+                "avatar_url": row["le_avatar"] or "",
+            },
+        }
 
     def _requested(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
         cur.execute(
@@ -328,9 +344,23 @@ class InboxProjection(ReadModelProjection):
                 "opened_at, updated_at, activity) VALUES (%s, %s, %s, %s, %s, %s, %s), "
                 "(%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
             ).format(s),
-            (a, e.originator_id, b, e.loan_id, e.timestamp, e.timestamp, pos,
-             b, e.originator_id, a, e.loan_id, e.timestamp, e.timestamp, pos),
-        )  # fmt: skip
+            (
+                a,
+                e.originator_id,
+                b,
+                e.loan_id,
+                e.timestamp,
+                e.timestamp,
+                pos,
+                b,
+                e.originator_id,
+                a,
+                e.loan_id,
+                e.timestamp,
+                e.timestamp,
+                pos,
+            ),
+        )
 
     def _message_sent(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
         cur.execute(
@@ -339,9 +369,16 @@ class InboxProjection(ReadModelProjection):
                 "client_msg_id, at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (message_id) DO NOTHING RETURNING seq"
             ).format(s),
-            (e.originator_id, e.seq, e.message_id, e.sender_id, e.text, e.client_msg_id,
-             e.timestamp),
-        )  # fmt: skip
+            (
+                e.originator_id,
+                e.seq,
+                e.message_id,
+                e.sender_id,
+                e.text,
+                e.client_msg_id,
+                e.timestamp,
+            ),
+        )
         if cur.fetchone() is None:
             return  # a retry beyond the aggregate's window: the first message stands
         cur.execute(
@@ -353,12 +390,15 @@ class InboxProjection(ReadModelProjection):
             "conversation_id": e.originator_id,
             "message_id": e.message_id,
             "seq": e.seq,
-            "sender": {"id": e.sender_id, "nickname": sender.get("nickname") or "",
-                       "avatar_url": sender.get("avatar_url") or ""},
+            "sender": {
+                "id": e.sender_id,
+                "nickname": sender.get("nickname") or "",
+                "avatar_url": sender.get("avatar_url") or "",
+            },
             "text": e.text,
             "client_msg_id": e.client_msg_id,
             "at": e.timestamp,
-        }  # fmt: skip
+        }
         cur.execute(
             sql.SQL(
                 "UPDATE {}.conversations SET last_message = %s, last_seq = %s, "
@@ -388,8 +428,7 @@ class InboxProjection(ReadModelProjection):
         row = cur.fetchone()
         if row is None:
             raise LookupError(f"inbox: conversation {e.originator_id} was never opened")
-        data = {"conversation_id": e.originator_id, "reader_id": e.reader_id,
-                "up_to": e.up_to_seq}  # fmt: skip
+        data = {"conversation_id": e.originator_id, "reader_id": e.reader_id, "up_to": e.up_to_seq}
         deliver(cur, s, [e.reader_id, row["peer_id"]], "chat.read", e.timestamp, data, src, pos)
 
     def _message_hidden(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:

@@ -142,9 +142,14 @@ class ShelfProjection(ReadModelProjection):
     batch_min = 100  # below, one statement an event (pipelined) is quicker
     durable_pages = False  # a function of the Library log, no side effect (see ReadModelProjection)
     deferred_indexes = (
-        "books_owner_idx", "books_isbn_idx", "books_tags_idx", "books_borrower_idx",
-        "loans_borrower_idx", "loans_lender_idx", "loans_book_idx",
-    )  # fmt: skip
+        "books_owner_idx",
+        "books_isbn_idx",
+        "books_tags_idx",
+        "books_borrower_idx",
+        "loans_borrower_idx",
+        "loans_lender_idx",
+        "loans_book_idx",
+    )
 
     def __init__(self) -> None:
         self._handlers: dict[str, Callable[..., None]] = {
@@ -205,11 +210,21 @@ class ShelfProjection(ReadModelProjection):
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'available', %s, %s, %s, %s)"
             ).format(s),
             (
-                e.originator_id, e.owner_id, e.isbn, e.title, e.author, e.publisher,
-                list(e.tags), e.cover_url, e.summary, e.timestamp, e.timestamp, pos,
+                e.originator_id,
+                e.owner_id,
+                e.isbn,
+                e.title,
+                e.author,
+                e.publisher,
+                list(e.tags),
+                e.cover_url,
+                e.summary,
+                e.timestamp,
+                e.timestamp,
+                pos,
                 e.originator_version,
             ),
-        )  # fmt: skip
+        )
 
     def _revised(self, cur: Cursor, s: sql.Identifier, pos: int, e: Any) -> None:
         allowed = ("title", "author", "publisher", "tags", "cover_url", "summary")
@@ -266,11 +281,18 @@ class ShelfProjection(ReadModelProjection):
                 "VALUES (%s, %s, %s, %s, 'requested', %s, %s, %s, %s, %s, %s)"
             ).format(s),
             (
-                e.originator_id, e.book_id, e.borrower_id, e.lender_id, e.note,
-                Jsonb(e.contact) if e.contact else None, e.timestamp, e.timestamp, pos,
+                e.originator_id,
+                e.book_id,
+                e.borrower_id,
+                e.lender_id,
+                e.note,
+                Jsonb(e.contact) if e.contact else None,
+                e.timestamp,
+                e.timestamp,
+                pos,
                 e.originator_version,
             ),
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _loan_transition(status: str, column: str) -> Callable[..., None]:
@@ -285,9 +307,8 @@ class ShelfProjection(ReadModelProjection):
                     "UPDATE {}.loans SET status = %s, {} = %s, updated_at = %s, version = %s{} "
                     "WHERE id = %s"
                 ).format(s, sql.Identifier(column), extra),
-                (status, e.timestamp, e.timestamp, e.originator_version, *params,
-                 e.originator_id),
-            )  # fmt: skip
+                (status, e.timestamp, e.timestamp, e.originator_version, *params, e.originator_id),
+            )
 
         return handle
 
@@ -298,10 +319,17 @@ _LOANS = Table("loans", _LOAN_COLUMNS_TYPES)
 _TABLE_OF = {
     kind: {"Reader": 0, "Book": 1, "Loan": 2}[kind.partition(".")[0]]
     for kind in (
-        "Reader.Registered", "Reader.ProfileChanged", "Book.Published", "Book.DetailsRevised",
-        *_BOOK_STATUS, "Book.Lent", "Book.Returned", "Loan.Requested", *_LOAN_TIMESTAMP,
+        "Reader.Registered",
+        "Reader.ProfileChanged",
+        "Book.Published",
+        "Book.DetailsRevised",
+        *_BOOK_STATUS,
+        "Book.Lent",
+        "Book.Returned",
+        "Loan.Requested",
+        *_LOAN_TIMESTAMP,
     )
-}  # fmt: skip
+}
 
 
 class ShelfPage(Page):
@@ -362,9 +390,16 @@ class ShelfPage(Page):
         key = uuid.int
         if kind == "Reader.Registered":
             if key not in readers:  # ON CONFLICT (id) DO NOTHING
-                readers.insert(key, {"id": uuid, "nickname": d["nickname"],
-                                     "avatar_url": d["avatar_url"], "registered_at": at,
-                                     "updated_at": at})  # fmt: skip
+                readers.insert(
+                    key,
+                    {
+                        "id": uuid,
+                        "nickname": d["nickname"],
+                        "avatar_url": d["avatar_url"],
+                        "registered_at": at,
+                        "updated_at": at,
+                    },
+                )
         elif kind == "Reader.ProfileChanged":
             row = readers.change(key)
             if row is not None:
@@ -372,13 +407,27 @@ class ShelfPage(Page):
                 row["avatar_url"] = d["avatar_url"]
                 row["updated_at"] = at
         elif kind == "Book.Published":
-            books.insert(key, {
-                "id": uuid, "owner_id": d["owner_id"], "isbn": d["isbn"], "title": d["title"],
-                "author": d["author"], "publisher": d["publisher"], "tags": list(d["tags"]),
-                "cover_url": d["cover_url"], "summary": d["summary"], "status": "available",
-                "loan_id": None, "borrower_id": None, "published_at": at, "updated_at": at,
-                "pub_seq": e.position, "version": e.originator_version,
-            })  # fmt: skip
+            books.insert(
+                key,
+                {
+                    "id": uuid,
+                    "owner_id": d["owner_id"],
+                    "isbn": d["isbn"],
+                    "title": d["title"],
+                    "author": d["author"],
+                    "publisher": d["publisher"],
+                    "tags": list(d["tags"]),
+                    "cover_url": d["cover_url"],
+                    "summary": d["summary"],
+                    "status": "available",
+                    "loan_id": None,
+                    "borrower_id": None,
+                    "published_at": at,
+                    "updated_at": at,
+                    "pub_seq": e.position,
+                    "version": e.originator_version,
+                },
+            )
         elif kind == "Book.DetailsRevised":
             changes = {k: v for k, v in d["changes"].items() if k in _REVISABLE}
             if changes and (row := books.change(key)) is not None:
@@ -406,14 +455,28 @@ class ShelfPage(Page):
                 row["version"] = e.originator_version
         elif kind == "Loan.Requested":
             contact = d["contact"]
-            loans.insert(key, {
-                "id": uuid, "book_id": d["book_id"], "borrower_id": d["borrower_id"],
-                "lender_id": d["lender_id"], "status": "requested", "note": d["note"],
-                "contact": contact if contact else None, "decline_reason": None,
-                "requested_at": at, "approved_at": None, "declined_at": None,
-                "cancelled_at": None, "return_started_at": None, "returned_at": None,
-                "updated_at": at, "seq": e.position, "version": e.originator_version,
-            })  # fmt: skip
+            loans.insert(
+                key,
+                {
+                    "id": uuid,
+                    "book_id": d["book_id"],
+                    "borrower_id": d["borrower_id"],
+                    "lender_id": d["lender_id"],
+                    "status": "requested",
+                    "note": d["note"],
+                    "contact": contact if contact else None,
+                    "decline_reason": None,
+                    "requested_at": at,
+                    "approved_at": None,
+                    "declined_at": None,
+                    "cancelled_at": None,
+                    "return_started_at": None,
+                    "returned_at": None,
+                    "updated_at": at,
+                    "seq": e.position,
+                    "version": e.originator_version,
+                },
+            )
         elif kind in _LOAN_TIMESTAMP:  # noqa: SIM102 - one branch an event type
             if (row := loans.change(key)) is not None:
                 status, column = _LOAN_TIMESTAMP[kind]

@@ -96,10 +96,15 @@ class Dispatcher:
             retry_after = self._over_frame_rate(session)
             if retry_after is not None:
                 self.stats.rate_limited += 1
-                session.push(encode_text(Error(
-                    code="rate_limited", message="Too many frames; slow down.",
-                    retry_after=retry_after,
-                )))  # fmt: skip
+                session.push(
+                    encode_text(
+                        Error(
+                            code="rate_limited",
+                            message="Too many frames; slow down.",
+                            retry_after=retry_after,
+                        )
+                    )
+                )
                 continue
             try:
                 frame = decode_client_frame(data)
@@ -193,10 +198,13 @@ class Dispatcher:
         if frame.client_msg_id is not None:
             session.push(
                 encode_text(
-                    Ack(client_msg_id=frame.client_msg_id, conversation_id=frame.conversation_id,
-                        seq=frame.up_to)
+                    Ack(
+                        client_msg_id=frame.client_msg_id,
+                        conversation_id=frame.conversation_id,
+                        seq=frame.up_to,
+                    )
                 ),
-            )  # fmt: skip
+            )
 
     async def _presence_query(self, session: Session, frame: PresenceQuery) -> None:
         asked = list(dict.fromkeys(frame.reader_ids))

@@ -88,9 +88,14 @@ class Gateway:
             self.fanout = PresenceFanout(self.peers, self._to_reader, lambda: bool(self.sessions))
             readers.on_change = self._on_reader_presence
         self.dispatcher = Dispatcher(
-            chat=chat, replay=self.replay, rooms=self.rooms, stats=self.stats,
-            config=lambda: self.config, readers=readers, peers=self.peers,
-        )  # fmt: skip
+            chat=chat,
+            replay=self.replay,
+            rooms=self.rooms,
+            stats=self.stats,
+            config=lambda: self.config,
+            readers=readers,
+            peers=self.peers,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -172,10 +177,14 @@ class Gateway:
             head = await in_thread(self.inbox.head, reader_id)
             session.push(
                 encode_text(
-                    Hello(reader=reader, head=head, heartbeat=self.config.heartbeat,
-                          max_frame_bytes=MAX_FRAME_BYTES)
+                    Hello(
+                        reader=reader,
+                        head=head,
+                        heartbeat=self.config.heartbeat,
+                        max_frame_bytes=MAX_FRAME_BYTES,
+                    )
                 ),
-            )  # fmt: skip
+            )
             if after is not None and after > head:
                 # the client saw seqs this inbox does not have (a rebuilt inbox renumbers)
                 session.push(after_beyond_head(after, head))

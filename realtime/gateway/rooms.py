@@ -105,10 +105,14 @@ class Rooms:
         if frame.room not in session.rooms:
             session.push(
                 encode_text(
-                    Error(code="not_in_room", message="Join the room before sending to it.",
-                          client_msg_id=frame.client_msg_id, frame="room.send")
+                    Error(
+                        code="not_in_room",
+                        message="Join the room before sending to it.",
+                        client_msg_id=frame.client_msg_id,
+                        frame="room.send",
+                    )
                 ),
-            )  # fmt: skip
+            )
             return
         room_id = room_id_for(frame.room)
         command = cc.SendRoomMessage(
@@ -124,11 +128,17 @@ class Rooms:
             return
         session.push(
             encode_text(
-                Ack(client_msg_id=frame.client_msg_id, conversation_id=room_id, room=frame.room,
-                    message_id=recorded.message_id, seq=recorded.seq, at=recorded.at,
-                    created=recorded.created)
+                Ack(
+                    client_msg_id=frame.client_msg_id,
+                    conversation_id=room_id,
+                    room=frame.room,
+                    message_id=recorded.message_id,
+                    seq=recorded.seq,
+                    at=recorded.at,
+                    created=recorded.created,
+                )
             ),
-        )  # fmt: skip
+        )
         if recorded.created:
             await self._publish(frame.room, room_id, session.reader, frame.text, recorded)
 

@@ -51,12 +51,32 @@ class Session:
     the socket's writing side has ended (closed, or the client went away)."""
 
     __slots__ = (
-        "auth_id", "closed", "close_code", "closing", "done", "expires_at", "flushing", "held",
-        "held_overflow", "id",
-        "key", "last_received", "last_seq", "next_ping", "online", "queue", "queue_size",
-        "reader", "replay_task", "replaying", "rooms", "serving", "socket", "space",
+        "auth_id",
+        "closed",
+        "close_code",
+        "closing",
+        "done",
+        "expires_at",
+        "flushing",
+        "held",
+        "held_overflow",
+        "id",
+        "key",
+        "last_received",
+        "last_seq",
+        "next_ping",
+        "online",
+        "queue",
+        "queue_size",
+        "reader",
+        "replay_task",
+        "replaying",
+        "rooms",
+        "serving",
+        "socket",
+        "space",
         "writer",
-    )  # fmt: skip
+    )
 
     _ids = itertools.count(1)
 

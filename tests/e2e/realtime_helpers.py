@@ -63,9 +63,7 @@ class Ws:
             await self.send({"type": "pong"})
         return frame
 
-    async def recv_until(
-        self, predicate: Callable[[Frame], bool], timeout: float = 10.0
-    ) -> Frame:
+    async def recv_until(self, predicate: Callable[[Frame], bool], timeout: float = 10.0) -> Frame:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -85,9 +83,10 @@ class Ws:
         deadline = time.monotonic() + timeout
         while len(found) < count:
             found.append(
-                await self.recv_until(lambda f: f.get("type") == "event",
-                                      max(0.01, deadline - time.monotonic()))
-            )  # fmt: skip
+                await self.recv_until(
+                    lambda f: f.get("type") == "event", max(0.01, deadline - time.monotonic())
+                )
+            )
         return found
 
     async def quiet(self, seconds: float) -> list[Frame]:

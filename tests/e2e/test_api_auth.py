@@ -76,9 +76,12 @@ def checked_client(live_server: LiveServer, token: str | None = None) -> httpx.C
     """Like ``live_server.client(token)``, with ``check_response`` on every response."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(
-        base_url=live_server.url, headers=headers, timeout=30, verify=_SSL,
+        base_url=live_server.url,
+        headers=headers,
+        timeout=30,
+        verify=_SSL,
         event_hooks={"response": [check_response]},
-    )  # fmt: skip
+    )
 
 
 def assert_problem(

@@ -131,13 +131,19 @@ def test_isbn_lookup_availability_and_publish_from_the_catalog(
     live_server.container.catalog.upsert_many(
         [
             CatalogEntry(
-                isbn=isbn, title="球状闪电", source="test", author="刘慈欣",
-                publisher="四川科学技术出版社", published_year=2005, language="zh",
+                isbn=isbn,
+                title="球状闪电",
+                source="test",
+                author="刘慈欣",
+                publisher="四川科学技术出版社",
+                published_year=2005,
+                language="zh",
                 tags=("科幻", "刘慈欣"),
-                cover_url="https://img.example/ball.jpg", summary="一个关于球状闪电的故事。",
+                cover_url="https://img.example/ball.jpg",
+                summary="一个关于球状闪电的故事。",
             )
         ]
-    )  # fmt: skip
+    )
     response = anon.get(f"/v1/isbn/{isbn}")
     assert response.status_code == 200, response.text
     entry = response.json()

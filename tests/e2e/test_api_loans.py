@@ -36,9 +36,14 @@ def state(owner: Actor, borrower: Actor, book_id: str, loan_id: str) -> tuple[An
     book = owner.http.get(f"/v1/books/{book_id}").json()
     loan = owner.http.get(f"/v1/loans/{loan_id}").json()
     return (
-        book["status"], book["borrower"], book["updated_at"], loan["status"], loan["updated_at"],
-        loan_ids(owner.http), loan_ids(borrower.http),
-    )  # fmt: skip
+        book["status"],
+        book["borrower"],
+        book["updated_at"],
+        loan["status"],
+        loan["updated_at"],
+        loan_ids(owner.http),
+        loan_ids(borrower.http),
+    )
 
 
 # -- the happy path --------------------------------------------------------------------------------
@@ -385,11 +390,13 @@ def test_a_loan_request_with_an_idempotency_key_acts_once(actors: Actors) -> Non
     changed = {**body, "note": "改了"}
     assert_problem(
         borrower.http.post(f"/v1/books/{book['id']}/loans", json=changed, headers=key),
-        422, "idempotency_key_reused",
-    )  # fmt: skip
+        422,
+        "idempotency_key_reused",
+    )
     assert_problem(
         borrower.http.post(f"/v1/books/{other_book['id']}/loans", json=body, headers=key),
-        422, "idempotency_key_reused",
-    )  # fmt: skip
+        422,
+        "idempotency_key_reused",
+    )
     assert loan_ids(borrower.http) == [first.json()["id"]]
     assert owner.http.get(f"/v1/loans/{first.json()['id']}").json()["note"] == "请借我"

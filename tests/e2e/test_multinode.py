@@ -64,16 +64,22 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
         "LIUDONG_DATA_DIR": str(tmp / name),
         "LIUDONG_PRESENCE_INTERVAL": str(PRESENCE_INTERVAL),
         "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "LIUDONG_RATE_LOGIN_ADDRESS": "", "LIUDONG_RATE_LOGIN_CODE": "",
-        "LIUDONG_RATE_LOAN_REQUESTS": "", "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_RATE_LOGIN_ADDRESS": "",
+        "LIUDONG_RATE_LOGIN_CODE": "",
+        "LIUDONG_RATE_LOAN_REQUESTS": "",
+        "LIUDONG_RATE_CHAT_SENDS": "",
         "LIUDONG_WS_FRAME_RATE": "",
         "PYTHONUNBUFFERED": "1",
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return Node(name, f"http://127.0.0.1:{port}", process, log)
 
 
@@ -178,9 +184,10 @@ async def test_room_members_are_counted_across_nodes(
     http_a, http_b = clients
     name = f"nodes-{uuid4().hex[:8]}"
     created = CliRunner().invoke(
-        cli, ["rooms", "create", name, "两个节点"],
+        cli,
+        ["rooms", "create", name, "两个节点"],
         env={"DATABASE_URL": database_url, "LIUDONG_ENV": "test"},
-    )  # fmt: skip
+    )
     assert created.exit_code == 0, created.output
     x_token, x = await login(http_a)
     y_token, y = await login(http_b)

@@ -89,25 +89,33 @@ def world(live_server: LiveServer) -> World:
             assert response.status_code in (200, 201), response.text
             return response.json()  # type: ignore[no-any-return]
 
-        my_books = [made(mine.post("/v1/books", json={"isbn": isbn13(), "title": f"我的书{i}"}))
-                    for i in range(2)]  # fmt: skip
-        their_books = [made(theirs.post("/v1/books", json={"isbn": isbn, "title": f"书{i}"}))
-                       for i in range(2)]  # fmt: skip
+        my_books = [
+            made(mine.post("/v1/books", json={"isbn": isbn13(), "title": f"我的书{i}"}))
+            for i in range(2)
+        ]
+        their_books = [
+            made(theirs.post("/v1/books", json={"isbn": isbn, "title": f"书{i}"})) for i in range(2)
+        ]
         borrowed = made(mine.post(f"/v1/books/{their_books[0]['id']}/loans", json={"note": "借"}))
         lent = made(theirs.post(f"/v1/books/{my_books[0]['id']}/loans", json={"note": "借我"}))
         made(mine.post(f"/v1/loans/{borrowed['id']}/cancel"))
         conversation = made(mine.post("/v1/conversations", json={"peer_id": peer["id"]}))
         messages = [
-            made(theirs.post(f"/v1/conversations/{conversation['id']}/messages",
-                             json={"text": f"你好 {i}", "client_msg_id": f"w{i}"}))
+            made(
+                theirs.post(
+                    f"/v1/conversations/{conversation['id']}/messages",
+                    json={"text": f"你好 {i}", "client_msg_id": f"w{i}"},
+                )
+            )
             for i in range(3)
-        ]  # fmt: skip
+        ]
     room = f"fuzz-{isbn[-6:]}"
     created = container.chat.handle(cc.CreateRoom(name=room, title="模糊测试"))
     sent = container.chat.handle(
-        cc.SendRoomMessage(room_id=created.id, sender_id=UUID(peer["id"]), text="大家好",
-                           client_msg_id="w")
-    )  # fmt: skip
+        cc.SendRoomMessage(
+            room_id=created.id, sender_id=UUID(peer["id"]), text="大家好", client_msg_id="w"
+        )
+    )
     container.wait_for("rooms", "chat", sent)
     return World(
         token=token,
@@ -163,9 +171,13 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                           HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)  # fmt: skip
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 def test_every_operation_keeps_the_promises_of_the_document(
     case: schemathesis.Case, world: World, live_server: LiveServer
 ) -> None:

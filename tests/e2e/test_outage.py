@@ -39,8 +39,9 @@ class PrivatePostgres:
     def stop(self) -> None:
         from pgserver._commands import pg_ctl
 
-        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata,
-               user=self.server.system_user)  # fmt: skip
+        pg_ctl(
+            ["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
 
     def start(self) -> None:
         self.server.ensure_postgres_running()
@@ -56,14 +57,19 @@ def outage_app(
     pg = PrivatePostgres(tmp_path_factory.mktemp("private-pg") / "data")
     migrate(pg.url)
     settings = Settings(
-        env="test", database_url=pg.url, nats_url=nats_url, operator_token=OPERATOR_TOKEN,
-        data_dir=tmp_path_factory.mktemp("outage-data"), db_pool_size=4,
+        env="test",
+        database_url=pg.url,
+        nats_url=nats_url,
+        operator_token=OPERATOR_TOKEN,
+        data_dir=tmp_path_factory.mktemp("outage-data"),
+        db_pool_size=4,
         consistency_timeout=1.0,
-    )  # fmt: skip
+    )
     app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -143,5 +149,7 @@ def test_an_outage_is_answered_503_within_2_s_and_service_returns_within_2_s(
             assert time.monotonic() - back < BUDGET, r.text
             time.sleep(0.05)
         returned = time.monotonic() - back
-        print(f"outage answers (s): { {k: round(v, 3) for k, v in took.items()} }; "
-              f"back {returned:.3f} s after PostgreSQL")  # fmt: skip
+        print(
+            f"outage answers (s): { {k: round(v, 3) for k, v in took.items()} }; "
+            f"back {returned:.3f} s after PostgreSQL"
+        )

@@ -118,10 +118,11 @@ async def test_presence_query_answers_for_conversation_peers_only(
         nobody = str(uuid4())
         state = await query(a_ws, b["id"], c["id"], stranger["id"], nobody, a["id"], b["id"])
         assert state == {
-            "type": "presence.state", "client_msg_id": "q",
+            "type": "presence.state",
+            "client_msg_id": "q",
             "readers": [{"id": b["id"], "online": True}, {"id": c["id"], "online": False}],
             "unknown": [stranger["id"], nobody, a["id"]],
-        }  # fmt: skip
+        }
 
         # the stranger learns nothing about a, who is online: unknown, like a made-up id
         state = await query(s_ws, a["id"], b["id"], nobody, ref="s1")
@@ -144,8 +145,11 @@ async def test_presence_query_answers_for_conversation_peers_only(
         await s_ws.send({"type": "presence.query", "reader_ids": ["not-a-uuid"]})
         assert (await s_ws.recv_type("error"))["code"] == "invalid_frame"
         assert (await query(s_ws, ref="empty")) == {
-            "type": "presence.state", "client_msg_id": "empty", "readers": [], "unknown": []
-        }  # fmt: skip
+            "type": "presence.state",
+            "client_msg_id": "empty",
+            "readers": [],
+            "unknown": [],
+        }
     finally:
         for ws in (a_ws, b_ws, s_ws):
             await ws.close()

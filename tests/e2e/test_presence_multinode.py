@@ -94,8 +94,10 @@ async def test_presence_is_correct_across_nodes_and_a_killed_nodes_readers_go_of
         assert (await peers_online(http_2, b_token)) == {a["id"]: True}
         await a_ws.send({"type": "presence.query", "reader_ids": [b["id"], e["id"]]})
         state = await a_ws.recv_type("presence.state")
-        assert state["readers"] == [{"id": b["id"], "online": True},
-                                    {"id": e["id"], "online": True}]  # fmt: skip
+        assert state["readers"] == [
+            {"id": b["id"], "online": True},
+            {"id": e["id"], "online": True},
+        ]
 
         # b's second device on node 1; then node 2 dies without a word
         b_tablet = await Ws.open(node_1.url, b_token)

@@ -16,13 +16,16 @@ def test_logins_over_the_limits_get_429_rate_limited_with_retry_after(
     live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        live_server.container, "rate_limits",
+        live_server.container,
+        "rate_limits",
         RateLimits({"login_address": "4/minute", "login_code": "2/minute"}),
-    )  # fmt: skip
+    )
     with live_server.client() as http:
         code = f"dev:rl{uuid4().hex[:8]}"
-        assert [http.post("/v1/auth/login", json={"code": code}).status_code
-                for _ in range(2)] == [200, 200]  # fmt: skip
+        assert [http.post("/v1/auth/login", json={"code": code}).status_code for _ in range(2)] == [
+            200,
+            200,
+        ]
         refused = http.post("/v1/auth/login", json={"code": code})  # the same code again
         assert refused.status_code == 429
         assert refused.headers["content-type"].startswith("application/problem+json")
@@ -55,12 +58,15 @@ def test_loan_requests_and_chat_sends_over_the_limit_per_reader_get_429(
     owner, owner_reader = live_server.login()
     borrower, _ = live_server.login()
     with live_server.client(owner) as http:
-        books = [http.post("/v1/books", json={"isbn": isbn13(), "title": f"书{i}"}).json()
-                 for i in range(2)]  # fmt: skip
+        books = [
+            http.post("/v1/books", json={"isbn": isbn13(), "title": f"书{i}"}).json()
+            for i in range(2)
+        ]
     monkeypatch.setattr(
-        live_server.container, "rate_limits",
+        live_server.container,
+        "rate_limits",
         RateLimits({"loan_requests": "1/minute", "chat_sends": "1/minute"}),
-    )  # fmt: skip
+    )
     with live_server.client(borrower) as http:
         assert http.post(f"/v1/books/{books[0]['id']}/loans").status_code in (201, 202)
         key = {"Idempotency-Key": f"k-{uuid4().hex}"}

@@ -78,8 +78,14 @@ async def test_a_hundred_messages_sent_while_offline_arrive_once_in_order_on_res
     sender = await Ws.open(live_server.url, a_token)
     await sender.recv_type("hello")
     for i in range(100):
-        await sender.send({"type": "chat.send", "conversation_id": conversation,
-                           "text": f"message {i}", "client_msg_id": f"m{i}"})  # fmt: skip
+        await sender.send(
+            {
+                "type": "chat.send",
+                "conversation_id": conversation,
+                "text": f"message {i}",
+                "client_msg_id": f"m{i}",
+            }
+        )
         ack = await sender.recv_type("ack")
         assert ack["client_msg_id"] == f"m{i}" and ack["seq"] == i + 1
     await sender.close()
@@ -140,8 +146,9 @@ async def test_a_resume_beyond_the_head_gets_an_error_and_the_socket_stays_live(
             headers=auth(a_token),
         )
         assert r.status_code in (201, 202), r.text
-        live = await b_ws.recv_until(lambda f: f.get("type") == "event"
-                                     and f["data"].get("text") == "still here")  # fmt: skip
+        live = await b_ws.recv_until(
+            lambda f: f.get("type") == "event" and f["data"].get("text") == "still here"
+        )
         assert live["seq"] > head
 
         # and the client may resume again, from a seq it really has
@@ -196,10 +203,12 @@ async def test_malformed_frames_get_errors_and_nobody_else_notices(
             ('{"type": "teleport"}', "unknown_type"),
             ('{"no_type": 1}', "unknown_type"),
             ('{"type": "resume", "after": "x"}', "invalid_frame"),
-            ('{"type": "chat.send", "conversation_id": "nope", "text": "", "client_msg_id": ""}',
-             "invalid_frame"),
+            (
+                '{"type": "chat.send", "conversation_id": "nope", "text": "", "client_msg_id": ""}',
+                "invalid_frame",
+            ),
             ("[1, 2, 3]", "invalid_frame"),
-        ]  # fmt: skip
+        ]
         for raw, code in cases:
             await bad.send(raw)
             error = await bad.recv_type("error")
@@ -268,8 +277,12 @@ async def test_chat_send_and_read_over_the_socket(
     try:
         for ws in (a_ws, b_ws, c_ws):
             await ws.recv_type("hello")
-        send = {"type": "chat.send", "conversation_id": conversation, "text": "hi",
-                "client_msg_id": "k1"}  # fmt: skip
+        send = {
+            "type": "chat.send",
+            "conversation_id": conversation,
+            "text": "hi",
+            "client_msg_id": "k1",
+        }
         await a_ws.send(send)
         ack = await a_ws.recv_type("ack")
         assert ack["conversation_id"] == conversation and ack["seq"] == 1 and ack["created"]
@@ -286,12 +299,19 @@ async def test_chat_send_and_read_over_the_socket(
         refused = await c_ws.recv_type("error")
         assert refused["code"] == "not_a_member" and refused["client_msg_id"] == "intruder"
 
-        await c_ws.send({"type": "chat.send", "conversation_id": str(uuid4()), "text": "x",
-                         "client_msg_id": "k"})  # fmt: skip
+        await c_ws.send(
+            {
+                "type": "chat.send",
+                "conversation_id": str(uuid4()),
+                "text": "x",
+                "client_msg_id": "k",
+            }
+        )
         assert (await c_ws.recv_type("error"))["code"] == "conversation_not_found"
 
-        await b_ws.send({"type": "read", "conversation_id": conversation, "up_to": 1,
-                         "client_msg_id": "r1"})  # fmt: skip
+        await b_ws.send(
+            {"type": "read", "conversation_id": conversation, "up_to": 1, "client_msg_id": "r1"}
+        )
         read_ack = await b_ws.recv_type("ack")
         assert read_ack["client_msg_id"] == "r1" and read_ack["seq"] == 1
         receipt = await a_ws.recv_until(
@@ -331,9 +351,10 @@ async def test_the_server_pings_and_closes_a_silent_socket(
 
 def _create_room(database_url: str, name: str, title: str) -> str:
     result = CliRunner().invoke(
-        cli, ["rooms", "create", name, title],
+        cli,
+        ["rooms", "create", name, title],
         env={"DATABASE_URL": database_url, "LIUDONG_ENV": "test"},
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -405,10 +426,14 @@ async def test_rooms_join_broadcast_presence_and_history(
             await ws.close()
 
     listing = CliRunner().invoke(
-        cli, ["rooms", "list", "--json", "--wait", "0.3"],
-        env={"DATABASE_URL": database_url, "LIUDONG_ENV": "test",
-             "NATS_URL": live_server.container.nats_url},
-    )  # fmt: skip
+        cli,
+        ["rooms", "list", "--json", "--wait", "0.3"],
+        env={
+            "DATABASE_URL": database_url,
+            "LIUDONG_ENV": "test",
+            "NATS_URL": live_server.container.nats_url,
+        },
+    )
     assert listing.exit_code == 0, listing.output
     rows = [json.loads(line) for line in listing.output.splitlines() if line.startswith("{")]
     assert any(row["name"] == name and row["messages"] == 1 for row in rows)
@@ -448,9 +473,13 @@ async def test_a_slow_consumer_is_closed_with_4008_and_others_keep_being_served(
     host, port = live_server.url.removeprefix("http://").split(":")
     raw.connect((host, int(port)))
     conn = await connect(
-        f"ws://{host}:{port}/v1/ws", sock=raw, compression=None, ping_interval=None,
-        additional_headers=auth(slow_token), max_queue=4,
-    )  # fmt: skip
+        f"ws://{host}:{port}/v1/ws",
+        sock=raw,
+        compression=None,
+        ping_interval=None,
+        additional_headers=auth(slow_token),
+        max_queue=4,
+    )
     slow = Ws(conn)
     nc = await nats.connect(nats_url)
     try:
@@ -460,9 +489,15 @@ async def test_a_slow_consumer_is_closed_with_4008_and_others_keep_being_served(
             await ws.recv_type("room.joined")
         gateway.config = saved
         payload = encode(
-            RoomMessage(room=flooded, message_id=uuid4(), sender=ReaderRef(id=slow_reader["id"]),
-                        text="书" * 2000, at=datetime.now(UTC), seq=1)
-        )  # fmt: skip
+            RoomMessage(
+                room=flooded,
+                message_id=uuid4(),
+                sender=ReaderRef(id=slow_reader["id"]),
+                text="书" * 2000,
+                at=datetime.now(UTC),
+                seq=1,
+            )
+        )
         for _ in range(1500):  # ~9 MB: more than the kernel buffers plus 32 queued frames
             await nc.publish(f"liudong.room.{room_id_for(flooded)}", payload)
         await nc.flush()
@@ -470,13 +505,12 @@ async def test_a_slow_consumer_is_closed_with_4008_and_others_keep_being_served(
         assert (code, reason) == (4008, "slow consumer")
         await good.send({"type": "ping"})
         assert await good.recv_type("pong") == {"type": "pong"}
-        await good.send({"type": "room.send", "room": calm, "text": "still here",
-                         "client_msg_id": "s1"})  # fmt: skip
+        await good.send(
+            {"type": "room.send", "room": calm, "text": "still here", "client_msg_id": "s1"}
+        )
         assert (await good.recv_type("room.message"))["text"] == "still here"
     finally:
         gateway.config = saved
         await nc.close()
         await good.close()
         await slow.close()
-
-

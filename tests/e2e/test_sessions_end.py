@@ -33,19 +33,29 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
     port = free_port()
     log = tmp / f"{name}.log"
     env = {
-        **os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url,
-        "LIUDONG_ENV": "test", "LIUDONG_DATA_DIR": str(tmp / name),
-        "LIUDONG_MAX_SESSIONS": str(MAX_SESSIONS), "PYTHONUNBUFFERED": "1",
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LIUDONG_ENV": "test",
+        "LIUDONG_DATA_DIR": str(tmp / name),
+        "LIUDONG_MAX_SESSIONS": str(MAX_SESSIONS),
+        "PYTHONUNBUFFERED": "1",
         "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "LIUDONG_RATE_LOGIN_ADDRESS": "", "LIUDONG_RATE_LOGIN_CODE": "",
-        "LIUDONG_RATE_LOAN_REQUESTS": "", "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_RATE_LOGIN_ADDRESS": "",
+        "LIUDONG_RATE_LOGIN_CODE": "",
+        "LIUDONG_RATE_LOAN_REQUESTS": "",
+        "LIUDONG_RATE_CHAT_SENDS": "",
         "LIUDONG_WS_FRAME_RATE": "",
-    }  # fmt: skip
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--access-log"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return Node(name, f"http://127.0.0.1:{port}", process, log)
 
 

@@ -15,11 +15,15 @@ def test_login_publish_borrow_cycle(live_server: LiveServer) -> None:
     owner_token, owner = live_server.login()
     borrower_token, borrower = live_server.login()
     with live_server.client(owner_token) as o, live_server.client(borrower_token) as b:
-        r = o.post("/v1/books", json={"isbn": "978-7-5366-9293-0", "title": "三体", "author": "刘慈欣"})
+        r = o.post(
+            "/v1/books", json={"isbn": "978-7-5366-9293-0", "title": "三体", "author": "刘慈欣"}
+        )
         assert r.status_code == 201, r.text
         book = r.json()
         assert book["status"] == "available" and book["owner"]["id"] == owner["id"]
-        r = b.post(f"/v1/books/{book['id']}/loans", json={"note": "想读", "contact": {"phone": "138"}})
+        r = b.post(
+            f"/v1/books/{book['id']}/loans", json={"note": "想读", "contact": {"phone": "138"}}
+        )
         assert r.status_code == 201, r.text
         loan = r.json()
         assert loan["contact"] is None  # the borrower does not see contact through this view

@@ -83,9 +83,18 @@ def story(actors: Actors) -> Story:
     assert loan_action(owner, loan["id"], "confirm-return").status_code == 200
     after_confirm = instant()
     return Story(
-        owner, borrower, stranger, book["id"], loan["id"], title, before_publish,
-        after_publish, after_request, after_approve, after_confirm,
-    )  # fmt: skip
+        owner,
+        borrower,
+        stranger,
+        book["id"],
+        loan["id"],
+        title,
+        before_publish,
+        after_publish,
+        after_request,
+        after_approve,
+        after_confirm,
+    )
 
 
 def book_as_of(http: httpx.Client, book_id: str, as_of: Any) -> httpx.Response:
@@ -122,9 +131,15 @@ def test_book_as_of_version_1_is_the_original(story: Story, anon: httpx.Client) 
     assert set(then) == set(now) | {"as_of"}
     assert "as_of" not in now
     assert now["title"] == story.original_title + " 修订版"
-    assert then["owner"] == now["owner"] == {
-        "id": story.owner.id, "nickname": story.owner.nickname, "avatar_url": "",
-    }  # fmt: skip
+    assert (
+        then["owner"]
+        == now["owner"]
+        == {
+            "id": story.owner.id,
+            "nickname": story.owner.nickname,
+            "avatar_url": "",
+        }
+    )
 
 
 def test_book_versions_follow_its_events(story: Story) -> None:
@@ -153,8 +168,10 @@ def test_book_as_of_a_time_while_lent_is_on_loan(story: Story, anon: httpx.Clien
     assert at(for_owner["as_of"]["at"]) <= story.after_approve
     # the borrower and the loan: the owner's eyes only, as now
     assert for_owner["borrower"] == {
-        "id": story.borrower.id, "nickname": story.borrower.nickname, "avatar_url": "",
-    }  # fmt: skip
+        "id": story.borrower.id,
+        "nickname": story.borrower.nickname,
+        "avatar_url": "",
+    }
     assert for_owner["loan_id"] == story.loan_id
     for other in (for_borrower, for_anyone):
         assert other["borrower"] is None and other["loan_id"] is None

@@ -20,11 +20,13 @@ def conversation(chat: Chat, a: UUID, b: UUID, tag: str, loan_id: UUID | None = 
         sent.append(
             chat.send(
                 cc.SendMessage(
-                    conversation_id=cid, sender_id=sender, text=f"{tag} 消息 {i}",
+                    conversation_id=cid,
+                    sender_id=sender,
+                    text=f"{tag} 消息 {i}",
                     client_msg_id=f"{tag}-{i}",
                 )
             )
-        )  # fmt: skip
+        )
     chat.handle(cc.MarkRead(conversation_id=cid, reader_id=b, up_to=2))
     chat.handle(cc.HideMessage(conversation_id=cid, reader_id=b, message_id=sent[-1].message_id))
     chat.handle(cc.HideMessage(conversation_id=cid, reader_id=a, message_id=sent[-1].message_id))
@@ -51,10 +53,12 @@ def retry_beyond_window(chat: Chat, a: UUID, b: UUID, tag: str) -> None:
     Conversation.dedupe_window = Room.dedupe_window = 1
     try:
         for text, client in (("x", "m1"), ("y", "m2"), ("x again", "m1")):
-            chat.send(cc.SendMessage(conversation_id=cid, sender_id=a, text=text,
-                                     client_msg_id=client))  # fmt: skip
-            chat.send(cc.SendRoomMessage(room_id=room, sender_id=b, text=text,
-                                         client_msg_id=client))  # fmt: skip
+            chat.send(
+                cc.SendMessage(conversation_id=cid, sender_id=a, text=text, client_msg_id=client)
+            )
+            chat.send(
+                cc.SendRoomMessage(room_id=room, sender_id=b, text=text, client_msg_id=client)
+            )
     finally:
         Conversation.dedupe_window, Room.dedupe_window = saved
 
@@ -67,5 +71,8 @@ def chat_story(chat: Chat, readers: list[UUID], tag: str) -> None:
     retry_beyond_window(chat, b, c, tag)
     room = chat.handle(cc.CreateRoom(name=f"s-{uuid4().hex[:12]}", title=f"{tag} 大厅")).id
     for i, sender in enumerate(readers):
-        chat.send(cc.SendRoomMessage(room_id=room, sender_id=sender, text=f"hi {i}",
-                                     client_msg_id=f"{tag}-{i}"))  # fmt: skip
+        chat.send(
+            cc.SendRoomMessage(
+                room_id=room, sender_id=sender, text=f"hi {i}", client_msg_id=f"{tag}-{i}"
+            )
+        )

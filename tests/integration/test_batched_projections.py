@@ -134,19 +134,37 @@ def test_fast_decoding_equals_the_mapper_on_both_logs(
             while page := source.read_rows(conn, after, 1000, traffic[name]):
                 for row in page:
                     fast = source.decoder._decode_fast(row)  # the fast path, no fallback
-                    stored = StoredEvent(originator_id=row[1], originator_version=row[2],
-                                         topic=row[3], state=bytes(row[4]))  # fmt: skip
+                    stored = StoredEvent(
+                        originator_id=row[1],
+                        originator_version=row[2],
+                        topic=row[3],
+                        state=bytes(row[4]),
+                    )
                     assert fast == record_of(row[0], row[3], source.decode(stored)), row
                     seen.add(fast.type)
                 after = page[-1][0]
     assert seen >= {
-        "Reader.Registered", "Reader.ProfileChanged", "Book.Published", "Book.DetailsRevised",
-        "Book.Withdrawn", "Book.Relisted", "Book.Lent", "Book.Returned", "Loan.Requested",
-        "Loan.Approved", "Loan.Declined", "Loan.Cancelled", "Loan.ReturnStarted",
-        "Loan.ReturnConfirmed", "Conversation.Opened", "Conversation.MessageSent",
-        "Conversation.MessagesRead", "Conversation.MessageHidden", "Room.Created",
+        "Reader.Registered",
+        "Reader.ProfileChanged",
+        "Book.Published",
+        "Book.DetailsRevised",
+        "Book.Withdrawn",
+        "Book.Relisted",
+        "Book.Lent",
+        "Book.Returned",
+        "Loan.Requested",
+        "Loan.Approved",
+        "Loan.Declined",
+        "Loan.Cancelled",
+        "Loan.ReturnStarted",
+        "Loan.ReturnConfirmed",
+        "Conversation.Opened",
+        "Conversation.MessageSent",
+        "Conversation.MessagesRead",
+        "Conversation.MessageHidden",
+        "Room.Created",
         "Room.MessageSent",
-    }  # fmt: skip
+    }
 
 
 # -- folded pages equal events one by one ------------------------------------------------------
@@ -157,17 +175,30 @@ def test_folded_pages_leave_the_rows_events_one_by_one_leave(
     database_url: str, sources: dict[str, Source], traffic: dict[str, int], name: str
 ) -> None:
     base = PROJECTIONS[name]
-    reference = fill(database_url, one_by_one(base, f"{name}1"), sources, traffic, 64,
-                     overlapped=False)  # fmt: skip
+    reference = fill(
+        database_url, one_by_one(base, f"{name}1"), sources, traffic, 64, overlapped=False
+    )
     # every page folded (batch_min 1), one after the other, at awkward page sizes
     for size in (1, 7, 500):
-        folded = fill(database_url, named(base, f"{name}f", batch_min=1), sources, traffic,
-                      size, overlapped=False)  # fmt: skip
+        folded = fill(
+            database_url,
+            named(base, f"{name}f", batch_min=1),
+            sources,
+            traffic,
+            size,
+            overlapped=False,
+        )
         assert_same_tables(database_url, base.tables, reference, folded)
     # overlapped pages: written while the next is folded, carrying the rows it touched
     for size in (3, 40):
-        overlapped = fill(database_url, named(base, f"{name}o", batch_min=1), sources, traffic,
-                          size, overlapped=True)  # fmt: skip
+        overlapped = fill(
+            database_url,
+            named(base, f"{name}o", batch_min=1),
+            sources,
+            traffic,
+            size,
+            overlapped=True,
+        )
         assert_same_tables(database_url, base.tables, reference, overlapped)
 
 
@@ -224,14 +255,19 @@ def test_a_poison_event_in_an_overlapped_page_stops_at_its_position(
 ) -> None:
     owner = reader(library, f"poison-{where}")
     for i in range(12):
-        library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002",
-                                     title=f"before {i}"))  # fmt: skip
+        library.handle(
+            c.PublishBook(
+                book_id=uuid4(), owner_id=owner, isbn="9780000000002", title=f"before {i}"
+            )
+        )
     title = f"POISON {where} {uuid4().hex[:8]}"
-    bad = library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002",
-                                       title=title))  # fmt: skip
+    bad = library.handle(
+        c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002", title=title)
+    )
     for i in range(12):
-        library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002",
-                                     title=f"after {i}"))  # fmt: skip
+        library.handle(
+            c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002", title=f"after {i}")
+        )
     assert bad.position is not None
     projection = named(_PoisonShelf, f"pz{where}", poison=title, where=where)
     assert projection.folds_pages
@@ -253,8 +289,14 @@ def test_a_poison_event_in_an_overlapped_page_stops_at_its_position(
         ).fetchone()
         assert failure["position"] == bad.position and "cannot digest" in failure["error"]
     # everything before it was applied, exactly as event by event
-    reference = fill(database_url, one_by_one(ShelfProjection, "pzref"), sources,
-                     {"library": bad.position - 1}, 64, overlapped=False)  # fmt: skip
+    reference = fill(
+        database_url,
+        one_by_one(ShelfProjection, "pzref"),
+        sources,
+        {"library": bad.position - 1},
+        64,
+        overlapped=False,
+    )
     assert_same_tables(database_url, ShelfProjection.tables, reference, schema)
 
 

@@ -32,9 +32,9 @@ def test_serve_on_a_database_not_migrated_names_liudong_migrate(empty_database: 
     result = CliRunner().invoke(main, ["serve"], env={"DATABASE_URL": empty_database})
 
     assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        result.output.strip()
-    ], "one line, not a traceback"
+    assert result.output.strip().splitlines() == [result.output.strip()], (
+        "one line, not a traceback"
+    )
     assert "run `liudong migrate` first" in result.output and "Traceback" not in result.output
 
     migrated = CliRunner().invoke(main, ["migrate"], env={"DATABASE_URL": empty_database})
@@ -44,8 +44,12 @@ def test_serve_on_a_database_not_migrated_names_liudong_migrate(empty_database: 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_commands_on_the_embedded_default_are_quiet_unless_verbose(tmp_path: Path) -> None:

@@ -92,9 +92,14 @@ def check_consistent(
     assert s["loans_returned"] + s["loans_returning"] <= s["loans_approved"]
     assert s["books_on_loan"] == s["loans_approved"] - s["loans_returned"]
     assert s["commands_total"] == (
-        readers + s["books_published"] + s["loans_requested"] + answered
-        + s["loans_returned"] + s["loans_returning"] + s["loans_returned"]
-    )  # fmt: skip
+        readers
+        + s["books_published"]
+        + s["loans_requested"]
+        + answered
+        + s["loans_returned"]
+        + s["loans_returning"]
+        + s["loans_returned"]
+    )
     assert s["commands_refused"] == {}
     assert s["rejected_rows"] == sum(s["rejected"].values())
     assert s["books_per_second"] > 0 and s["commands_per_second"] > 0

@@ -35,8 +35,14 @@ class _Inbox(InboxProjection):
 
 
 class Harness:
-    def __init__(self, library: Library, chat: Chat, projection: _Inbox, runner: ReadModelRunner,
-                 queries: InboxQueries) -> None:  # fmt: skip
+    def __init__(
+        self,
+        library: Library,
+        chat: Chat,
+        projection: _Inbox,
+        runner: ReadModelRunner,
+        queries: InboxQueries,
+    ) -> None:
         self.library = library
         self.chat = chat
         self.projection = projection
@@ -65,8 +71,7 @@ class Harness:
 
     def book(self, owner: UUID, title: str = "活着") -> UUID:
         book_id = uuid4()
-        self.lib(c.PublishBook(book_id=book_id, owner_id=owner, isbn="9787506365437",
-                               title=title))  # fmt: skip
+        self.lib(c.PublishBook(book_id=book_id, owner_id=owner, isbn="9787506365437", title=title))
         return book_id
 
     def feed(self, reader: UUID, after: int = 0) -> list[dict[str, Any]]:
@@ -81,10 +86,13 @@ class Harness:
 def inbox(database_url: str, library: Library, chat: Chat) -> Iterator[Harness]:
     projection = _Inbox()
     runner = ReadModelRunner(
-        projection, database_url,
+        projection,
+        database_url,
         {"library": Source("library", library), "chat": Source("chat", chat)},
-        board=PositionBoard(), page_size=50, idle_wait=0.2,
-    )  # fmt: skip
+        board=PositionBoard(),
+        page_size=50,
+        idle_wait=0.2,
+    )
     runner.start()
     pool = make_pool(database_url, size=4)
     yield Harness(library, chat, projection, runner, InboxQueries(pool, schema=NAME))
@@ -107,8 +115,15 @@ def test_loan_events_reach_the_right_parties(inbox: Harness) -> None:
     lender, borrower = h.reader("lender"), h.reader("borrower")
     book = h.book(lender, "许三观卖血记")
     loan = uuid4()
-    h.lib(c.RequestLoan(loan_id=loan, book_id=book, borrower_id=borrower, note="想读",
-                        contact=c.Contact(wechat_id="wx-b", phone="13800000000")))  # fmt: skip
+    h.lib(
+        c.RequestLoan(
+            loan_id=loan,
+            book_id=book,
+            borrower_id=borrower,
+            note="想读",
+            contact=c.Contact(wechat_id="wx-b", phone="13800000000"),
+        )
+    )
     assert h.kinds(borrower) == []
     [requested] = h.feed(lender)
     assert requested["kind"] == "loan.requested" and requested["seq"] == 1
@@ -136,11 +151,18 @@ def test_loan_events_reach_the_right_parties(inbox: Harness) -> None:
     lender_items = assert_gap_free(h, lender)
     borrower_items = assert_gap_free(h, borrower)
     assert [i["kind"] for i in lender_items] == [
-        "loan.requested", "loan.returning", "loan.requested", "loan.requested", "loan.cancelled",
-    ]  # fmt: skip
+        "loan.requested",
+        "loan.returning",
+        "loan.requested",
+        "loan.requested",
+        "loan.cancelled",
+    ]
     assert [i["kind"] for i in borrower_items] == [
-        "loan.approved", "loan.returned", "loan.declined", "loan.cancelled",
-    ]  # fmt: skip
+        "loan.approved",
+        "loan.returned",
+        "loan.declined",
+        "loan.cancelled",
+    ]
     assert borrower_items[2]["data"]["reason"] == "在读"
     assert lender_items[-1]["data"]["loan_id"] == str(cancelled)
 
@@ -171,8 +193,14 @@ def test_messages_reach_both_members_with_unread_and_read_receipts(inbox: Harnes
     [row] = h.q.conversations(a)[0]
     assert row["peer_id"] == b and row["peer_nickname"] == "bob" and row["last_message"] is None
 
-    sent = [h.talk(cc.SendMessage(conversation_id=cid, sender_id=a, text=f"你好 {i}",
-                                  client_msg_id=f"a{i}")) for i in range(3)]  # fmt: skip
+    sent = [
+        h.talk(
+            cc.SendMessage(
+                conversation_id=cid, sender_id=a, text=f"你好 {i}", client_msg_id=f"a{i}"
+            )
+        )
+        for i in range(3)
+    ]
     h.talk(cc.SendMessage(conversation_id=cid, sender_id=b, text="hi", client_msg_id="b0"))
     for reader in (a, b):
         items = assert_gap_free(h, reader)
@@ -180,10 +208,14 @@ def test_messages_reach_both_members_with_unread_and_read_receipts(inbox: Harnes
         assert [i["data"]["seq"] for i in items] == [1, 2, 3, 4]
     first = h.feed(b)[0]["data"]
     assert first == {
-        "conversation_id": str(cid), "message_id": str(sent[0].message_id), "seq": 1,
+        "conversation_id": str(cid),
+        "message_id": str(sent[0].message_id),
+        "seq": 1,
         "sender": {"id": str(a), "nickname": "alice", "avatar_url": ""},
-        "text": "你好 0", "client_msg_id": "a0", "at": first["at"],
-    }  # fmt: skip
+        "text": "你好 0",
+        "client_msg_id": "a0",
+        "at": first["at"],
+    }
     assert h.q.unread(b) == 3 and h.q.unread(a) == 1
     b_row = h.q.conversation(cid, b)
     assert b_row["unread"] == 3 and b_row["last_seq"] == 4
@@ -215,8 +247,7 @@ def test_hidden_messages_disappear_for_that_reader_only(inbox: Harness) -> None:
     cid = h.talk(cc.OpenConversation(reader_id=a, peer_id=b)).id
     h.talk(cc.SendMessage(conversation_id=cid, sender_id=a, text="one", client_msg_id="1"))
     h.talk(cc.SendMessage(conversation_id=cid, sender_id=b, text="two", client_msg_id="2"))
-    last = h.talk(cc.SendMessage(conversation_id=cid, sender_id=b, text="three",
-                                 client_msg_id="3"))  # fmt: skip
+    last = h.talk(cc.SendMessage(conversation_id=cid, sender_id=b, text="three", client_msg_id="3"))
     assert h.q.unread(a) == 2
     head_b = h.q.head(b)
 
@@ -261,8 +292,9 @@ def test_conversation_list_is_most_recent_first_in_pages(inbox: Harness) -> None
     me = h.reader("popular")
     peers = [h.reader(f"p{i}") for i in range(5)]
     cids = [h.talk(cc.OpenConversation(reader_id=p, peer_id=me, loan_id=None)).id for p in peers]
-    h.talk(cc.SendMessage(conversation_id=cids[1], sender_id=peers[1], text="bump",
-                          client_msg_id="x"))  # fmt: skip
+    h.talk(
+        cc.SendMessage(conversation_id=cids[1], sender_id=peers[1], text="bump", client_msg_id="x")
+    )
     rows, cursor = h.q.conversations(me, limit=2)
     seen = [r["conversation_id"] for r in rows]
     while cursor:

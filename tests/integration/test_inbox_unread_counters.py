@@ -59,9 +59,14 @@ class Story:
 
     def send(self, sender: UUID, n: int) -> None:
         for _ in range(n):
-            message = self.chat.send(cc.SendMessage(
-                conversation_id=self.cid, sender_id=sender, text="消息", client_msg_id=uuid4().hex,
-            ))  # fmt: skip
+            message = self.chat.send(
+                cc.SendMessage(
+                    conversation_id=self.cid,
+                    sender_id=sender,
+                    text="消息",
+                    client_msg_id=uuid4().hex,
+                )
+            )
             self.sent[message.seq] = message.message_id
 
     def read(self, who: UUID, up_to: int) -> None:
@@ -136,14 +141,20 @@ def test_read_receipts_lower_unread_by_the_range_they_mark_read(
     database_url: str, sources: dict[str, Source], story: Story, size: int, overlapped: bool
 ) -> None:
     for stops, unread_a, unread_b in story.checkpoints:
-        reference = fill(database_url, one_by_one(InboxProjection, "unr1"), sources, stops, 64,
-                         overlapped=False)  # fmt: skip
+        reference = fill(
+            database_url, one_by_one(InboxProjection, "unr1"), sources, stops, 64, overlapped=False
+        )
         assert unread_of(database_url, reference, story) == (unread_a, unread_b)
-        folded = fill(database_url, named(InboxProjection, "unrf", batch_min=1), sources, stops,
-                      size, overlapped=overlapped)  # fmt: skip
+        folded = fill(
+            database_url,
+            named(InboxProjection, "unrf", batch_min=1),
+            sources,
+            stops,
+            size,
+            overlapped=overlapped,
+        )
         assert unread_of(database_url, folded, story) == (unread_a, unread_b)
-        assert_same_tables(database_url, ("conversations", "messages", "items"), reference,
-                           folded)  # fmt: skip
+        assert_same_tables(database_url, ("conversations", "messages", "items"), reference, folded)
         assert [r for r in recounted(database_url, folded) if r[2] != r[3]] == []
 
 
@@ -163,16 +174,23 @@ def test_item_listeners_get_the_rows_the_page_committed(
             pages.append((source, first, last, items))
 
     projection.item_listeners.append(listener)
-    runner = ReadModelRunner(projection, database_url, sources, board=PositionBoard(),
-                              page_size=5, idle_wait=0.05)  # fmt: skip
+    runner = ReadModelRunner(
+        projection, database_url, sources, board=PositionBoard(), page_size=5, idle_wait=0.05
+    )
     pool = make_pool(database_url, size=2, name="handoff-test")
     runner.start()
     try:
         a, b = reader(library, "handoff-a"), reader(library, "handoff-b")
         cid = chat.handle(cc.OpenConversation(reader_id=a, peer_id=b)).id
         for i in range(12):
-            chat.send(cc.SendMessage(conversation_id=cid, sender_id=(a, b)[i % 2], text=f"m{i}",
-                                     client_msg_id=f"h{i}"))  # fmt: skip
+            chat.send(
+                cc.SendMessage(
+                    conversation_id=cid,
+                    sender_id=(a, b)[i % 2],
+                    text=f"m{i}",
+                    client_msg_id=f"h{i}",
+                )
+            )
         chat.handle(cc.MarkRead(conversation_id=cid, reader_id=a, up_to=5))
         head = head_of(database_url, "chat")
         runner.wake()
@@ -219,9 +237,16 @@ def test_a_page_not_what_committed_hands_nothing_over() -> None:
     # the page that committed
     projection._keep(_Page("inbox_v1", "chat", [10, 12], [item]))
     assert projection._committed_items("chat", 9, 12) == [
-        {"reader_id": item[0], "seq": 1, "kind": "chat.read", "at": None,
-         "data": {"up_to": 1}, "source": "chat", "position": 12},
-    ]  # fmt: skip
+        {
+            "reader_id": item[0],
+            "seq": 1,
+            "kind": "chat.read",
+            "at": None,
+            "data": {"up_to": 1},
+            "source": "chat",
+            "position": 12,
+        },
+    ]
     assert projection._committed_items("chat", 9, 12) is None  # handed over once
     # written event by event instead (its folded write failed): apply drops it
     projection._keep(_Page("inbox_v1", "chat", [13, 15], [item]))

@@ -48,8 +48,11 @@ def test_follower_never_skips_an_event_with_concurrent_writers(database_url: str
             owner = reader_id_for(f"gap-writer-{n}-{uuid4()}")
             app.handle(c.RegisterReader(reader_id=owner, nickname=f"w{n}"))
             for i in range(COMMANDS_PER_WRITER):
-                app.handle(c.PublishBook(book_id=uuid4(), owner_id=owner,
-                                         isbn="9780000000002", title=f"w{n}-{i}"))  # fmt: skip
+                app.handle(
+                    c.PublishBook(
+                        book_id=uuid4(), owner_id=owner, isbn="9780000000002", title=f"w{n}-{i}"
+                    )
+                )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

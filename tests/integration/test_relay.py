@@ -34,9 +34,17 @@ class FakeInbox:
         for _ in range(count):
             self.committed += 1
             seq += 1
-            self.items.append({"reader_id": reader, "seq": seq, "kind": "test",
-                               "at": datetime.now(UTC), "data": {"p": self.committed},
-                               "source": self.source, "position": self.committed})  # fmt: skip
+            self.items.append(
+                {
+                    "reader_id": reader,
+                    "seq": seq,
+                    "kind": "test",
+                    "at": datetime.now(UTC),
+                    "data": {"p": self.committed},
+                    "source": self.source,
+                    "position": self.committed,
+                }
+            )
         return first, self.committed
 
     def items_for_positions(self, source: str, first: int, last: int) -> list[dict[str, Any]]:
@@ -200,9 +208,7 @@ async def test_pages_queued_behind_a_busy_relay_are_published_together_in_order(
         await sub.unsubscribe()
 
 
-async def test_re_publishing_is_deduplicated_by_jetstream(
-    nc: Any, tracking: RelayTracking
-) -> None:
+async def test_re_publishing_is_deduplicated_by_jetstream(nc: Any, tracking: RelayTracking) -> None:
     source, reader = f"test-{uuid4().hex[:8]}", str(uuid4())
     inbox = FakeInbox(source)
     relay = Relay(nc, inbox, tracking, [source], interval=60)

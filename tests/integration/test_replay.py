@@ -28,8 +28,17 @@ from projections.shelf import ShelfProjection
 from projections.source import Source
 from tests.integration.activity import reader
 
-SCHEMAS = ("analyst_t1", "analyst_all", "analyst_all_inbox", "analyst_all_rooms",
-           "analyst_empty", "analyst_other", "analyst_poison", "ref_t1", "ref_t2")  # fmt: skip
+SCHEMAS = (
+    "analyst_t1",
+    "analyst_all",
+    "analyst_all_inbox",
+    "analyst_all_rooms",
+    "analyst_empty",
+    "analyst_other",
+    "analyst_poison",
+    "ref_t1",
+    "ref_t2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +123,20 @@ def timeline(library: Library, chat: Chat) -> Timeline:
     )
     t2 = instant()
     return Timeline(
-        owner, borrower, b1, b2, b3, late, loan1, loan2, conversation, library_cut, chat_cut,
-        t1, t2,
-    )  # fmt: skip
+        owner,
+        borrower,
+        b1,
+        b2,
+        b3,
+        late,
+        loan1,
+        loan2,
+        conversation,
+        library_cut,
+        chat_cut,
+        t1,
+        t2,
+    )
 
 
 def reference(database_url: str, library: Library, schema: str, stop: int) -> None:
@@ -177,9 +197,16 @@ def test_replay_until_t1_equals_a_projection_of_the_events_up_to_the_cut(
     versions_before, schemas_before = registry(db), live_schemas(db)
 
     result = ok(
-        replay(database_url, "--until", timeline.t1.isoformat(), "--schema", "analyst_t1",
-               "--page-size", "7")
-    )  # fmt: skip
+        replay(
+            database_url,
+            "--until",
+            timeline.t1.isoformat(),
+            "--schema",
+            "analyst_t1",
+            "--page-size",
+            "7",
+        )
+    )
 
     reference(database_url, library, "ref_t1", timeline.library_cut)
     for table in ("readers", "books", "loans"):
@@ -229,9 +256,10 @@ def test_replace_rebuilds_a_replay_and_a_later_time_sees_later_events(
     # --replace also creates a schema that does not exist yet
     db.execute("DROP SCHEMA IF EXISTS analyst_t1 CASCADE")
     ok(
-        replay(database_url, "--until", timeline.t1.isoformat(), "--schema", "analyst_t1",
-               "--replace")
-    )  # fmt: skip
+        replay(
+            database_url, "--until", timeline.t1.isoformat(), "--schema", "analyst_t1", "--replace"
+        )
+    )
 
     refused = replay(database_url, "--until", timeline.t2.isoformat(), "--schema", "analyst_t1")
     assert refused.exit_code != 0
@@ -239,9 +267,10 @@ def test_replace_rebuilds_a_replay_and_a_later_time_sees_later_events(
     assert by_id(db, "analyst_t1", "books")[timeline.lent]["status"] == "on_loan"
 
     ok(
-        replay(database_url, "--until", timeline.t2.isoformat(), "--schema", "analyst_t1",
-               "--replace")
-    )  # fmt: skip
+        replay(
+            database_url, "--until", timeline.t2.isoformat(), "--schema", "analyst_t1", "--replace"
+        )
+    )
 
     books, loans = by_id(db, "analyst_t1", "books"), by_id(db, "analyst_t1", "loans")
     assert books[timeline.lent]["status"] == "available"
@@ -284,9 +313,8 @@ def test_replay_all_projections_into_schemas_of_their_own(
     utc = timeline.t1.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
     result = ok(
-        replay(database_url, "--until", utc, "--schema", "analyst_all",
-               "--projection", "all")
-    )  # fmt: skip
+        replay(database_url, "--until", utc, "--schema", "analyst_all", "--projection", "all")
+    )
 
     reference(database_url, library, "ref_t1", timeline.library_cut)
     for table in ("readers", "books", "loans"):
@@ -309,8 +337,9 @@ def test_replay_all_projections_into_schemas_of_their_own(
         "SELECT source, position FROM analyst_all_inbox.replay_info ORDER BY source"
     ).fetchall()
     assert [(i["source"], i["position"]) for i in infos] == [
-        ("chat", timeline.chat_cut), ("library", timeline.library_cut),
-    ]  # fmt: skip
+        ("chat", timeline.chat_cut),
+        ("library", timeline.library_cut),
+    ]
     assert db.execute("SELECT to_regclass('analyst_all_rooms.rooms') IS NOT NULL AS y").fetchone()[
         "y"
     ]
@@ -323,9 +352,24 @@ def test_replay_all_projections_into_schemas_of_their_own(
 
 @pytest.mark.parametrize(
     "name",
-    ["shelf", "inbox", "rooms", "public", "shelf_v1", "inbox_v12", "anything_v3",
-     "information_schema", "pg_catalog", "Analyst", "a-b", "a b", "1abc", "", "x" * 64],
-)  # fmt: skip
+    [
+        "shelf",
+        "inbox",
+        "rooms",
+        "public",
+        "shelf_v1",
+        "inbox_v12",
+        "anything_v3",
+        "information_schema",
+        "pg_catalog",
+        "Analyst",
+        "a-b",
+        "a b",
+        "1abc",
+        "",
+        "x" * 64,
+    ],
+)
 def test_live_and_invalid_schema_names_are_refused(
     database_url: str, db: psycopg.Connection[Any], name: str
 ) -> None:
@@ -396,9 +440,13 @@ def test_a_poison_event_stops_the_replay_loudly(
 
     with pytest.raises(ReplayFailed) as failed:
         run_replay(
-            database_url, [Poisoned(timeline.withdrawn)], {"library": Source("library", library)},
-            until=timeline.t2, schema="analyst_poison", page_size=1000,
-        )  # fmt: skip
+            database_url,
+            [Poisoned(timeline.withdrawn)],
+            {"library": Source("library", library)},
+            until=timeline.t2,
+            schema="analyst_poison",
+            page_size=1000,
+        )
 
     assert failed.value.position == withdrawn_at
     assert "LookupError: poison" in str(failed.value)

@@ -118,9 +118,7 @@ def test_the_runner_holds_the_board_and_publishes_where_it_takes_over(
     assert not fresh.held(projection.name)
 
 
-def test_wake_ignores_logs_the_runner_does_not_follow(
-    database_url: str, library: Library
-) -> None:
+def test_wake_ignores_logs_the_runner_does_not_follow(database_url: str, library: Library) -> None:
     runner = ReadModelRunner(
         commit_mode(durable=True), database_url, {"library": Source("library", library)}
     )

@@ -24,7 +24,10 @@ from tests.conftest import wait_until
 def shelf(database_url: str, library: Library) -> Any:
     board = PositionBoard()
     runner = ReadModelRunner(
-        ShelfProjection(), database_url, {"library": Source("library", library)}, board=board,
+        ShelfProjection(),
+        database_url,
+        {"library": Source("library", library)},
+        board=board,
         page_size=50,
     )
     runner.start()
@@ -57,12 +60,24 @@ def test_publish_lend_return_is_reflected(library: Library, shelf: Any) -> None:
     owner, borrower = _reader(library, "owner"), _reader(library, "borrower")
     book_id = uuid4()
     library.handle(
-        c.PublishBook(book_id=book_id, owner_id=owner, isbn="9787536692930",
-                      title="三体（典藏版）", author="刘慈欣", tags=["科幻"])
-    )  # fmt: skip
+        c.PublishBook(
+            book_id=book_id,
+            owner_id=owner,
+            isbn="9787536692930",
+            title="三体（典藏版）",
+            author="刘慈欣",
+            tags=["科幻"],
+        )
+    )
     loan_id = uuid4()
-    library.handle(c.RequestLoan(loan_id=loan_id, book_id=book_id, borrower_id=borrower,
-                                 contact=c.Contact(phone="13800000000")))  # fmt: skip
+    library.handle(
+        c.RequestLoan(
+            loan_id=loan_id,
+            book_id=book_id,
+            borrower_id=borrower,
+            contact=c.Contact(phone="13800000000"),
+        )
+    )
     _wait(runner, library.handle(c.ApproveLoan(loan_id=loan_id, actor_id=owner)))
     book = queries.book(book_id)
     assert book["status"] == "on_loan" and book["borrower_id"] == borrower
@@ -88,9 +103,14 @@ def test_catch_up_in_pages_with_tracking_in_the_same_transaction(
     last = None
     for i in range(120):  # more than two pages of 50
         last = library.handle(
-            c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002",
-                          title=f"Bulk {i}", tags=["bulk"])
-        )  # fmt: skip
+            c.PublishBook(
+                book_id=uuid4(),
+                owner_id=owner,
+                isbn="9780000000002",
+                title=f"Bulk {i}",
+                tags=["bulk"],
+            )
+        )
     _wait(runner, last)
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         assert tracked_position(conn, "shelf", "library") >= last.position
@@ -114,12 +134,15 @@ def test_poison_event_stops_the_projection_and_is_recorded(
             super().apply(cur, schema, source, position, event)
 
     owner = _reader(library, "poison")
-    before = library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner,
-                                          isbn="9780000000002", title="fine"))  # fmt: skip
-    bad = library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner,
-                                       isbn="9780000000002", title="POISON"))  # fmt: skip
-    library.handle(c.PublishBook(book_id=uuid4(), owner_id=owner,
-                                 isbn="9780000000002", title="after"))  # fmt: skip
+    before = library.handle(
+        c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002", title="fine")
+    )
+    bad = library.handle(
+        c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002", title="POISON")
+    )
+    library.handle(
+        c.PublishBook(book_id=uuid4(), owner_id=owner, isbn="9780000000002", title="after")
+    )
     runner = ReadModelRunner(Poisoned(), database_url, {"library": Source("library", library)})
     runner.start()
     try:

@@ -191,10 +191,17 @@ def reference_csv(events: list[LogEvent]) -> bytes:
     out = csv.writer(text)
     out.writerow(COLUMNS)
     out.writerows(
-        (e.context, e.position, e.recorded_at.isoformat(), str(e.aggregate_id),
-         e.aggregate_version, e.event_type, e.data_json())
+        (
+            e.context,
+            e.position,
+            e.recorded_at.isoformat(),
+            str(e.aggregate_id),
+            e.aggregate_version,
+            e.event_type,
+            e.data_json(),
+        )
         for e in events
-    )  # fmt: skip
+    )
     return text.getvalue().encode()
 
 
@@ -235,8 +242,15 @@ def test_every_format_writes_what_the_row_by_row_writers_wrote(tmp_path: Path) -
 
 def test_chunks_cover_each_log_in_order_in_whole_pages() -> None:
     plans = [("library", 0, 1_000_003), ("chat", 10, 300_000)]
-    tasks = export_tasks("postgresql:///x", plans, "parquet", jobs=2, page_size=5000,
-                         types=("Loan.Requested",), include_contact=True)  # fmt: skip
+    tasks = export_tasks(
+        "postgresql:///x",
+        plans,
+        "parquet",
+        jobs=2,
+        page_size=5000,
+        types=("Loan.Requested",),
+        include_contact=True,
+    )
     for context, after, stop in plans:
         mine = [t for t in tasks if t.context == context]
         assert mine[0].after == after and mine[-1].stop == stop

@@ -95,9 +95,12 @@ async def start(
     inbox: FakeInbox, socket: FakeSocket, reader: UUID, after: int | None = None, **config: Any
 ) -> tuple[Gateway, Session, asyncio.Task[None]]:
     gateway = Gateway(
-        FakeNats(), inbox, chat=None, presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
         config=GatewayConfig(**config),
-    )  # fmt: skip
+    )
     task = asyncio.create_task(gateway.serve(socket, reader, after))
     await socket.wait_for(lambda: any(f["type"] == "hello" for f in socket.sent))
     (session,) = gateway.sessions[str(reader)]
@@ -352,8 +355,11 @@ async def test_a_revoked_session_gets_session_ended_and_4401_and_other_sessions_
     reader, inbox = uuid4(), FakeInbox()
     ended, stays = FakeSocket(), FakeSocket()
     gateway = Gateway(
-        FakeNats(), inbox, chat=None, presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
-    )  # fmt: skip
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+    )
     t1 = asyncio.create_task(gateway.serve(ended, reader, auth_id="s-old"))
     t2 = asyncio.create_task(gateway.serve(stays, reader, auth_id="s-new"))
     for s in (ended, stays):
@@ -372,9 +378,12 @@ async def test_an_expired_session_is_ended_by_the_heartbeat_sweep_at_its_expiry(
 
     reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
     gateway = Gateway(
-        FakeNats(), inbox, chat=None, presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
         config=GatewayConfig(heartbeat=30),
-    )  # fmt: skip
+    )
     started = time.monotonic()
     task = asyncio.create_task(
         gateway.serve(socket, reader, auth_id="s", expires_at=time.time() + 0.3)

@@ -17,8 +17,12 @@ def lint_imports(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[st
     script = "import sys; from importlinter.cli import lint_imports_command as c; c()"
     return subprocess.run(
         [sys.executable, "-c", script, "--no-cache", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_every_contract_is_kept() -> None:

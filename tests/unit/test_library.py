@@ -918,8 +918,11 @@ def test_structs_declaring_kw_only_themselves_are_keyword_only(struct: type) -> 
 def test_text_with_a_nul_character_is_refused_before_it_becomes_an_event(field: str) -> None:
     # PostgreSQL text cannot store NUL: such an event would poison every projection.
     payload = {
-        "book_id": str(uuid4()), "owner_id": str(uuid4()), "isbn": "9787536692930",
-        "title": "ok", field: "bad\x00text",
-    }  # fmt: skip
+        "book_id": str(uuid4()),
+        "owner_id": str(uuid4()),
+        "isbn": "9787536692930",
+        "title": "ok",
+        field: "bad\x00text",
+    }
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert(payload, c.PublishBook)

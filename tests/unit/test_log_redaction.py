@@ -29,8 +29,9 @@ def test_uvicorn_access_and_error_records_are_redacted() -> None:
     logger.propagate = False
     try:
         # as uvicorn's access log and its WebSocket line call it
-        logger.warning('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET",
-                       f"/v1/ws?token={TOKEN}", "1.1", 101)  # fmt: skip
+        logger.warning(
+            '%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET", f"/v1/ws?token={TOKEN}", "1.1", 101
+        )
         logger.warning('%s - "WebSocket %s" [accepted]', "1.2.3.4:5", f"/v1/ws?ticket={TICKET}")
     finally:
         logger.removeHandler(handler)

@@ -89,9 +89,10 @@ def test_every_error_is_a_problem_with_its_codes(document: dict[str, Any]) -> No
             codes = schema["properties"]["code"]["enum"]
             assert codes and schema["properties"]["status"] == {"const": int(status)}
             for code in codes:
-                assert re.fullmatch(r"[a-z][a-z0-9_]*", code) and f"`{code}`" in response[
-                    "description"
-                ], (label, status, code)
+                assert (
+                    re.fullmatch(r"[a-z][a-z0-9_]*", code)
+                    and f"`{code}`" in response["description"]
+                ), (label, status, code)
             if int(status) in (429, 503):
                 assert response["headers"]["Retry-After"]["required"], (label, status)
 
@@ -195,7 +196,15 @@ def test_every_domain_error_code_is_documented(document: dict[str, Any]) -> None
     ]
     # branches (never raised themselves), errors that no HTTP operation can give (rooms are
     # created by operators, book details are validated before the domain sees them)
-    not_http = {"domain_error", "not_found", "forbidden", "conflict", "invalid",
-                "room_already_exists", "invalid_room", "invalid_details"}  # fmt: skip
+    not_http = {
+        "domain_error",
+        "not_found",
+        "forbidden",
+        "conflict",
+        "invalid",
+        "room_already_exists",
+        "invalid_room",
+        "invalid_details",
+    }
     missing = {kind.code for kind in tree} - not_http - codes
     assert not missing, missing

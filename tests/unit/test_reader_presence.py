@@ -108,9 +108,13 @@ class Node:
         self.conn = bus.connect()
         self.changes: list[tuple[UUID, bool]] = []
         self.presence = ReaderPresence(
-            self.conn, name, interval=INTERVAL, clock=clock,
-            on_change=lambda r, online, _at: self.changes.append((r, online)), **kw,
-        )  # fmt: skip
+            self.conn,
+            name,
+            interval=INTERVAL,
+            clock=clock,
+            on_change=lambda r, online, _at: self.changes.append((r, online)),
+            **kw,
+        )
 
     def take(self) -> list[tuple[UUID, bool]]:
         changes, self.changes = self.changes, []
@@ -424,19 +428,27 @@ async def test_the_fanout_tells_the_peers_sockets_only_and_coalesces(clock: Cloc
     sockets = {a, stranger}
     fanout = PresenceFanout(
         PeerCache(peers, clock=clock),
-        lambda reader, text: delivered.append((reader, json.loads(text))) if reader in sockets
-        else None,
+        lambda reader, text: (
+            delivered.append((reader, json.loads(text))) if reader in sockets else None
+        ),
         lambda: bool(sockets),
-    )  # fmt: skip
+    )
     fanout.start()
     at = datetime(2026, 5, 1, tzinfo=UTC)
     try:
         fanout.notify(b, True, at)
         await fanout.settled()
         assert delivered == [
-            (a, {"type": "presence", "reader": {"id": str(b)}, "online": True,
-                 "at": "2026-05-01T00:00:00Z"})
-        ]  # fmt: skip
+            (
+                a,
+                {
+                    "type": "presence",
+                    "reader": {"id": str(b)},
+                    "online": True,
+                    "at": "2026-05-01T00:00:00Z",
+                },
+            )
+        ]
         delivered.clear()
         # several transitions of one reader before the fan-out runs: the newest wins
         fanout.notify(b, False, at)
@@ -477,9 +489,14 @@ class Cluster:
     def __init__(self, bus: FakeBus, peers: Peers, name: str = "g1") -> None:
         self.readers = ReaderPresence(bus.connect(), name, interval=INTERVAL)
         self.gateway = Gateway(
-            bus.connect(), FakeInbox(), chat=None, presence=Presence(FakeNats(), name),  # type: ignore[arg-type]
-            readers=self.readers, peers=peers, config=GatewayConfig(peer_refresh=0.0),
-        )  # fmt: skip
+            bus.connect(),
+            FakeInbox(),
+            chat=None,
+            presence=Presence(FakeNats(), name),  # type: ignore[arg-type]
+            readers=self.readers,
+            peers=peers,
+            config=GatewayConfig(peer_refresh=0.0),
+        )
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -553,10 +570,11 @@ async def test_presence_query_answers_for_peers_only(bus: FakeBus) -> None:
         await node.connect(b)
         state = await query(a_ws, b, c, b, nobody, a, ref="q1")
         assert state == {
-            "type": "presence.state", "client_msg_id": "q1",
+            "type": "presence.state",
+            "client_msg_id": "q1",
             "readers": [{"id": str(b), "online": True}, {"id": str(c), "online": False}],
             "unknown": [str(nobody), str(a)],
-        }  # fmt: skip
+        }
         b_ws = await node.connect(b)
         assert (await query(b_ws, a, c))["readers"] == [{"id": str(a), "online": True}]
         assert (await query(b_ws, a, c))["unknown"] == [str(c)]  # c is a's peer, not b's

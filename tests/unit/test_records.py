@@ -46,17 +46,28 @@ def library_log() -> Library:
     library.handle(c.RegisterReader(reader_id=borrower, nickname="b", avatar_url="https://a"))
     library.handle(c.ChangeProfile(reader_id=borrower, nickname="借书人"))
     book, other = uuid4(), uuid4()
-    library.handle(c.PublishBook(book_id=book, owner_id=owner, isbn="9787536692930",
-                                 title="三体", tags=["科幻", "经典"]))  # fmt: skip
-    library.handle(c.PublishBook(book_id=other, owner_id=owner, isbn="9780140449136",
-                                 title="Odyssey"))  # fmt: skip
+    library.handle(
+        c.PublishBook(
+            book_id=book, owner_id=owner, isbn="9787536692930", title="三体", tags=["科幻", "经典"]
+        )
+    )
+    library.handle(
+        c.PublishBook(book_id=other, owner_id=owner, isbn="9780140449136", title="Odyssey")
+    )
     library.handle(c.ReviseBook(book_id=book, actor_id=owner, title="三体 I", tags=["新"]))
     library.handle(c.WithdrawBook(book_id=other, actor_id=owner))
     library.handle(c.RelistBook(book_id=other, actor_id=owner))
     for decision in ("approve", "decline", "cancel"):
         loan = uuid4()
-        library.handle(c.RequestLoan(loan_id=loan, book_id=book, borrower_id=borrower,
-                                     note="想读", contact=c.Contact(phone="138")))  # fmt: skip
+        library.handle(
+            c.RequestLoan(
+                loan_id=loan,
+                book_id=book,
+                borrower_id=borrower,
+                note="想读",
+                contact=c.Contact(phone="138"),
+            )
+        )
         if decision == "approve":
             library.handle(c.ApproveLoan(loan_id=loan, actor_id=owner))
             library.handle(c.StartReturn(loan_id=loan, actor_id=borrower))
@@ -67,10 +78,15 @@ def library_log() -> Library:
             library.handle(c.CancelLoan(loan_id=loan, actor_id=borrower))
     golden = uuid4()
     library.recorder.insert_events(
-        [StoredEvent(originator_id=golden, originator_version=1,
-                     topic="domain.book:Book.Published",
-                     state=(V1_PUBLISHED % owner.hex).encode())]
-    )  # fmt: skip
+        [
+            StoredEvent(
+                originator_id=golden,
+                originator_version=1,
+                topic="domain.book:Book.Published",
+                state=(V1_PUBLISHED % owner.hex).encode(),
+            )
+        ]
+    )
     return library
 
 
@@ -78,8 +94,9 @@ def chat_log() -> Chat:
     chat = Chat()
     a, b = uuid4(), uuid4()
     cid = chat.handle(cc.OpenConversation(reader_id=a, peer_id=b, loan_id=uuid4())).id
-    sent = chat.send(cc.SendMessage(conversation_id=cid, sender_id=a, text="你好",
-                                    client_msg_id="1"))  # fmt: skip
+    sent = chat.send(
+        cc.SendMessage(conversation_id=cid, sender_id=a, text="你好", client_msg_id="1")
+    )
     chat.handle(cc.MarkRead(conversation_id=cid, reader_id=b, up_to=1))
     chat.handle(cc.HideMessage(conversation_id=cid, reader_id=b, message_id=sent.message_id))
     room = chat.handle(cc.CreateRoom(name="lobby", title="大厅")).id
@@ -88,15 +105,29 @@ def chat_log() -> Chat:
 
 
 LIBRARY_TYPES = {
-    "Reader.Registered", "Reader.ProfileChanged", "Book.Published", "Book.DetailsRevised",
-    "Book.Withdrawn", "Book.Relisted", "Book.Lent", "Book.Returned", "Loan.Requested",
-    "Loan.Approved", "Loan.Declined", "Loan.Cancelled", "Loan.ReturnStarted",
+    "Reader.Registered",
+    "Reader.ProfileChanged",
+    "Book.Published",
+    "Book.DetailsRevised",
+    "Book.Withdrawn",
+    "Book.Relisted",
+    "Book.Lent",
+    "Book.Returned",
+    "Loan.Requested",
+    "Loan.Approved",
+    "Loan.Declined",
+    "Loan.Cancelled",
+    "Loan.ReturnStarted",
     "Loan.ReturnConfirmed",
-}  # fmt: skip
+}
 CHAT_TYPES = {
-    "Conversation.Opened", "Conversation.MessageSent", "Conversation.MessagesRead",
-    "Conversation.MessageHidden", "Room.Created", "Room.MessageSent",
-}  # fmt: skip
+    "Conversation.Opened",
+    "Conversation.MessageSent",
+    "Conversation.MessagesRead",
+    "Conversation.MessageHidden",
+    "Room.Created",
+    "Room.MessageSent",
+}
 
 
 @pytest.mark.parametrize(("make", "types"), [(library_log, LIBRARY_TYPES), (chat_log, CHAT_TYPES)])
@@ -115,8 +146,7 @@ def test_fast_path_equals_the_mapper_for_every_event_type(make: Any, types: set[
 
 
 def _stored(row: tuple[int, Any, int, str, bytes]) -> StoredEvent:
-    return StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3],
-                       state=row[4])  # fmt: skip
+    return StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3], state=row[4])
 
 
 def test_v1_published_is_upcast_like_the_aggregate_does() -> None:
@@ -203,8 +233,9 @@ def test_a_compressed_or_encrypted_log_is_decoded_by_the_mapper(option: str) -> 
     assert not decoder.fast
     for i, stored in enumerate(events, 1):
         row = (i, stored.originator_id, stored.originator_version, stored.topic, stored.state)
-        assert decoder.decode(row) == record_of(i, stored.topic,
-                                                library.mapper.to_domain_event(stored))  # fmt: skip
+        assert decoder.decode(row) == record_of(
+            i, stored.topic, library.mapper.to_domain_event(stored)
+        )
 
 
 def _domain_events(library: Library) -> list[Any]:

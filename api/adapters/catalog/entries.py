@@ -10,6 +10,7 @@ import msgspec
 
 CsvFormat = Literal["douban", "goodbooks", "csv"]
 
+
 class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
     """Metadata of one book edition. ``isbn`` is the canonical ISBN-13 (13 digits).
 

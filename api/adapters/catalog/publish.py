@@ -69,10 +69,12 @@ def publish_command(
                 "book_id": book_id,
                 "owner_id": owner_id,
                 "isbn": isbn,
-                **{k: (v or "") if k != "tags" else list(v or [])[:MAX_TAGS]
-                   for k, v in fields.items()},
+                **{
+                    k: (v or "") if k != "tags" else list(v or [])[:MAX_TAGS]
+                    for k, v in fields.items()
+                },
             },
             c.PublishBook,
-        )  # fmt: skip
+        )
     except msgspec.ValidationError as exc:
         raise PublishRefused("validation_failed", str(exc)) from exc

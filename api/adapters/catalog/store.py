@@ -29,8 +29,18 @@ _LOAD_COLUMNS = (
     " summary, source"
 )
 _LOAD_TYPES = [
-    "text", "text", "text", "text", "text", "int4", "text", "text[]", "text", "text", "text",
-]  # fmt: skip
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "text",
+    "text[]",
+    "text",
+    "text",
+    "text",
+]
 
 # Rows are merged by ISBN before the COPY, so no row is affected twice.
 _UPSERT = f"""

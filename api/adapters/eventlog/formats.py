@@ -1,5 +1,6 @@
 """Encoding pages of exported events as NDJSON, CSV and Parquet, and writing them behind
 the reader (``WriteBehind``)."""
+
 from __future__ import annotations
 
 import csv

@@ -1,5 +1,6 @@
 """Exporting a large log on worker processes: chunks of whole pages, encoded in the workers,
 written in log order by the caller."""
+
 from __future__ import annotations
 
 import collections

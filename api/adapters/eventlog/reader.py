@@ -35,6 +35,7 @@ Time ranges: ``seek`` finds where ``since`` starts by binary search on the log, 
 timestamps follow log order to within ``SEEK_MARGIN`` (they are taken just before the insert,
 and inserts commit in log order); the exact filter is then applied to every event read.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -366,7 +367,6 @@ def _raw(row: Sequence[Any]) -> RawRow:
 #
 # Each format encodes a page to bytes with a plain function (``ENCODERS``: it can run in a
 # worker process) and its writer appends such bytes (``write_encoded``) to the output.
-
 
 
 def format_event(event: LogEvent) -> str:

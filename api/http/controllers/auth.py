@@ -34,10 +34,15 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post(
-        "/login", operation_id="login", status_code=200,
-        opt=contract(*[Code(s, c) for c, s in _WECHAT_STATUS.items()], Code(502, "wechat_error"),
-                     Code(503, "read_model_lag")),
-    )  # fmt: skip
+        "/login",
+        operation_id="login",
+        status_code=200,
+        opt=contract(
+            *[Code(s, c) for c, s in _WECHAT_STATUS.items()],
+            Code(502, "wechat_error"),
+            Code(503, "read_model_lag"),
+        ),
+    )
     async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
@@ -61,9 +66,10 @@ class AuthController(Controller):
             container.wait_for_shelf(recorded)
             reader = container.shelf.reader(reader_id)
             issued = container.sessions.issue(
-                reader_id, container.settings.token_ttl,
+                reader_id,
+                container.settings.token_ttl,
                 max_sessions=container.settings.max_sessions,
-            )  # fmt: skip
+            )
             return LoginOut(
                 token=issued.token,
                 expires_at=issued.expires_at,
@@ -82,8 +88,9 @@ class AuthController(Controller):
         await publish_revoked(container, evicted)
         return out
 
-    @post("/logout", operation_id="logout", status_code=204,
-          opt=contract(Code(401, "unauthorized")))  # fmt: skip
+    @post(
+        "/logout", operation_id="logout", status_code=204, opt=contract(Code(401, "unauthorized"))
+    )
     async def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
         """Revoke the token of this request; its WebSockets, on every node, get an ``error``
         frame ``session_ended`` and close with 4401."""

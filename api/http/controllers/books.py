@@ -112,9 +112,12 @@ class BookController(Controller):
     tags = ["books"]
 
     @post(
-        "/", operation_id="publishBook", status_code=201, sync_to_thread=True,
+        "/",
+        operation_id="publishBook",
+        status_code=201,
+        sync_to_thread=True,
         opt=contract(ReaderNotFound, INVALID_ISBN, Code(422, "title_required"), command="library"),
-    )  # fmt: skip
+    )
     def publish(
         self,
         request: Request[Any, Any, Any],
@@ -130,9 +133,12 @@ class BookController(Controller):
         def action() -> Response[Any]:
             try:
                 command = publish_command(
-                    container.catalog, isbn, msgspec.structs.asdict(data),
-                    book_id=derived_id(reader_id, idempotency_key, "book"), owner_id=reader_id,
-                )  # fmt: skip
+                    container.catalog,
+                    isbn,
+                    msgspec.structs.asdict(data),
+                    book_id=derived_id(reader_id, idempotency_key, "book"),
+                    owner_id=reader_id,
+                )
             except PublishRefused as exc:
                 raise ApiError(422, exc.code, str(exc)) from exc
             recorded, consistent = execute(container, command)
@@ -152,14 +158,22 @@ class BookController(Controller):
             return _created(container.shelf.book(book_id), book_out, book_id, reader_id)
 
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action,
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
             recover,
-        )  # fmt: skip
+        )
 
     @get(
-        "/", operation_id="searchBooks", sync_to_thread=True,
+        "/",
+        operation_id="searchBooks",
+        sync_to_thread=True,
         opt=contract(INVALID_ISBN, INVALID_CURSOR),
-    )  # fmt: skip
+    )
     def search(
         self,
         request: Request[Any, Any, Any],
@@ -177,19 +191,29 @@ class BookController(Controller):
         container = container_of(request)
         rows, next_cursor = page_or_422(
             container.shelf.search_books,
-            q=q, tag=tag, isbn=valid_isbn(isbn) if isbn else None, owner_id=owner_id,
-            available=available, cursor=cursor, limit=limit,
-        )  # fmt: skip
+            q=q,
+            tag=tag,
+            isbn=valid_isbn(isbn) if isbn else None,
+            owner_id=owner_id,
+            available=available,
+            cursor=cursor,
+            limit=limit,
+        )
         return BookPage(items=[book_out(r, viewer_id) for r in rows], next_cursor=next_cursor)
 
     @get(
-        "/{book_id:uuid}", operation_id="getBook", sync_to_thread=True,
+        "/{book_id:uuid}",
+        operation_id="getBook",
+        sync_to_thread=True,
         opt=contract(BookNotFound, Code(404, "not_yet_existing"), Code(422, "invalid_as_of")),
-    )  # fmt: skip
+    )
     def detail(
-        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], viewer_id: ViewerId,
+        self,
+        request: Request[Any, Any, Any],
+        book_id: FromPath[UUID],
+        viewer_id: ViewerId,
         as_of: AsOfParam = None,
-    ) -> BookOut | BookAsOfOut:  # fmt: skip
+    ) -> BookOut | BookAsOfOut:
         """One book; ``borrower`` and ``loan_id`` are shown to its owner only. With
         ``as_of`` (a version or an ISO 8601 time with a timezone), the book as it was then,
         plus ``as_of: {version, at}`` (``api.http.time_travel``)."""
@@ -212,9 +236,11 @@ class BookController(Controller):
         return Response(book_out(row, reader_id), headers=position_headers(recorded))
 
     @patch(
-        "/{book_id:uuid}", operation_id="reviseBook", sync_to_thread=True,
+        "/{book_id:uuid}",
+        operation_id="reviseBook",
+        sync_to_thread=True,
         opt=contract(BookNotFound, NotTheOwner, command="library"),
-    )  # fmt: skip
+    )
     def revise(
         self,
         request: Request[Any, Any, Any],
@@ -229,9 +255,12 @@ class BookController(Controller):
         )
 
     @delete(
-        "/{book_id:uuid}", operation_id="withdrawBook", status_code=200, sync_to_thread=True,
+        "/{book_id:uuid}",
+        operation_id="withdrawBook",
+        status_code=200,
+        sync_to_thread=True,
         opt=contract(BookNotFound, NotTheOwner, BookOnLoan, command="library"),
-    )  # fmt: skip
+    )
     def withdraw(
         self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> Response[BookOut]:
@@ -239,9 +268,12 @@ class BookController(Controller):
         return self._change(request, c.WithdrawBook(book_id=book_id, actor_id=reader_id), reader_id)
 
     @post(
-        "/{book_id:uuid}/relist", operation_id="relistBook", status_code=200, sync_to_thread=True,
+        "/{book_id:uuid}/relist",
+        operation_id="relistBook",
+        status_code=200,
+        sync_to_thread=True,
         opt=contract(BookNotFound, NotTheOwner, BookNotWithdrawn, command="library"),
-    )  # fmt: skip
+    )
     def relist(
         self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> Response[BookOut]:
@@ -249,9 +281,11 @@ class BookController(Controller):
         return self._change(request, c.RelistBook(book_id=book_id, actor_id=reader_id), reader_id)
 
     @get(
-        "/{book_id:uuid}/history", operation_id="bookHistory", sync_to_thread=True,
+        "/{book_id:uuid}/history",
+        operation_id="bookHistory",
+        sync_to_thread=True,
         opt=contract(BookNotFound, NotTheOwner),
-    )  # fmt: skip
+    )
     def history(
         self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
     ) -> list[HistoryEvent]:
@@ -274,12 +308,19 @@ class BookController(Controller):
         ]
 
     @post(
-        "/{book_id:uuid}/loans", operation_id="requestLoan", status_code=201, sync_to_thread=True,
+        "/{book_id:uuid}/loans",
+        operation_id="requestLoan",
+        status_code=201,
+        sync_to_thread=True,
         opt=contract(
-            BookNotFound, BookWithdrawn, CannotBorrowOwnBook, Code(429, "rate_limited"),
-            auth="reader", command="library",
+            BookNotFound,
+            BookWithdrawn,
+            CannotBorrowOwnBook,
+            Code(429, "rate_limited"),
+            auth="reader",
+            command="library",
         ),
-    )  # fmt: skip
+    )
     def request_loan(
         self,
         request: Request[Any, Any, Any],
@@ -298,8 +339,11 @@ class BookController(Controller):
             container.rate_limits.hit("loan_requests", str(reader_id))
             command = c.RequestLoan(
                 loan_id=derived_id(reader_id, idempotency_key, "loan"),
-                book_id=book_id, borrower_id=reader_id, note=data.note, contact=data.contact,
-            )  # fmt: skip
+                book_id=book_id,
+                borrower_id=reader_id,
+                note=data.note,
+                contact=data.contact,
+            )
             recorded = container.library.handle(command)
             # its note opens the chat (which waits for the inbox) while the shelf's page is
             # written: the two waits overlap
@@ -321,9 +365,15 @@ class BookController(Controller):
             return _created(container.shelf.loan(loan_id), loan_out, loan_id, reader_id)
 
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action,
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
             recover,
-        )  # fmt: skip
+        )
 
 
 def _created(row: Any, out: Any, aggregate_id: UUID, reader_id: UUID) -> Response[Any]:
@@ -339,9 +389,11 @@ class IsbnController(Controller):
     tags = ["catalog"]
 
     @get(
-        "/{isbn:str}", operation_id="lookupIsbn", sync_to_thread=True,
+        "/{isbn:str}",
+        operation_id="lookupIsbn",
+        sync_to_thread=True,
         opt=contract(Code(404, "isbn_not_found"), INVALID_ISBN),
-    )  # fmt: skip
+    )
     def lookup(self, request: Request[Any, Any, Any], isbn: IsbnText) -> IsbnOut:
         """Catalog metadata of an ISBN-10/13 plus shelf availability; 404 if unknown,
         422 if not a valid ISBN (ISO 2108 checksum)."""
@@ -351,12 +403,18 @@ class IsbnController(Controller):
         if entry is None:
             raise ApiError(404, "isbn_not_found", f"ISBN {canonical} is not in the catalog.")
         return IsbnOut(
-            isbn=entry.isbn, isbn10=entry.isbn10 or isbn10_of(entry.isbn), title=entry.title,
-            author=entry.author, publisher=entry.publisher,
-            published_year=entry.published_year, language=entry.language,
-            tags=list(entry.tags), cover_url=entry.cover_url, summary=entry.summary,
+            isbn=entry.isbn,
+            isbn10=entry.isbn10 or isbn10_of(entry.isbn),
+            title=entry.title,
+            author=entry.author,
+            publisher=entry.publisher,
+            published_year=entry.published_year,
+            language=entry.language,
+            tags=list(entry.tags),
+            cover_url=entry.cover_url,
+            summary=entry.summary,
             availability=Availability(**container.shelf.availability(canonical)),
-        )  # fmt: skip
+        )
 
 
 __all__ = ["BookController", "IsbnController", "LoanOut"]

@@ -108,11 +108,18 @@ class MessagePage(Out, frozen=True):
 def message_out(row: dict[str, Any]) -> MessageOut:
     """From a row of ``InboxQueries.messages`` / ``message``."""
     return MessageOut(
-        id=row["message_id"], conversation_id=row["conversation_id"], seq=row["seq"],
-        sender=ReaderOut(id=row["sender_id"], nickname=row.get("sender_nickname") or "",
-                         avatar_url=row.get("sender_avatar_url") or ""),
-        text=row["text"], client_msg_id=row["client_msg_id"], at=row["at"],
-    )  # fmt: skip
+        id=row["message_id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender=ReaderOut(
+            id=row["sender_id"],
+            nickname=row.get("sender_nickname") or "",
+            avatar_url=row.get("sender_avatar_url") or "",
+        ),
+        text=row["text"],
+        client_msg_id=row["client_msg_id"],
+        at=row["at"],
+    )
 
 
 def _last_message_out(data: dict[str, Any] | None) -> MessageOut | None:
@@ -132,13 +139,20 @@ def conversation_out(row: dict[str, Any], peer_online: bool | None = None) -> Co
     """From a row of ``InboxQueries.conversations`` / ``conversation``."""
     return ConversationOut(
         id=row["conversation_id"],
-        peer=ReaderOut(id=row["peer_id"], nickname=row.get("peer_nickname") or "",
-                       avatar_url=row.get("peer_avatar_url") or ""),
-        unread=row["unread"], last_seq=row["last_seq"], read_up_to=row["read_up_to"],
-        opened_at=row["opened_at"], updated_at=row["updated_at"],
-        last_message=_last_message_out(row["last_message"]), loan_id=row["loan_id"],
+        peer=ReaderOut(
+            id=row["peer_id"],
+            nickname=row.get("peer_nickname") or "",
+            avatar_url=row.get("peer_avatar_url") or "",
+        ),
+        unread=row["unread"],
+        last_seq=row["last_seq"],
+        read_up_to=row["read_up_to"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        last_message=_last_message_out(row["last_message"]),
+        loan_id=row["loan_id"],
         peer_online=peer_online,
-    )  # fmt: skip
+    )
 
 
 # -- command execution ----------------------------------------------------------------------------
@@ -188,9 +202,8 @@ def open_loan_conversation(container: Container, loan_id: UUID) -> None:
     try:
         loan = container.library.loan(loan_id)
         opened = container.chat.handle(
-            cc.OpenConversation(reader_id=loan.borrower_id, peer_id=loan.lender_id,
-                                loan_id=loan_id)
-        )  # fmt: skip
+            cc.OpenConversation(reader_id=loan.borrower_id, peer_id=loan.lender_id, loan_id=loan_id)
+        )
         positions = [opened.position]
         client_msg_id = f"loan:{loan_id}"
         note = (loan.note or "").strip()
@@ -198,9 +211,13 @@ def open_loan_conversation(container: Container, loan_id: UUID) -> None:
             opened.id, loan.borrower_id, client_msg_id
         ):
             sent = container.chat.send(
-                cc.SendMessage(conversation_id=opened.id, sender_id=loan.borrower_id,
-                               text=loan.note, client_msg_id=client_msg_id)
-            )  # fmt: skip
+                cc.SendMessage(
+                    conversation_id=opened.id,
+                    sender_id=loan.borrower_id,
+                    text=loan.note,
+                    client_msg_id=client_msg_id,
+                )
+            )
             positions.append(sent.position)
         last = max((p for p in positions if p is not None), default=None)
         container.wait_for("inbox", "chat", Recorded(id=opened.id, position=last))
@@ -217,12 +234,19 @@ class ConversationController(Controller):
     path = "/v1/conversations"
     tags = ["chat"]
 
-    @get("/", operation_id="listConversations", sync_to_thread=True,
-         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/",
+        operation_id="listConversations",
+        sync_to_thread=True,
+        opt=contract(Code(422, "invalid_cursor")),
+    )
     def list_conversations(
-        self, request: Request[Any, Any, Any], reader_id: ReaderId,
-        cursor: Cursor = None, limit: PageSize = 20,
-    ) -> ConversationPage:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        reader_id: ReaderId,
+        cursor: Cursor = None,
+        limit: PageSize = 20,
+    ) -> ConversationPage:
         """Your conversations, most recent activity first, with the peer (and whether they
         are online: ``peer_online``), the last message and your unread count."""
         container = container_of(request)
@@ -237,9 +261,12 @@ class ConversationController(Controller):
         )
 
     @post(
-        "/", operation_id="openConversation", status_code=201, sync_to_thread=True,
+        "/",
+        operation_id="openConversation",
+        status_code=201,
+        sync_to_thread=True,
         opt=contract(ReaderNotFound, CannotChatWithSelf, command="chat", also=(200,)),
-    )  # fmt: skip
+    )
     def open_conversation(
         self,
         request: Request[Any, Any, Any],
@@ -269,8 +296,12 @@ class ConversationController(Controller):
             container, reader_id, idempotency_key, "POST", request.url.path, data, action
         )
 
-    @get("/{conversation_id:uuid}", operation_id="getConversation", sync_to_thread=True,
-         opt=contract(ConversationNotFound, NotAMember))  # fmt: skip
+    @get(
+        "/{conversation_id:uuid}",
+        operation_id="getConversation",
+        sync_to_thread=True,
+        opt=contract(ConversationNotFound, NotAMember),
+    )
     def detail(
         self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID], reader_id: ReaderId
     ) -> ConversationOut:
@@ -282,12 +313,20 @@ class ConversationController(Controller):
             raise ConversationNotFound  # a member, but not in the read model yet
         return conversation_out(row, peer_presence(container)(row["peer_id"]))
 
-    @get("/{conversation_id:uuid}/messages", operation_id="listMessages", sync_to_thread=True,
-         opt=contract(ConversationNotFound, NotAMember, Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/{conversation_id:uuid}/messages",
+        operation_id="listMessages",
+        sync_to_thread=True,
+        opt=contract(ConversationNotFound, NotAMember, Code(422, "invalid_cursor")),
+    )
     def history(
-        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
-        reader_id: ReaderId, cursor: Cursor = None, limit: PageSize = 30,
-    ) -> MessagePage:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[UUID],
+        reader_id: ReaderId,
+        cursor: Cursor = None,
+        limit: PageSize = 30,
+    ) -> MessagePage:
         """The conversation's history, newest first; ``next_cursor`` leads to the older
         messages. Messages you hid are left out."""
         container = container_of(request)
@@ -298,10 +337,20 @@ class ConversationController(Controller):
             items=[message_out(r) for r in rows], next_cursor=next_seq_cursor(next_before)
         )
 
-    @post("/{conversation_id:uuid}/messages", operation_id="sendMessage", status_code=201,
-          sync_to_thread=True,
-          opt=contract(ConversationNotFound, NotAMember, InvalidMessage,
-                       Code(429, "rate_limited"), command="chat", also=(200,)))  # fmt: skip
+    @post(
+        "/{conversation_id:uuid}/messages",
+        operation_id="sendMessage",
+        status_code=201,
+        sync_to_thread=True,
+        opt=contract(
+            ConversationNotFound,
+            NotAMember,
+            InvalidMessage,
+            Code(429, "rate_limited"),
+            command="chat",
+            also=(200,),
+        ),
+    )
     def send(
         self,
         request: Request[Any, Any, Any],
@@ -321,21 +370,28 @@ class ConversationController(Controller):
             )
             if known is not None:
                 return Response(message_out(known), status_code=200)
-            command = cc.SendMessage(conversation_id=conversation_id, sender_id=reader_id,
-                                     text=data.text, client_msg_id=data.client_msg_id)  # fmt: skip
+            command = cc.SendMessage(
+                conversation_id=conversation_id,
+                sender_id=reader_id,
+                text=data.text,
+                client_msg_id=data.client_msg_id,
+            )
             recorded, consistent = execute_chat(container, command)
             assert isinstance(recorded, cc.MessageRecorded)
             row = container.inbox.message(recorded.message_id) if consistent else None
             if row is None:
                 if recorded.created:
-                    return chat_accepted(recorded, message_id=recorded.message_id,
-                                         seq=recorded.seq)  # fmt: skip
+                    return chat_accepted(recorded, message_id=recorded.message_id, seq=recorded.seq)
                 # a retry within the send window of a message the inbox has not shown yet
                 row = {
-                    "message_id": recorded.message_id, "conversation_id": conversation_id,
-                    "seq": recorded.seq, "sender_id": reader_id, "text": data.text,
-                    "client_msg_id": data.client_msg_id, "at": recorded.at,
-                }  # fmt: skip
+                    "message_id": recorded.message_id,
+                    "conversation_id": conversation_id,
+                    "seq": recorded.seq,
+                    "sender_id": reader_id,
+                    "text": data.text,
+                    "client_msg_id": data.client_msg_id,
+                    "at": recorded.at,
+                }
             status = 201 if recorded.created else 200
             return Response(message_out(row), status_code=status, headers=chat_headers(recorded))
 
@@ -343,32 +399,46 @@ class ConversationController(Controller):
             container, reader_id, idempotency_key, "POST", request.url.path, data, action
         )
 
-    @post("/{conversation_id:uuid}/read", operation_id="markRead", status_code=200,
-          sync_to_thread=True,
-          opt=contract(ConversationNotFound, NotAMember, command="chat"))  # fmt: skip
+    @post(
+        "/{conversation_id:uuid}/read",
+        operation_id="markRead",
+        status_code=200,
+        sync_to_thread=True,
+        opt=contract(ConversationNotFound, NotAMember, command="chat"),
+    )
     def read(
-        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
-        data: JSONBody[ReadBody], reader_id: ReaderId,
-    ) -> Response[ConversationOut]:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[ReadBody],
+        reader_id: ReaderId,
+    ) -> Response[ConversationOut]:
         """Read receipt: you have read up to message ``seq`` ``up_to`` (capped at the last
         message; going backwards changes nothing). Returns your view of the conversation."""
         container = container_of(request)
-        command = cc.MarkRead(conversation_id=conversation_id, reader_id=reader_id,
-                              up_to=data.up_to)  # fmt: skip
+        command = cc.MarkRead(
+            conversation_id=conversation_id, reader_id=reader_id, up_to=data.up_to
+        )
         recorded, consistent = execute_chat(container, command)
         row = container.inbox.conversation(conversation_id, reader_id) if consistent else None
         if row is None:
             return chat_accepted(recorded)
         return Response(conversation_out(row), headers=chat_headers(recorded))
 
-    @post("/{conversation_id:uuid}/messages/{message_id:uuid}/hide", operation_id="hideMessage",
-          status_code=204, sync_to_thread=True,
-          opt=contract(ConversationNotFound, NotAMember, MessageNotFound,
-                       command="chat"))  # fmt: skip
+    @post(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}/hide",
+        operation_id="hideMessage",
+        status_code=204,
+        sync_to_thread=True,
+        opt=contract(ConversationNotFound, NotAMember, MessageNotFound, command="chat"),
+    )
     def hide(
-        self, request: Request[Any, Any, Any], conversation_id: FromPath[UUID],
-        message_id: FromPath[UUID], reader_id: ReaderId,
-    ) -> Response[None]:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[UUID],
+        message_id: FromPath[UUID],
+        reader_id: ReaderId,
+    ) -> Response[None]:
         """Hide a message from your own history (the peer still sees it). 204; hiding
         twice is fine; 404 ``message_not_found``."""
         container = container_of(request)
@@ -376,8 +446,9 @@ class ConversationController(Controller):
         row = container.inbox.message(message_id)
         if row is None or row["conversation_id"] != conversation_id:
             raise MessageNotFound
-        command = cc.HideMessage(conversation_id=conversation_id, reader_id=reader_id,
-                                 message_id=message_id)  # fmt: skip
+        command = cc.HideMessage(
+            conversation_id=conversation_id, reader_id=reader_id, message_id=message_id
+        )
         recorded, consistent = execute_chat(container, command)
         if not consistent:
             return chat_accepted(recorded)

@@ -57,8 +57,13 @@ def _add_lag(container: Any, projections: dict[str, Any]) -> None:
         }
 
 
-@get("/readyz", operation_id="readyz", tags=["operations"], sync_to_thread=True,
-     opt=contract(also=(503,), database=False))  # fmt: skip
+@get(
+    "/readyz",
+    operation_id="readyz",
+    tags=["operations"],
+    sync_to_thread=True,
+    opt=contract(also=(503,), database=False),
+)
 def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
     """Readiness: the database answers and every projection runs (503 otherwise). The
     details (``checks``) only for ``Authorization: Bearer <LIUDONG_OPERATOR_TOKEN>``."""

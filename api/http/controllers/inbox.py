@@ -56,33 +56,46 @@ class InboxController(Controller):
     path = "/v1/inbox"
     tags = ["inbox"]
 
-    @get("/", operation_id="getInbox", sync_to_thread=True,
-         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/", operation_id="getInbox", sync_to_thread=True, opt=contract(Code(422, "invalid_cursor"))
+    )
     def items(
-        self, request: Request[Any, Any, Any], reader_id: ReaderId, cursor: Cursor = None,
-        after: After = None, limit: InboxLimit = 50,
-    ) -> InboxOut:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        reader_id: ReaderId,
+        cursor: Cursor = None,
+        after: After = None,
+        limit: InboxLimit = 50,
+    ) -> InboxOut:
         """Your inbox items after a position, oldest first, plus ``head`` (your last seq)
         and your unread message count. The position is ``cursor`` (a ``next_cursor``) or
         ``after`` (a seq you kept, as for the WebSocket), not both; neither: from the
         start."""
         if cursor and after is not None:
             raise ApiError(
-                422, "validation_failed", "Send `cursor` or `after`, not both.",
-                errors=[{"key": "after", "source": "query",
-                         "message": "not allowed together with cursor"}],
-            )  # fmt: skip
+                422,
+                "validation_failed",
+                "Send `cursor` or `after`, not both.",
+                errors=[
+                    {
+                        "key": "after",
+                        "source": "query",
+                        "message": "not allowed together with cursor",
+                    }
+                ],
+            )
         start = seq_cursor(cursor) if cursor else (after or 0)
         inbox = container_of(request).inbox
         rows, head = inbox.items(reader_id, after=start, limit=limit)
         last = rows[-1]["seq"] if rows else start
         return InboxOut(
-            items=[InboxItemOut(seq=r["seq"], kind=r["kind"], at=r["at"], data=r["data"])
-                   for r in rows],
+            items=[
+                InboxItemOut(seq=r["seq"], kind=r["kind"], at=r["at"], data=r["data"]) for r in rows
+            ],
             next_cursor=next_seq_cursor(last) if rows and last < head else None,
             head=head,
             unread=inbox.unread(reader_id),
-        )  # fmt: skip
+        )
 
 
 __all__ = ["InboxController", "InboxItemOut", "InboxOut"]

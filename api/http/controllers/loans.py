@@ -42,15 +42,20 @@ class LoanController(Controller):
     tags = ["loans"]
 
     @get(
-        "/{loan_id:uuid}", operation_id="getLoan", sync_to_thread=True,
+        "/{loan_id:uuid}",
+        operation_id="getLoan",
+        sync_to_thread=True,
         opt=contract(
             LoanNotFound, NotAParty, Code(404, "not_yet_existing"), Code(422, "invalid_as_of")
         ),
-    )  # fmt: skip
+    )
     def detail(
-        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID], reader_id: ReaderId,
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        reader_id: ReaderId,
         as_of: AsOfParam = None,
-    ) -> LoanOut | LoanAsOfOut:  # fmt: skip
+    ) -> LoanOut | LoanAsOfOut:
         """A loan, for its borrower or lender; ``contact`` for the lender only. With
         ``as_of`` (a version or an ISO 8601 time with a timezone), the loan as it was then,
         plus ``as_of: {version, at}`` (``api.http.time_travel``)."""
@@ -77,20 +82,36 @@ class LoanController(Controller):
         row = container.shelf.loan(recorded.id)
         return Response(loan_out(row, reader_id), headers=position_headers(recorded))
 
-    @post("/{loan_id:uuid}/approve", operation_id="approveLoan", status_code=200,
-          sync_to_thread=True,
-          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, BookWithdrawn,
-                       BookOnLoan, auth="reader", command="library"))  # fmt: skip
+    @post(
+        "/{loan_id:uuid}/approve",
+        operation_id="approveLoan",
+        status_code=200,
+        sync_to_thread=True,
+        opt=contract(
+            LoanNotFound,
+            NotTheLender,
+            InvalidLoanTransition,
+            BookWithdrawn,
+            BookOnLoan,
+            auth="reader",
+            command="library",
+        ),
+    )
     def approve(
         self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
     ) -> Response[LoanOut]:
         """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
         return self._transition(request, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r))
 
-    @post("/{loan_id:uuid}/decline", operation_id="declineLoan", status_code=200,
-          sync_to_thread=True,
-          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, auth="reader",
-                       command="library"))  # fmt: skip
+    @post(
+        "/{loan_id:uuid}/decline",
+        operation_id="declineLoan",
+        status_code=200,
+        sync_to_thread=True,
+        opt=contract(
+            LoanNotFound, NotTheLender, InvalidLoanTransition, auth="reader", command="library"
+        ),
+    )
     def decline(
         self,
         request: Request[Any, Any, Any],
@@ -103,30 +124,48 @@ class LoanController(Controller):
             request, lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason)
         )
 
-    @post("/{loan_id:uuid}/cancel", operation_id="cancelLoan", status_code=200,
-          sync_to_thread=True,
-          opt=contract(LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader",
-                       command="library"))  # fmt: skip
-    def cancel(
-        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
-    ) -> Response[LoanOut]:
+    @post(
+        "/{loan_id:uuid}/cancel",
+        operation_id="cancelLoan",
+        status_code=200,
+        sync_to_thread=True,
+        opt=contract(
+            LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader", command="library"
+        ),
+    )
+    def cancel(self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]) -> Response[LoanOut]:
         """Borrower withdraws the request."""
         return self._transition(request, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r))
 
-    @post("/{loan_id:uuid}/return", operation_id="startReturn", status_code=200,
-          sync_to_thread=True,
-          opt=contract(LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader",
-                       command="library"))  # fmt: skip
+    @post(
+        "/{loan_id:uuid}/return",
+        operation_id="startReturn",
+        status_code=200,
+        sync_to_thread=True,
+        opt=contract(
+            LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader", command="library"
+        ),
+    )
     def start_return(
         self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
     ) -> Response[LoanOut]:
         """Borrower says "I gave it back"."""
         return self._transition(request, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r))
 
-    @post("/{loan_id:uuid}/confirm-return", operation_id="confirmReturn", status_code=200,
-          sync_to_thread=True,
-          opt=contract(LoanNotFound, NotTheLender, InvalidLoanTransition, BookOnLoan,
-                       auth="reader", command="library"))  # fmt: skip
+    @post(
+        "/{loan_id:uuid}/confirm-return",
+        operation_id="confirmReturn",
+        status_code=200,
+        sync_to_thread=True,
+        opt=contract(
+            LoanNotFound,
+            NotTheLender,
+            InvalidLoanTransition,
+            BookOnLoan,
+            auth="reader",
+            command="library",
+        ),
+    )
     def confirm_return(
         self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
     ) -> Response[LoanOut]:

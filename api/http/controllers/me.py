@@ -27,9 +27,7 @@ RoleFilter = Annotated[
     Literal["borrower", "lender"] | None,
     QueryParameter(description="Your loans as this party only (omit: both)."),
 ]
-StatusFilter = Annotated[
-    LoanStatus | None, QueryParameter(description="Loans in this state only.")
-]
+StatusFilter = Annotated[LoanStatus | None, QueryParameter(description="Loans in this state only.")]
 
 
 class MeController(Controller):
@@ -45,9 +43,11 @@ class MeController(Controller):
         return ReaderOut(**row)
 
     @patch(
-        "/", operation_id="updateMe", sync_to_thread=True,
+        "/",
+        operation_id="updateMe",
+        sync_to_thread=True,
         opt=contract(ReaderNotFound, command="library"),
-    )  # fmt: skip
+    )
     def update(
         self, request: Request[Any, Any, Any], data: JSONBody[ProfilePatch], reader_id: ReaderId
     ) -> Response[ReaderOut]:
@@ -62,29 +62,51 @@ class MeController(Controller):
         row = container.shelf.reader(reader_id)
         return Response(ReaderOut(**row), headers=position_headers(recorded))  # type: ignore[arg-type]
 
-    @get("/books", operation_id="myBooks", sync_to_thread=True,
-         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/books",
+        operation_id="myBooks",
+        sync_to_thread=True,
+        opt=contract(Code(422, "invalid_cursor")),
+    )
     def books(
-        self, request: Request[Any, Any, Any], reader_id: ReaderId,
-        cursor: Cursor = None, limit: PageSize = 20,
-    ) -> BookPage:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        reader_id: ReaderId,
+        cursor: Cursor = None,
+        limit: PageSize = 20,
+    ) -> BookPage:
         """Books you published (withdrawn ones too), with their current borrower."""
         rows, next_cursor = page_or_422(
             container_of(request).shelf.search_books,
-            owner_id=reader_id, include_withdrawn=True, cursor=cursor, limit=limit,
-        )  # fmt: skip
+            owner_id=reader_id,
+            include_withdrawn=True,
+            cursor=cursor,
+            limit=limit,
+        )
         return BookPage(items=[book_out(r, reader_id) for r in rows], next_cursor=next_cursor)
 
-    @get("/loans", operation_id="myLoans", sync_to_thread=True,
-         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/loans",
+        operation_id="myLoans",
+        sync_to_thread=True,
+        opt=contract(Code(422, "invalid_cursor")),
+    )
     def loans(
-        self, request: Request[Any, Any, Any], reader_id: ReaderId,
-        role: RoleFilter = None, status: StatusFilter = None,
-        cursor: Cursor = None, limit: PageSize = 20,
-    ) -> LoanPage:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        reader_id: ReaderId,
+        role: RoleFilter = None,
+        status: StatusFilter = None,
+        cursor: Cursor = None,
+        limit: PageSize = 20,
+    ) -> LoanPage:
         """Your loans as borrower, as lender, or both; newest first."""
         rows, next_cursor = page_or_422(
             container_of(request).shelf.loans_of,
-            reader_id=reader_id, role=role, status=status, cursor=cursor, limit=limit,
-        )  # fmt: skip
+            reader_id=reader_id,
+            role=role,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
         return LoanPage(items=[loan_out(r, reader_id) for r in rows], next_cursor=next_cursor)

@@ -76,8 +76,10 @@ MediaId = Annotated[
 ]
 Purpose = Annotated[
     str | None,
-    QueryParameter(description="What the picture is for (raw bodies; multipart sends the field).",
-                   pattern="^(cover|avatar|chat|room)$"),
+    QueryParameter(
+        description="What the picture is for (raw bodies; multipart sends the field).",
+        pattern="^(cover|avatar|chat|room)$",
+    ),
 ]
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 UPLOAD_BODY: dict[str, Any] = {
@@ -103,11 +105,15 @@ _MEDIA_OUT = {"application/json": {"schema": {"$ref": REF.format(name="MediaOut"
 UPLOAD_RESPONSES: dict[int, dict[str, Any]] = {
     201: {
         "description": "Stored by this upload.",
-        "headers": {"Location": {"description": "The picture's URL.", "schema": {"type": "string"}}},
+        "headers": {
+            "Location": {"description": "The picture's URL.", "schema": {"type": "string"}}
+        },
         "content": _MEDIA_OUT,
     },
-    200: {"description": "The same picture was stored already (ids are content hashes).",
-          "content": _MEDIA_OUT},
+    200: {
+        "description": "The same picture was stored already (ids are content hashes).",
+        "content": _MEDIA_OUT,
+    },
 }
 _CACHE = {"Cache-Control": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}}
 SERVE_RESPONSES: dict[int, dict[str, Any]] = {
@@ -123,13 +129,19 @@ SERVE_RESPONSES: dict[int, dict[str, Any]] = {
     304: {"description": "Not modified (`If-None-Match` named this ETag).", "headers": _CACHE},
 }
 UPLOAD_PROBLEMS = (
-    Code(400, "malformed_multipart"), Code(413, "media_too_large"),
-    Code(415, "unsupported_media_type"), Code(422, "image_too_large"),
-    Code(422, "invalid_image"), Code(503, "unavailable"), Code(503, "media_storage_unavailable"),
-)  # fmt: skip
+    Code(400, "malformed_multipart"),
+    Code(413, "media_too_large"),
+    Code(415, "unsupported_media_type"),
+    Code(422, "image_too_large"),
+    Code(422, "invalid_image"),
+    Code(503, "unavailable"),
+    Code(503, "media_storage_unavailable"),
+)
 SERVE_PROBLEMS = (
-    Code(404, "media_not_found"), Code(503, "unavailable"), Code(503, "media_storage_unavailable"),
-)  # fmt: skip
+    Code(404, "media_not_found"),
+    Code(503, "unavailable"),
+    Code(503, "media_storage_unavailable"),
+)
 
 
 class MediaOut(msgspec.Struct, kw_only=True):
@@ -182,8 +194,12 @@ class MediaController(Controller):
     path = MEDIA_PATH
     tags = ["media"]
 
-    @post("/", operation_id="uploadMedia", status_code=201,
-          opt=contract(*UPLOAD_PROBLEMS, request_body=UPLOAD_BODY, responses=UPLOAD_RESPONSES))
+    @post(
+        "/",
+        operation_id="uploadMedia",
+        status_code=201,
+        opt=contract(*UPLOAD_PROBLEMS, request_body=UPLOAD_BODY, responses=UPLOAD_RESPONSES),
+    )
     async def upload(
         self, request: Request[Any, Any, Any], reader_id: ReaderId, purpose: Purpose = None
     ) -> Response[MediaOut]:
@@ -216,14 +232,22 @@ class MediaController(Controller):
             return Response(out, status_code=201, headers={"Location": out.url})
         return Response(out, status_code=200)
 
-    @get("/{media_id:str}", operation_id="getMedia", sync_to_thread=True,
-         opt=contract(*SERVE_PROBLEMS, responses=SERVE_RESPONSES))
+    @get(
+        "/{media_id:str}",
+        operation_id="getMedia",
+        sync_to_thread=True,
+        opt=contract(*SERVE_PROBLEMS, responses=SERVE_RESPONSES),
+    )
     def picture(self, request: Request[Any, Any, Any], media_id: MediaId) -> Response[Any]:
         """The picture's bytes (or a 302 to a presigned URL when stored in S3). Public."""
         return _serve(request, media_id, thumb=False)
 
-    @get("/{media_id:str}/thumb", operation_id="getMediaThumb", sync_to_thread=True,
-         opt=contract(*SERVE_PROBLEMS, responses=SERVE_RESPONSES))
+    @get(
+        "/{media_id:str}/thumb",
+        operation_id="getMediaThumb",
+        sync_to_thread=True,
+        opt=contract(*SERVE_PROBLEMS, responses=SERVE_RESPONSES),
+    )
     def thumb(self, request: Request[Any, Any, Any], media_id: MediaId) -> Response[Any]:
         """The picture's JPEG thumbnail (at most 320 px on its longer side by default)."""
         return _serve(request, media_id, thumb=True)

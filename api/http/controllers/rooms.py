@@ -91,8 +91,12 @@ class RoomController(Controller):
     path = "/v1/rooms"
     tags = ["rooms"]
 
-    @get("/", operation_id="listRooms", sync_to_thread=True,
-         opt=contract(Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/",
+        operation_id="listRooms",
+        sync_to_thread=True,
+        opt=contract(Code(422, "invalid_cursor")),
+    )
     def rooms(
         self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: PageSize = 100
     ) -> RoomPage:
@@ -105,21 +109,33 @@ class RoomController(Controller):
         return RoomPage(
             items=[
                 RoomOut(
-                    id=r["id"], name=r["name"], title=r["title"],
-                    members=_members(request, r["name"]), messages=r["last_seq"],
-                    created_at=r["created_at"], last_message_at=r["last_message_at"],
+                    id=r["id"],
+                    name=r["name"],
+                    title=r["title"],
+                    members=_members(request, r["name"]),
+                    messages=r["last_seq"],
+                    created_at=r["created_at"],
+                    last_message_at=r["last_message_at"],
                 )
                 for r in rows
             ],
             next_cursor=_name_cursor(rows[-1]["name"]) if more else None,
-        )  # fmt: skip
+        )
 
-    @get("/{name:str}/messages", operation_id="listRoomMessages", sync_to_thread=True,
-         opt=contract(RoomNotFound, Code(422, "invalid_cursor")))  # fmt: skip
+    @get(
+        "/{name:str}/messages",
+        operation_id="listRoomMessages",
+        sync_to_thread=True,
+        opt=contract(RoomNotFound, Code(422, "invalid_cursor")),
+    )
     def messages(
-        self, request: Request[Any, Any, Any], name: FromPath[str], viewer_id: ViewerId,
-        cursor: Cursor = None, limit: PageSize = 30,
-    ) -> RoomMessagePage:  # fmt: skip
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        viewer_id: ViewerId,
+        cursor: Cursor = None,
+        limit: PageSize = 30,
+    ) -> RoomMessagePage:
         """A room's history, newest first; ``next_cursor`` leads to the older messages.
         Public, like the rooms. 404 ``room_not_found``."""
         before = seq_cursor(cursor)
@@ -131,14 +147,21 @@ class RoomController(Controller):
         return RoomMessagePage(
             items=[
                 RoomMessageOut(
-                    id=r["message_id"], room=name, seq=r["seq"], text=r["text"], at=r["at"],
-                    sender=ReaderOut(id=r["sender_id"], nickname=r.get("sender_nickname") or "",
-                                     avatar_url=r.get("sender_avatar_url") or ""),
+                    id=r["message_id"],
+                    room=name,
+                    seq=r["seq"],
+                    text=r["text"],
+                    at=r["at"],
+                    sender=ReaderOut(
+                        id=r["sender_id"],
+                        nickname=r.get("sender_nickname") or "",
+                        avatar_url=r.get("sender_avatar_url") or "",
+                    ),
                 )
                 for r in rows
             ],
             next_cursor=next_seq_cursor(next_before),
-        )  # fmt: skip
+        )
 
 
 __all__ = ["RoomController", "RoomMessageOut", "RoomOut"]

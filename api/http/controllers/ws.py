@@ -48,8 +48,13 @@ class TicketOut(msgspec.Struct, frozen=True, kw_only=True):
     expires_in: int
 
 
-@post("/v1/ws/tickets", operation_id="create_ws_ticket", status_code=201, tags=["realtime"],
-      opt=contract(Code(401, "token_revoked")))  # fmt: skip
+@post(
+    "/v1/ws/tickets",
+    operation_id="create_ws_ticket",
+    status_code=201,
+    tags=["realtime"],
+    opt=contract(Code(401, "token_revoked")),
+)
 async def create_ws_ticket(request: Request[Any, Any, Any], reader_id: ReaderId) -> TicketOut:
     """A single-use ticket (≤ 60 s, stored hashed) to open ``GET /v1/ws?ticket=`` from a
     client that cannot send an ``Authorization`` header (a browser). The socket belongs to
@@ -108,10 +113,12 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
     container = socket.app.state.container
     if socket.query_params.get("token"):
         await _refuse(
-            socket, CloseCode.BAD_REQUEST, "token_in_url",
+            socket,
+            CloseCode.BAD_REQUEST,
+            "token_in_url",
             "A session token is not accepted in the URL; send it in the Authorization header, "
             "or connect with ?ticket= from POST /v1/ws/tickets.",
-        )  # fmt: skip
+        )
         return
     token = bearer_token(socket)  # type: ignore[arg-type]
     ticket = socket.query_params.get("ticket") or None
@@ -145,9 +152,12 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
         return
     await socket.accept()
     await node.gateway.serve(
-        LitestarSocket(socket), auth.reader_id, after,
-        auth_id=auth.session_id, expires_at=auth.expires_at.timestamp(),
-    )  # fmt: skip
+        LitestarSocket(socket),
+        auth.reader_id,
+        after,
+        auth_id=auth.session_id,
+        expires_at=auth.expires_at.timestamp(),
+    )
 
 
 __all__ = ["LitestarSocket", "TicketOut", "create_ws_ticket", "ws_endpoint"]
