@@ -336,6 +336,11 @@ class ServerProcess:
             "NATS_URL": self.nats_url,
             "LIUDONG_DATA_DIR": str(self.data_dir),
             "LIUDONG_ENV": "development",
+            "LIUDONG_RATE_LOGIN_ADDRESS": "",  # thousands of readers log in from one address
+            "LIUDONG_RATE_LOGIN_CODE": "",
+            "LIUDONG_RATE_LOAN_REQUESTS": "",
+            "LIUDONG_RATE_CHAT_SENDS": "",
+            "LIUDONG_WS_FRAME_RATE": "",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -54,9 +54,11 @@ class CloseCode(enum.IntEnum):
     HEARTBEAT_TIMEOUT = 4012
     """Nothing received from the client for 1.5 heartbeat intervals (two missed pongs)."""
     BAD_REQUEST = 4400
-    """The connect URL was unusable (e.g. ``after`` not a non-negative integer)."""
+    """The connect URL was unusable (e.g. ``after`` not a non-negative integer, or a session
+    token in ``?token=``: ``token_in_url``)."""
     UNAUTHORIZED = 4401
-    """Missing, invalid, expired or revoked token: log in again before reconnecting."""
+    """Missing, invalid, expired or revoked token or ticket, or (``session_ended``) the
+    socket's login session ended: log in again before reconnecting."""
 
 
 class Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
@@ -127,6 +129,8 @@ class Error(Frame, frozen=True, kw_only=True, tag="error"):
     message: str
     client_msg_id: str | None = None
     frame: str | None = None
+    retry_after: int | None = None
+    """With ``rate_limited``: seconds until the socket may send that frame again."""
 
 
 class RoomJoined(Frame, frozen=True, kw_only=True, tag="room.joined"):

@@ -48,8 +48,11 @@ __all__ = [
     "SessionStore",
     "SessionStoreUnavailable",
     "UnknownToken",
+    "Authenticated",
+    "InvalidTicket",
     "hash_token",
     "is_well_formed",
+    "session_id",
 ]
 
 TOKEN_PREFIX = "ld_"
@@ -98,10 +101,13 @@ class SessionStoreUnavailable(SessionError):
 
 class IssuedToken(msgspec.Struct, frozen=True, kw_only=True):
     """A new session: ``token`` (give it to the client, once; never log it) and
-    ``expires_at`` (timezone-aware UTC datetime, from the database clock)."""
+    ``expires_at`` (timezone-aware UTC datetime, from the database clock). ``evicted``: the
+    session ids (``session_id``) of the reader's oldest sessions revoked to keep at most
+    ``max_sessions`` live (close their sockets)."""
 
     token: str
     expires_at: datetime
+    evicted: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # keep the token out of logs and tracebacks
         return f"IssuedToken(token='{self.token[:6]}…', expires_at={self.expires_at!r})"
@@ -115,6 +121,32 @@ def is_well_formed(token: object) -> bool:
 def hash_token(token: str) -> bytes:
     """``sha256(token as UTF-8)``: 32 bytes, the primary key of ``sessions``."""
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def session_id(digest: bytes) -> str:
+    """The public name of a session (``sha256("liudong-session:" + token_hash)``, 32 hex
+    characters): what the gateway keeps per socket and what a revocation on NATS carries.
+    Neither the token nor its hash (the table's key) can be recovered from it."""
+    return hashlib.sha256(b"liudong-session:" + digest).hexdigest()[:32]
+
+
+class Authenticated(msgspec.Struct, frozen=True, kw_only=True):
+    """A live session: its reader, its ``session_id`` and when it expires."""
+
+    reader_id: UUID
+    session_id: str
+    expires_at: datetime
+
+
+TICKET_PREFIX = "lt_"
+_TICKET_RE = re.compile(re.escape(TICKET_PREFIX) + rf"[A-Za-z0-9_\-]{{{_TOKEN_BODY_LENGTH}}}")
+TICKET_TTL = 30  # seconds a WebSocket ticket lives (≤ 60)
+
+
+class InvalidTicket(InvalidSession):
+    """Unknown, used or expired WebSocket ticket (they are deleted when used)."""
+
+    code = "invalid_ticket"
 
 
 def new_token() -> str:
@@ -141,7 +173,9 @@ class SessionStore:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise SessionStoreUnavailable(f"session store unavailable: {exc}") from exc
 
-    def issue(self, reader_id: UUID, ttl_seconds: int) -> IssuedToken:
+    def issue(
+        self, reader_id: UUID, ttl_seconds: int, *, max_sessions: int | None = None
+    ) -> IssuedToken:
         """Create a session for ``reader_id`` valid ``ttl_seconds`` seconds (> 0; typically
         ``Settings.token_ttl``). Returns the plain token (stored only as its hash) and its
         expiry. Raises ``ValueError`` for a non-positive ttl."""
@@ -151,7 +185,7 @@ class SessionStore:
         if not is_well_formed(token):
             raise ValueError("token_factory made a token of the wrong shape")
 
-        def work(conn: psycopg.Connection[Any]) -> datetime:
+        def work(conn: psycopg.Connection[Any]) -> tuple[datetime, tuple[str, ...]]:
             row = conn.execute(
                 "INSERT INTO sessions (token_hash, reader_id, created_at, expires_at, "
                 "last_seen_at) VALUES (%s, %s, now(), now() + make_interval(secs => %s), now()) "
@@ -160,9 +194,22 @@ class SessionStore:
             ).fetchone()
             assert row is not None
             expires_at: datetime = row["expires_at"]
-            return expires_at
+            evicted: tuple[str, ...] = ()
+            if max_sessions is not None:
+                # the oldest live sessions beyond max_sessions (this new one is the newest)
+                rows = conn.execute(
+                    "UPDATE sessions SET revoked_at = now() WHERE token_hash IN ("
+                    " SELECT token_hash FROM sessions WHERE reader_id = %s"
+                    " AND revoked_at IS NULL AND expires_at > now()"
+                    " ORDER BY created_at DESC, token_hash OFFSET %s FOR UPDATE) "
+                    "RETURNING token_hash",
+                    (reader_id, max_sessions),
+                ).fetchall()
+                evicted = tuple(session_id(bytes(r["token_hash"])) for r in rows)
+            return expires_at, evicted
 
-        return IssuedToken(token=token, expires_at=self._run(work))
+        expires_at, evicted = self._run(work)
+        return IssuedToken(token=token, expires_at=expires_at, evicted=evicted)
 
     def authenticate(self, token: str) -> UUID:
         """The reader id of a live session. Raises ``MalformedToken`` (no query),
@@ -170,15 +217,20 @@ class SessionStore:
         ``SessionStoreUnavailable``. Refreshes ``last_seen_at`` at most every 5 minutes.
 
         Lookup is by hash (the primary key), so no constant-time comparison is needed."""
+        return self.authenticate_session(token).reader_id
+
+    def authenticate_session(self, token: str) -> Authenticated:
+        """``authenticate`` with the session's id and expiry (the WebSocket keeps them)."""
         if not is_well_formed(token):
             raise MalformedToken("not a Liudong session token")
-        digest = hash_token(token)
+        return self._authenticate_digest(hash_token(token))
 
-        def work(conn: psycopg.Connection[Any]) -> tuple[UUID, bool, bool, bool]:
+    def _authenticate_digest(self, digest: bytes) -> Authenticated:
+        def work(conn: psycopg.Connection[Any]) -> tuple[UUID, bool, bool, datetime]:
             row = conn.execute(
                 "SELECT reader_id, revoked_at IS NOT NULL AS revoked, "
-                "expires_at <= now() AS expired, last_seen_at < now() - %s AS stale "
-                "FROM sessions WHERE token_hash = %s",
+                "expires_at <= now() AS expired, last_seen_at < now() - %s AS stale, "
+                "expires_at FROM sessions WHERE token_hash = %s",
                 (LAST_SEEN_GRANULARITY, digest),
             ).fetchone()
             if row is None:
@@ -193,14 +245,57 @@ class SessionStore:
                 conn.execute(
                     "UPDATE sessions SET last_seen_at = now() WHERE token_hash = %s", (digest,)
                 )
-            return reader_id, revoked, expired, stale
+            return reader_id, revoked, expired, row["expires_at"]
 
-        reader_id, revoked, expired, _ = self._run(work)
+        reader_id, revoked, expired, expires_at = self._run(work)
         if revoked:
             raise RevokedToken("this session was revoked (logged out)")
         if expired:
             raise ExpiredToken("this session has expired; log in again")
-        return reader_id
+        return Authenticated(
+            reader_id=reader_id, session_id=session_id(digest), expires_at=expires_at
+        )
+
+    def issue_ticket(self, token: str, ttl_seconds: int = TICKET_TTL) -> str:
+        """A single-use WebSocket ticket for the live session of ``token`` (checked first:
+        raises like ``authenticate``), valid ``ttl_seconds`` (1..60). Stored hashed."""
+        if not 0 < ttl_seconds <= 60:
+            raise ValueError("a ticket lives 1 to 60 seconds")
+        self.authenticate_session(token)
+        ticket = TICKET_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("DELETE FROM ws_tickets WHERE expires_at < now() - interval '1 minute'")
+            conn.execute(
+                "INSERT INTO ws_tickets (ticket_hash, token_hash, expires_at) "
+                "VALUES (%s, %s, now() + make_interval(secs => %s))",
+                (hash_token(ticket), hash_token(token), ttl_seconds),
+            )
+
+        self._run(work)
+        return ticket
+
+    def redeem_ticket(self, ticket: str) -> Authenticated:
+        """The session of a WebSocket ticket, which is used up (deleted) by this call.
+        Raises ``InvalidTicket`` (malformed, unknown, used or expired), then like
+        ``authenticate`` for the session it stands for."""
+        if not isinstance(ticket, str) or _TICKET_RE.fullmatch(ticket) is None:
+            raise InvalidTicket("not a Liudong WebSocket ticket")
+
+        def work(conn: psycopg.Connection[Any]) -> bytes | None:
+            row = conn.execute(
+                "DELETE FROM ws_tickets WHERE ticket_hash = %s "
+                "RETURNING token_hash, expires_at > now() AS live",
+                (hash_token(ticket),),
+            ).fetchone()
+            if row is None or not row["live"]:
+                return None
+            return bytes(row["token_hash"])
+
+        digest = self._run(work)
+        if digest is None:
+            raise InvalidTicket("unknown, used or expired WebSocket ticket; ask for a new one")
+        return self._authenticate_digest(digest)
 
     def revoke(self, token: str) -> bool:
         """Revoke one session (logout). Returns True if a live (unrevoked) session was revoked,
@@ -221,14 +316,18 @@ class SessionStore:
     def revoke_all(self, reader_id: UUID) -> int:
         """Revoke every unrevoked session of ``reader_id`` (all devices; also on erasure).
         Returns how many were revoked."""
+        return len(self.revoke_all_ids(reader_id))
 
-        def work(conn: psycopg.Connection[Any]) -> int:
-            cur = conn.execute(
+    def revoke_all_ids(self, reader_id: UUID) -> list[str]:
+        """``revoke_all``, returning the ``session_id`` of each session it revoked."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[str]:
+            rows = conn.execute(
                 "UPDATE sessions SET revoked_at = now() "
-                "WHERE reader_id = %s AND revoked_at IS NULL",
+                "WHERE reader_id = %s AND revoked_at IS NULL RETURNING token_hash",
                 (reader_id,),
-            )
-            return cur.rowcount
+            ).fetchall()
+            return [session_id(bytes(r["token_hash"])) for r in rows]
 
         return self._run(work)
 

@@ -15,9 +15,10 @@ from psycopg_pool import ConnectionPool
 
 from api.adapters.catalog import Catalog
 from api.adapters.media import MediaStore
+from api.adapters.ratelimit import RateLimits
 from api.adapters.sessions import SessionStore
 from api.adapters.wechat import LoginProvider, login_provider_for
-from api.bootstrap.db import eventsourcing_env, make_pool
+from api.bootstrap.db import DatabaseTimeouts, FailFast, eventsourcing_env, make_pool
 from api.bootstrap.embedded import EmbeddedNats
 from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
@@ -61,16 +62,26 @@ class Container:
     media: MediaStore | None = None  # pictures (api.adapters.media); None only in tests
     wechat: WeChatPlatform | None = None
     """The WeChat platform: openIds, the content check (``api.bootstrap.wechat``)."""
+    rate_limits: RateLimits = field(default_factory=lambda: RateLimits({}))  # per node
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
         """Connect everything; start the projection runners when ``run_projections``."""
         database_url = resolve_database_url(settings)
+        timeouts = DatabaseTimeouts(
+            connect=settings.db_connect_timeout,
+            pool=settings.db_pool_timeout,
+            statement=settings.db_statement_timeout,
+        )
         wechat = WeChatPlatform.start(settings, database_url)  # production: a refused AppID stops
-        pool = make_pool(database_url, size=settings.db_pool_size)
+        pool = make_pool(database_url, size=settings.db_pool_size, timeouts=timeouts)
         wechat.attach(pool)
-        library = Library(env=eventsourcing_env(database_url, pool_size=5))
-        chat = Chat(env=eventsourcing_env(database_url, pool_size=5))
+        library = Library(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
+        chat = Chat(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
+        # an outage fails a command at once, not after eventsourcing's 10 retries
+        breaker = FailFast(wait=timeouts.pool)
+        for app in (library, chat):
+            breaker.guard(app.recorder.datastore.pool)  # type: ignore[attr-defined]
         board = PositionBoard()
         container = cls(
             settings=settings,
@@ -87,6 +98,14 @@ class Container:
             wechat=wechat,
         )
         container.media = media_store_for(settings, pool)
+        container.rate_limits = RateLimits(
+            {
+                "login_address": settings.rate_login_address,
+                "login_code": settings.rate_login_code,
+                "loan_requests": settings.rate_loan_requests,
+                "chat_sends": settings.rate_chat_sends,
+            }
+        )
         if settings.run_projections:
             container.runners.append(
                 ReadModelRunner(
@@ -159,7 +178,7 @@ class Container:
 
     def check_database(self) -> None:
         """Raises ``psycopg.Error`` when the database does not answer."""
-        with self.pool.connection(timeout=2) as conn:
+        with self.pool.connection(timeout=self.settings.db_pool_timeout) as conn:
             conn.execute("SELECT 1")
 
 

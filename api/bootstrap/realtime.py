@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -32,6 +32,7 @@ from api.bootstrap.embedded import EmbeddedNats
 from projections.board import tracked_position
 from projections.rooms import RoomQueries
 from realtime.gateway import Gateway, GatewayConfig
+from realtime.gateway.gateway import REVOKED_SUBJECT
 from realtime.presence import Presence
 from realtime.reader_presence import ReaderPresence
 from realtime.relay import Relay, RelayTracking
@@ -164,7 +165,11 @@ async def start_realtime(container: Container) -> RealtimeNode:
         ModeratedChat(container.chat, lambda: container.wechat and container.wechat.moderation),
         presence,
         directory=container.shelf.reader,
-        config=GatewayConfig(heartbeat=settings.ws_heartbeat, queue_size=settings.ws_queue_size),
+        config=GatewayConfig(
+            heartbeat=settings.ws_heartbeat,
+            queue_size=settings.ws_queue_size,
+            frame_rate=settings.ws_frame_rate,
+        ),
         readers=readers,
         peers=ConversationPeers(container),
     )
@@ -223,6 +228,23 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         await stop_realtime(container, node)
 
 
+async def publish_revoked(container: Container, session_ids: Iterable[str]) -> None:
+    """Login sessions ended (logout, revocation, eviction): close their sockets on this node
+    at once and tell every other node on NATS (``liudong.sessions.revoked``). A NATS failure
+    is logged, not raised: the sessions are revoked in the database anyway, and sockets on
+    other nodes would then end at their expiry check only."""
+    ids = [i for i in session_ids if i]
+    node = realtime_of(container)
+    if not ids or node is None:
+        return
+    node.gateway.end_sessions(ids)
+    try:
+        await node.nc.publish(REVOKED_SUBJECT, " ".join(ids).encode())
+        await asyncio.wait_for(node.nc.flush(), 1)
+    except Exception as exc:
+        log.warning("realtime: could not publish %d session revocation(s): %r", len(ids), exc)
+
+
 def realtime_of(container: Container) -> RealtimeNode | None:
     """The running ``RealtimeNode`` of ``container``, if any."""
     node = container.extras.get("realtime")
@@ -231,6 +253,7 @@ def realtime_of(container: Container) -> RealtimeNode | None:
 
 __all__ = [
     "ConversationPeers",
+    "publish_revoked",
     "RealtimeNode",
     "realtime_lifespan",
     "realtime_of",

@@ -163,6 +163,44 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     token_ttl: Annotated[
         int, _var("LIUDONG_TOKEN_TTL", "session token lifetime, seconds (30 days)", ge=1)
     ] = 30 * 24 * 3600
+    max_sessions: Annotated[
+        int,
+        _var(
+            "LIUDONG_MAX_SESSIONS",
+            "live sessions per reader; a login beyond it revokes "
+            "the oldest (and closes its sockets)",
+            ge=1,
+        ),
+    ] = 10
+    rate_login_address: Annotated[
+        str,
+        _var(
+            "LIUDONG_RATE_LOGIN_ADDRESS",
+            "logins per client address (`limits` syntax; "
+            "per node: each API node counts for itself; empty: off)",
+        ),
+    ] = "60/minute"
+    rate_login_code: Annotated[
+        str, _var("LIUDONG_RATE_LOGIN_CODE", "logins per login code (per node; empty: off)")
+    ] = "5/minute"
+    rate_loan_requests: Annotated[
+        str, _var("LIUDONG_RATE_LOAN_REQUESTS", "loan requests per reader (per node; empty: off)")
+    ] = "30/hour"
+    rate_chat_sends: Annotated[
+        str,
+        _var(
+            "LIUDONG_RATE_CHAT_SENDS",
+            "chat messages sent over HTTP per reader (per node; empty: off)",
+        ),
+    ] = "60/minute"
+    ws_frame_rate: Annotated[
+        str,
+        _var(
+            "LIUDONG_WS_FRAME_RATE",
+            "frames one WebSocket may send (per socket, so per "
+            "node; beyond: `error` `rate_limited` with `retry_after`; empty: off)",
+        ),
+    ] = "120/minute"
     run_projections: Annotated[
         bool,
         _var(
@@ -181,6 +219,40 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: Annotated[
         int, _var("LIUDONG_DB_POOL_SIZE", "read-model connection pool size", ge=1)
     ] = 10
+    db_connect_timeout: Annotated[
+        int,
+        _var(
+            "LIUDONG_DB_CONNECT_TIMEOUT",
+            "seconds to open a database connection (libpq's connect_timeout; at least 2)",
+            ge=2,
+        ),
+    ] = 2
+    db_pool_timeout: Annotated[
+        float,
+        _var(
+            "LIUDONG_DB_POOL_TIMEOUT",
+            "seconds a request waits for a pooled database "
+            "connection before answering 503 database_unavailable",
+            gt=0,
+        ),
+    ] = 0.8
+    db_statement_timeout: Annotated[
+        float,
+        _var(
+            "LIUDONG_DB_STATEMENT_TIMEOUT",
+            "seconds one SQL statement of a request may "
+            "run (PostgreSQL statement_timeout; 0: none)",
+            ge=0,
+        ),
+    ] = 10.0
+    operator_token: Annotated[
+        str,
+        _var(
+            "LIUDONG_OPERATOR_TOKEN",
+            "bearer token that shows `/readyz`'s details "
+            "(unset: nobody sees them; the public body says only ready or not)",
+        ),
+    ] = ""
     handler_threads: Annotated[
         int,
         _var(

@@ -33,6 +33,7 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
     import uvicorn
 
     from api.bootstrap.embedded import EmbeddedNats
+    from api.bootstrap.logs import uvicorn_log_config
 
     ctx = cli_context()
     settings = ctx.settings
@@ -75,6 +76,7 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
             # behind nginx: X-Forwarded-For/-Proto believed from these addresses only
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,
+            log_config=uvicorn_log_config(),  # no token or ticket in any log line
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -7,7 +7,9 @@ import click
 from api.bootstrap.settings import variables, variables_markdown
 from api.cli.context import cli_context
 
-SECRET_FIELDS = frozenset({"wechat_secret", "wechat_push_token", "wechat_push_aes_key"})
+SECRET_FIELDS = frozenset(
+    {"wechat_secret", "wechat_push_token", "wechat_push_aes_key", "operator_token"}
+)
 
 
 @click.command("settings")

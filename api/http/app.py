@@ -29,7 +29,7 @@ from api.http.controllers.media import media_router
 from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
 from api.http.controllers.wechat_push import receive_push, verify_push
-from api.http.controllers.ws import ws_endpoint
+from api.http.controllers.ws import create_ws_ticket, ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
 from api.http.openapi import document
 from api.http.params import check_query
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             InboxController,
             RoomController,
             ws_endpoint,
+            create_ws_ticket,
             healthz,
             readyz,
             metrics,

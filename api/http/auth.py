@@ -4,18 +4,21 @@ Tokens are opaque and random (``api.adapters.sessions``); an openId is never a c
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from litestar import Request
 from litestar.di import Provide
 
 from api.adapters.sessions import (
+    Authenticated,
     ExpiredToken,
     InvalidSession,
+    InvalidTicket,
     RevokedToken,
     SessionStoreUnavailable,
 )
-from api.http.errors import ApiError, Unauthorized
+from api.http.errors import DatabaseUnavailable, Unauthorized
 
 
 def bearer_token(request: Request) -> str | None:  # type: ignore[type-arg]
@@ -42,7 +45,33 @@ def authenticate_token(container: object, token: str | None) -> UUID:
     except InvalidSession as exc:
         raise Unauthorized("invalid_token", str(exc)) from exc
     except SessionStoreUnavailable as exc:
-        raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+        raise DatabaseUnavailable() from exc
+
+
+def authenticate_socket(container: object, token: str | None, ticket: str | None) -> Authenticated:
+    """The login session of a WebSocket: its bearer ``token`` (header) or a single-use
+    ``ticket`` (``?ticket=``, used up here). Raises ``Unauthorized`` (401) or ``ApiError``
+    503 like ``authenticate_token``; a bad ticket is ``invalid_ticket``."""
+    sessions: Any = container.sessions  # type: ignore[attr-defined]
+    if not token and not ticket:
+        raise Unauthorized(
+            "missing_token",
+            "Send Authorization: Bearer <token>, or ?ticket= (POST /v1/ws/tickets).",
+        )
+    try:
+        if ticket:
+            return sessions.redeem_ticket(ticket)  # type: ignore[no-any-return]
+        return sessions.authenticate_session(token)  # type: ignore[no-any-return]
+    except InvalidTicket as exc:
+        raise Unauthorized("invalid_ticket", str(exc)) from exc
+    except ExpiredToken as exc:
+        raise Unauthorized("token_expired", str(exc)) from exc
+    except RevokedToken as exc:
+        raise Unauthorized("token_revoked", str(exc)) from exc
+    except InvalidSession as exc:
+        raise Unauthorized("invalid_token", str(exc)) from exc
+    except SessionStoreUnavailable as exc:
+        raise DatabaseUnavailable() from exc
 
 
 def current_reader(request: Request) -> UUID:  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import msgspec
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -27,6 +28,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.adapters.ratelimit import RateLimited
 from api.adapters.wechat import WeChatQuotaExceeded
 from api.bootstrap.container import ReadModelLag
 from domain import errors as d
@@ -82,6 +84,59 @@ class ApiError(Exception):
         self.errors = errors
 
 
+DATABASE_RETRY_AFTER = 2
+"""The ``Retry-After`` (seconds) of ``database_unavailable``."""
+
+
+class DatabaseUnavailable(ApiError):
+    """The database cannot be reached (down, restarting, out of connections): 503
+    ``database_unavailable`` with ``Retry-After``, answered within the request's bounded
+    waits (``LIUDONG_DB_*_TIMEOUT``), never a 500 or a hang."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "database_unavailable", "The database is unavailable; try again in a moment."
+        )
+
+
+def database_down(exc: BaseException) -> bool:
+    """True when ``exc`` or one of its causes says the database cannot be reached: psycopg's
+    ``OperationalError`` (not a statement error such as a serialization failure), a pool
+    timeout, eventsourcing's ``OperationalError``/``InterfaceError``, the session store's
+    ``SessionStoreUnavailable``."""
+    from eventsourcing.persistence import InterfaceError as EsInterfaceError
+    from eventsourcing.persistence import OperationalError as EsOperationalError
+    from psycopg_pool import PoolTimeout
+
+    from api.adapters.sessions import SessionStoreUnavailable
+    from api.bootstrap.db import DatabaseDown
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, psycopg.errors.QueryCanceled):  # statement_timeout
+            return True
+        if isinstance(
+            seen,
+            PoolTimeout
+            | EsInterfaceError
+            | SessionStoreUnavailable
+            | psycopg.InterfaceError
+            | DatabaseDown,
+        ):
+            return True
+        if isinstance(seen, psycopg.OperationalError | EsOperationalError) and not isinstance(
+            seen,
+            psycopg.errors.SerializationFailure
+            | psycopg.errors.DeadlockDetected
+            | psycopg.errors.LockNotAvailable,
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Unauthorized(ApiError):
     def __init__(
         self, code: str = "unauthorized", detail: str = "A valid session token is required."
@@ -108,6 +163,8 @@ def problem(
     hdrs = dict(headers or {})
     if status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="liudong"')
+    if code == "database_unavailable":
+        hdrs.setdefault("Retry-After", str(DATABASE_RETRY_AFTER))
     if status in RETRY_AFTER_SECONDS:
         hdrs.setdefault("Retry-After", str(RETRY_AFTER_SECONDS[status]))
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=hdrs)
@@ -194,6 +251,10 @@ def _http_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
     return problem(status, code, detail, headers=exc.headers)
 
 
+def _rate_limited_handler(_: Request[Any, Any, Any], exc: RateLimited) -> Response[Any]:
+    return problem(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
 def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
     return problem(503, "read_model_lag", "The read models are behind; try again in a moment.")
 
@@ -201,6 +262,9 @@ def _lag_handler(_: Request[Any, Any, Any], exc: ReadModelLag) -> Response[Any]:
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, (UnicodeDecodeError, RecursionError)) and _caused_by_body_decoding(exc):
         return _malformed()
+    if database_down(exc):
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return _api_handler(request, DatabaseUnavailable())
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong.")
 
@@ -212,6 +276,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     WeChatQuotaExceeded: _retry_later_handler,
     ApiError: _api_handler,
     ReadModelLag: _lag_handler,
+    RateLimited: _rate_limited_handler,
     ValidationException: _validation_handler,
     NotAuthorizedException: _http_handler,
     PermissionDeniedException: _http_handler,
@@ -222,6 +287,8 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 
 __all__ = [
     "ApiError",
+    "DatabaseUnavailable",
+    "database_down",
     "EXCEPTION_HANDLERS",
     "MediaType",
     "Problem",

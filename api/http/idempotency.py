@@ -6,6 +6,13 @@ while the first is still running is a 409. Server errors are not remembered, so 
 retried. Creating commands also derive their new aggregate's id from the key
 (``derived_id``), so even a retry after a crash between the event and the stored response
 cannot create a second book or loan.
+
+A crash (or a failure to store the response) after the command committed leaves the key
+"in progress" without a response. A creating command passes ``recover``: on a retry it
+looks for the aggregate of the derived id and, when it was recorded, answers from it (the
+same status and body as the first response, built from what was recorded) and stores that;
+so such a retry is never a 409, not even a permanent one. Without ``recover`` the key is
+409 ``idempotency_in_progress`` for ``STALE_AFTER`` and then runs again.
 """
 
 from __future__ import annotations
@@ -44,8 +51,11 @@ def run_idempotent(
     path: str,
     payload: Any,
     action: Callable[[], Response[Any]],
+    recover: Callable[[], Response[Any] | None] | None = None,
 ) -> Response[Any]:
-    """Run ``action`` at most once per ``(reader_id, key)``; replay its response after."""
+    """Run ``action`` at most once per ``(reader_id, key)``; replay its response after.
+    ``recover()``: the response of an action that committed but whose response was never
+    stored (built from what it recorded), or ``None`` when it did not commit."""
     if key is None:
         return action()
     request_hash = hashlib.sha256(
@@ -66,7 +76,9 @@ def run_idempotent(
             ).fetchone()
             if row is None:  # deleted meanwhile: treat as new
                 conn.rollback()
-                return run_idempotent(container, reader_id, key, method, path, payload, action)
+                return run_idempotent(
+                    container, reader_id, key, method, path, payload, action, recover
+                )
             if row["request_hash"] != request_hash:
                 raise ApiError(
                     422,
@@ -74,6 +86,12 @@ def run_idempotent(
                     "This Idempotency-Key was used for a different request.",
                 )
             if row["status"] is None:
+                conn.commit()
+                recovered = recover() if recover is not None else None
+                if recovered is not None:  # it committed, then its response was lost
+                    _store(pool, reader_id, key, recovered)
+                    recovered.headers["Idempotent-Replayed"] = "true"
+                    return recovered
                 if row["age"] < STALE_AFTER:
                     raise ApiError(
                         409,
@@ -100,13 +118,18 @@ def run_idempotent(
     if response.status_code >= 500:
         _forget(pool, reader_id, key)
         return response
+    _store(pool, reader_id, key, response)
+    return response
+
+
+def _store(pool: Any, reader_id: UUID, key: str, response: Response[Any]) -> None:
+    """Remember ``response`` for the key (tests make it fail: a crash after the commit)."""
     body = msgspec.to_builtins(response.content)
     with pool.connection() as conn:
         conn.execute(
             "UPDATE idempotency_keys SET status = %s, body = %s WHERE reader_id = %s AND key = %s",
             (response.status_code, _encode(response.status_code, body), reader_id, key),
         )
-    return response
 
 
 def _forget(pool: Any, reader_id: UUID, key: str) -> None:

@@ -83,6 +83,7 @@ class Contract:
     also: tuple[int, ...] = ()
     request_body: dict[str, Any] | None = None
     responses: dict[int, dict[str, Any]] | None = None
+    database: bool = True
 
 
 def code_of(problem: type[DomainError] | Code) -> Code:
@@ -98,26 +99,36 @@ def contract(  # noqa: PLR0913
     also: tuple[int, ...] = (),
     request_body: dict[str, Any] | None = None,
     responses: dict[int, dict[str, Any]] | None = None,
+    database: bool = True,
 ) -> dict[str, Any]:
     """The ``opt`` of a route handler: the problems it raises itself (domain error classes
     or ``Code``\\ s), its authentication when the signature does not show it, whether it is a
     command of the Library or the Chat log, other statuses of its success body; for a
     handler that reads its own body or answers bytes (media), its ``request_body`` and
-    success ``responses`` as OpenAPI objects."""
+    success ``responses`` as OpenAPI objects; ``database=False`` for an operation that never
+    touches the database (it cannot answer ``database_unavailable``)."""
     return {
         CONTRACT: Contract(
-            tuple(code_of(p) for p in problems), auth, command, also, request_body, responses
+            tuple(code_of(p) for p in problems),
+            auth,
+            command,
+            also,
+            request_body,
+            responses,
+            database,
         )
     }
 
 
 # -- the shapes every operation may have --------------------------------------------------------
 
+DATABASE_UNAVAILABLE = Code(503, "database_unavailable")
+"""Every operation that reads or writes the database may answer it (with ``Retry-After``)."""
 TOKEN_REFUSED = (
     Code(401, "invalid_token"),
     Code(401, "token_expired"),
     Code(401, "token_revoked"),
-    Code(503, "unavailable"),
+    DATABASE_UNAVAILABLE,
 )
 TOKEN_REQUIRED = (Code(401, "missing_token"), *TOKEN_REFUSED)
 BODY = (Code(400, "malformed_json"), Code(413, "payload_too_large"), Code(422, "validation_failed"))
@@ -220,6 +231,8 @@ def _complete(operation: dict[str, Any], handler: Any) -> None:
     idempotent = any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters)
 
     codes = [*promised.problems, Code(422, "unknown_parameter")]
+    if promised.database:
+        codes.append(DATABASE_UNAVAILABLE)
     if auth == "reader":
         codes += TOKEN_REQUIRED
     elif auth == "optional":

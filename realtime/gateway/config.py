@@ -22,6 +22,9 @@ class GatewayConfig:
     """Sockets of one reader on one node; one more closes the oldest with 4000."""
     max_held: int = 4096
     """Live items held per socket during a replay (beyond: dropped, then re-read)."""
+    frame_rate: str = "120/minute"
+    """Frames a socket may send (``limits`` syntax, moving window, per socket); beyond, each
+    frame is refused with ``error`` ``rate_limited`` + ``retry_after`` (empty: no limit)."""
     peer_ttl: float = 10.0
     """Seconds a reader's conversation peers are cached (presence fan-out and queries)."""
     peer_refresh: float = 1.0
@@ -35,6 +38,7 @@ class GatewayStats:
     opened: int = 0
     closed_by_code: dict[int, int] = field(default_factory=dict)
     frames_in: int = 0
+    rate_limited: int = 0
     bad_frames: int = 0
     events_live: int = 0
     events_replayed: int = 0

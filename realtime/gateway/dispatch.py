@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
+
+from limits import parse, storage, strategies
 
 from domain import chat_commands as cc
 from domain.errors import DomainError
@@ -76,6 +80,8 @@ class Dispatcher:
         self.rooms = rooms
         self.stats = stats
         self.config = config
+        self._frames = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._frame_rate: tuple[str, Any] | None = None  # (rule, parsed) of config.frame_rate
         self.readers = readers
         self.peers = peers
 
@@ -87,6 +93,19 @@ class Dispatcher:
                 return
             session.last_received = time.monotonic()
             self.stats.frames_in += 1
+            retry_after = self._over_frame_rate(session)
+            if retry_after is not None:
+                self.stats.rate_limited += 1
+                session.push(
+                    encode_text(
+                        Error(
+                            code="rate_limited",
+                            message="Too many frames; slow down.",
+                            retry_after=retry_after,
+                        )
+                    )
+                )
+                continue
             try:
                 frame = decode_client_frame(data)
             except FrameError as exc:
@@ -107,6 +126,19 @@ class Dispatcher:
                 session.push(
                     encode_text(Error(code="internal_error", message="Something went wrong."))
                 )
+
+    def _over_frame_rate(self, session: Session) -> int | None:
+        """Count one frame of ``session``; the seconds to wait when over the frame rate."""
+        rule = self.config().frame_rate
+        if not rule:
+            return None
+        if self._frame_rate is None or self._frame_rate[0] != rule:
+            self._frame_rate = (rule, parse(rule))
+        item = self._frame_rate[1]
+        if self._frames.hit(item, "frames", str(session.id)):
+            return None
+        stats = self._frames.get_window_stats(item, "frames", str(session.id))
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
     async def dispatch(self, session: Session, frame: AnyClientFrame) -> None:
         """Run the handler of one decoded client frame."""

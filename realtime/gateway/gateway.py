@@ -42,6 +42,10 @@ from realtime.threads import in_thread
 
 log = logging.getLogger(__name__)
 
+REVOKED_SUBJECT = "liudong.sessions.revoked"
+"""Core NATS subject of login-session revocations: the payload is session ids separated by
+spaces (``api.adapters.sessions.session_id``); every node closes its sockets of them."""
+
 
 class Gateway:
     """See the package docstring. ``nc``: a connected nats-py client; ``directory(reader_id)``
@@ -97,6 +101,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._subs.append(await self.nc.subscribe(SUBJECT_PREFIX + "*", cb=self._on_inbox))
+        self._subs.append(await self.nc.subscribe(REVOKED_SUBJECT, cb=self._on_revoked))
         self._subs.append(
             await self.nc.subscribe(ROOM_SUBJECT_PREFIX + "*", cb=self.rooms.on_message)
         )
@@ -138,12 +143,22 @@ class Gateway:
 
     # -- one connection -----------------------------------------------------------------------
 
-    async def serve(self, socket: Socket, reader_id: UUID, after: int | None = None) -> None:
+    async def serve(
+        self,
+        socket: Socket,
+        reader_id: UUID,
+        after: int | None = None,
+        *,
+        auth_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> None:
         """Run the session of an accepted, authenticated ``socket`` until it closes.
 
         ``after``: replay inbox items with ``seq > after`` first (``?after=``). The socket
         is read in the calling task; a close that cannot reach a stuck client ends it by
-        cancelling that task's read (the cancellation does not escape)."""
+        cancelling that task's read (the cancellation does not escape). ``auth_id``: the
+        ``session_id`` of the login session (a revocation of it closes the socket);
+        ``expires_at``: when that session expires (``time.time()`` scale)."""
         try:
             profile = await in_thread(self.directory, reader_id) or {}
         except Exception as exc:  # a nickname is not worth refusing the socket
@@ -151,6 +166,8 @@ class Gateway:
             profile = {}
         reader = ReaderRef(id=reader_id, nickname=str(profile.get("nickname") or ""))
         session = Session(reader, socket, self.config.queue_size)
+        session.auth_id = auth_id
+        session.expires_at = expires_at
         me = asyncio.current_task()
         self._register(session)
         try:
@@ -265,6 +282,21 @@ class Gateway:
             self.replay.offer(session, seq, text)
         await asyncio.sleep(0)  # let the writers run between messages of a burst
 
+    async def _on_revoked(self, msg: Any) -> None:
+        """Login sessions revoked on some node (``liudong.sessions.revoked``, the session ids
+        separated by spaces): close this node's sockets of them (``session_ended``, 4401)."""
+        self.end_sessions(msg.data.decode(errors="replace").split())
+
+    def end_sessions(self, auth_ids: Iterable[str]) -> int:
+        """Close the local sockets opened with any of ``auth_ids``; how many."""
+        wanted = set(auth_ids)
+        ended = 0
+        for session in self._all_sessions():
+            if session.auth_id in wanted and not session.closed:
+                session.end_session()
+                ended += 1
+        return ended
+
     def _to_reader(self, reader_id: UUID, text: str) -> None:
         """Queue ``text`` on every local socket of ``reader_id``."""
         for session in list(self.sessions.get(str(reader_id), ())):
@@ -275,4 +307,4 @@ class Gateway:
             self.fanout.notify(reader_id, online, at)
 
 
-__all__ = ["Gateway"]
+__all__ = ["REVOKED_SUBJECT", "Gateway"]

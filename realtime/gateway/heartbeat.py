@@ -18,6 +18,9 @@ from collections.abc import Callable
 from realtime.gateway.session import Session
 from realtime.protocol import CloseCode, Ping, encode_text
 
+EXPIRY_GRAIN = 0.05
+"""Seconds an expired login session's sockets may stay open past its expiry."""
+
 
 class Heartbeat:
     """The heartbeat sweep of one node. ``sessions()``: the node's sessions now;
@@ -34,15 +37,27 @@ class Heartbeat:
         self.ping = encode_text(Ping())
 
     def add(self, session: Session) -> None:
-        """A new socket: its first ping is due one interval from now."""
+        """A new socket: its first ping is due one interval from now (or the sweep comes
+        when its login session expires, if sooner)."""
         session.next_ping = asyncio.get_running_loop().time() + self.interval()
         self.schedule(session.next_ping)
+        if session.expires_at is not None:
+            self.schedule(self._expiry(session), grain=EXPIRY_GRAIN)
 
-    def schedule(self, when: float) -> None:
-        """Make the node's heartbeat timer fire by ``when`` (loop time) plus the grain."""
+    @staticmethod
+    def _expiry(session: Session) -> float:
+        """The loop time the session's login session expires (inf: never)."""
+        if session.expires_at is None:
+            return float("inf")
+        return asyncio.get_running_loop().time() + (session.expires_at - time.time())
+
+    def schedule(self, when: float, grain: float | None = None) -> None:
+        """Make the node's heartbeat timer fire by ``when`` (loop time) plus the grain
+        (a tenth of the interval for pings, ``EXPIRY_GRAIN`` for an expiry)."""
         if self.stopped:
             return
-        grain = max(0.01, self.interval() / 10)
+        if grain is None:
+            grain = max(0.01, self.interval() / 10)
         if self.timer is not None:
             if self.due <= when + grain:
                 return
@@ -59,7 +74,8 @@ class Heartbeat:
 
     def _sweep(self) -> None:
         """Every socket whose ping is due gets one, or is closed with 4012 if nothing came
-        from it for 1.5 intervals."""
+        from it for 1.5 intervals; a socket whose login session expired gets ``error``
+        ``session_ended`` and 4401 (the sweep is scheduled for the earliest expiry too)."""
         self.timer = None
         if self.stopped:
             return
@@ -67,9 +83,16 @@ class Heartbeat:
         interval = self.interval()
         silent_since = time.monotonic() - 1.5 * interval
         soonest = float("inf")
+        expiring = float("inf")
+        wall = time.time()
         for session in self.sessions():
             if session.closed:
                 continue
+            if session.expires_at is not None:
+                if session.expires_at <= wall:
+                    session.end_session()  # the login session expired: error + 4401
+                    continue
+                expiring = min(expiring, now + (session.expires_at - wall))
             if session.next_ping <= now:
                 if session.last_received < silent_since:
                     session.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
@@ -79,6 +102,8 @@ class Heartbeat:
             soonest = min(soonest, session.next_ping)
         if soonest != float("inf"):
             self.schedule(soonest)
+        if expiring != float("inf"):
+            self.schedule(expiring, grain=EXPIRY_GRAIN)
 
 
 __all__ = ["Heartbeat"]

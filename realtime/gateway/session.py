@@ -51,10 +51,12 @@ class Session:
     the socket's writing side has ended (closed, or the client went away)."""
 
     __slots__ = (
+        "auth_id",
         "closed",
         "close_code",
         "closing",
         "done",
+        "expires_at",
         "flushing",
         "held",
         "held_overflow",
@@ -102,6 +104,18 @@ class Session:
         self.writer: asyncio.Task[None] | None = None  # while the queue is being written
         self.serving: asyncio.Task[Any] | None = None  # the task reading this socket
         self.online = False  # counted in reader presence (undone when it ends)
+        self.auth_id: str | None = None  # the login session it was opened with (revocation)
+        self.expires_at: float | None = None  # wall-clock time (time.time()) it expires
+
+    def end_session(self) -> None:
+        """The login session ended (logout, revocation, expiry): one ``error`` frame
+        ``session_ended`` after the frames queued, then close 4401."""
+        if self.closed:
+            return
+        self.push(
+            encode_text(Error(code="session_ended", message="This session ended; log in again."))
+        )
+        self.close(CloseCode.UNAUTHORIZED, "session_ended", flush=True)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} reader={self.key} last_seq={self.last_seq}>"

@@ -18,6 +18,9 @@ import uvicorn
 from api.bootstrap.settings import Settings
 from api.http.app import create_app
 
+OPERATOR_TOKEN = "test-operator-token"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}  # /readyz's details
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -57,6 +60,12 @@ def live_server(
         database_url=database_url,
         nats_url=nats_url,
         data_dir=tmp_path_factory.mktemp("liudong-data"),
+        operator_token=OPERATOR_TOKEN,
+        rate_login_address="",  # the whole suite logs in from 127.0.0.1 (test_rate_limits.py
+        rate_login_code="",  # puts its own limits on this app)
+        rate_loan_requests="",
+        rate_chat_sends="",
+        ws_frame_rate="",
     )
     app = create_app(settings)
     port = free_port()

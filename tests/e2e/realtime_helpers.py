@@ -38,6 +38,8 @@ class Ws:
     async def open(
         cls, base_url: str, token: str | None, *, header: bool = True, **query: Any
     ) -> Ws:
+        """``token`` in the Authorization header (``header=False``: in ``?token=``, which the
+        server refuses); ``ticket=`` and others go in the query."""
         headers = {"Authorization": f"Bearer {token}"} if token and header else {}
         if token and not header:
             query["token"] = token

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_until
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import OPERATOR, LiveServer
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,7 +51,7 @@ def test_metrics_expose_positions_lag_and_state(live_server: LiveServer) -> None
 
 def test_readyz_reports_lag(live_server: LiveServer) -> None:
     with live_server.client() as http:
-        ready = http.get("/readyz")
+        ready = http.get("/readyz", headers=OPERATOR)
     assert ready.status_code == 200, ready.text
     shelf = ready.json()["checks"]["projections"]["shelf"]
     lag = shelf["lag"]["library"]

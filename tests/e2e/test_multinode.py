@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main as cli
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import OPERATOR, OPERATOR_TOKEN, free_port
 from tests.e2e.realtime_helpers import Ws, auth, login, open_conversation
 
 pytestmark = pytest.mark.slow
@@ -63,6 +63,12 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
         "LIUDONG_ENV": "test",
         "LIUDONG_DATA_DIR": str(tmp / name),
         "LIUDONG_PRESENCE_INTERVAL": str(PRESENCE_INTERVAL),
+        "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "LIUDONG_RATE_LOGIN_ADDRESS": "",
+        "LIUDONG_RATE_LOGIN_CODE": "",
+        "LIUDONG_RATE_LOAN_REQUESTS": "",
+        "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_WS_FRAME_RATE": "",
         "PYTHONUNBUFFERED": "1",
     }
     with log.open("wb") as out:
@@ -83,7 +89,7 @@ def _wait_ready(node: Node, timeout: float = 90.0) -> None:
         if node.process.poll() is not None:
             raise RuntimeError(f"{node.name} exited:\n{node.log.read_text()[-3000:]}")
         try:
-            r = httpx.get(node.url + "/readyz", timeout=2)
+            r = httpx.get(node.url + "/readyz", timeout=2, headers=OPERATOR)
             if r.status_code == 200 and r.json()["checks"].get("nats", {}).get("ok"):
                 return
         except httpx.HTTPError:

@@ -78,7 +78,8 @@ async def test_a_peer_sees_the_other_come_online_and_go_offline_with_the_last_de
         assert detail.status_code == 200 and detail.json()["peer_online"] is True
         assert detail.json()["peer"]["id"] == b["id"]  # the existing fields are all there
 
-        b_tablet = await Ws.open(live_server.url, b_token, header=False)  # a second device
+        ticket = (await http.post("/v1/ws/tickets", headers=auth(b_token))).json()["ticket"]
+        b_tablet = await Ws.open(live_server.url, None, ticket=ticket)  # a second device
         await b_tablet.recv_type("hello")
         await b_phone.close()  # b is still online on the tablet
         await no_presence(a_ws, 0.5)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from api.cli import main as cli
 from realtime.protocol import MAX_FRAME_BYTES
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import OPERATOR, LiveServer
 from tests.e2e.realtime_helpers import (
     Ws,
     auth,
@@ -167,7 +167,8 @@ async def test_two_devices_of_one_reader_both_receive(
     b_token, b = await login(http)
     conversation = await open_conversation(http, a_token, b["id"])
     phone = await Ws.open(live_server.url, b_token)
-    tablet = await Ws.open(live_server.url, b_token, header=False)  # ?token= form
+    ticket = (await http.post("/v1/ws/tickets", headers=auth(b_token))).json()["ticket"]
+    tablet = await Ws.open(live_server.url, None, ticket=ticket)  # a browser: ?ticket=
     try:
         head = (await phone.recv_type("hello"))["head"]
         assert (await tablet.recv_type("hello"))["head"] == head
@@ -248,7 +249,7 @@ async def test_unauthorised_sockets_are_refused_with_4401(live_server: LiveServe
         assert error["type"] == "error"
         assert error["code"] == ("missing_token" if token is None else "invalid_token")
         assert (await ws.closed())[0] == 4401
-    ws = await Ws.open(live_server.url, "x", header=False, after="-3")
+    ws = await Ws.open(live_server.url, None, after="-3")
     assert (await ws.recv())["code"] == "invalid_after"
     assert (await ws.closed())[0] == 4400
 
@@ -439,7 +440,7 @@ async def test_rooms_join_broadcast_presence_and_history(
 
 
 async def test_readiness_includes_nats(live_server: LiveServer, http: httpx.AsyncClient) -> None:
-    r = await http.get("/readyz")
+    r = await http.get("/readyz", headers=OPERATOR)
     assert r.status_code == 200, r.text
     assert r.json()["checks"]["nats"]["ok"] is True
 

@@ -271,3 +271,64 @@ def test_schema(database_url: str) -> None:
         "last_seen_at": "timestamp with time zone",
     }
     assert any("(reader_id)" in d for d in indexes)
+
+
+def test_a_ws_ticket_is_stored_hashed_and_works_once(
+    store: SessionStore, database_url: str
+) -> None:
+    from api.adapters.sessions import InvalidTicket, session_id
+
+    reader = uuid.uuid4()
+    issued = store.issue(reader, 3600)
+    ticket = store.issue_ticket(issued.token)
+    assert ticket.startswith("lt_") and len(ticket) == 46
+    with connect(database_url) as conn:
+        stored = conn.execute("SELECT ticket_hash FROM ws_tickets").fetchall()
+    hashes = [bytes(r["ticket_hash"]) for r in stored]
+    assert hashlib.sha256(ticket.encode()).digest() in hashes
+    assert not any(ticket.encode() in h for h in hashes)
+    session = store.redeem_ticket(ticket)
+    assert session.reader_id == reader
+    assert session.session_id == session_id(hashlib.sha256(issued.token.encode()).digest())
+    assert session.session_id == store.authenticate_session(issued.token).session_id
+    with pytest.raises(InvalidTicket):
+        store.redeem_ticket(ticket)  # used up
+    with pytest.raises(InvalidTicket):
+        store.redeem_ticket("lt_" + "x" * 43)
+    with pytest.raises(ValueError):
+        store.issue_ticket(issued.token, 61)
+
+
+def test_a_ticket_expires_and_a_ticket_of_a_revoked_session_is_refused(
+    store: SessionStore,
+) -> None:
+    import time
+
+    from api.adapters.sessions import InvalidTicket
+
+    issued = store.issue(uuid.uuid4(), 3600)
+    short = store.issue_ticket(issued.token, 1)
+    time.sleep(1.1)
+    with pytest.raises(InvalidTicket):
+        store.redeem_ticket(short)
+    ticket = store.issue_ticket(issued.token)
+    assert store.revoke(issued.token)
+    with pytest.raises(RevokedToken):
+        store.redeem_ticket(ticket)
+    with pytest.raises(RevokedToken):
+        store.issue_ticket(issued.token)
+
+
+def test_beyond_max_sessions_the_oldest_are_revoked_and_named(store: SessionStore) -> None:
+    from api.adapters.sessions import session_id
+
+    reader = uuid.uuid4()
+    tokens = [store.issue(reader, 3600, max_sessions=3).token for _ in range(3)]
+    fourth = store.issue(reader, 3600, max_sessions=3)
+    assert fourth.evicted == (session_id(hashlib.sha256(tokens[0].encode()).digest()),)
+    with pytest.raises(RevokedToken):
+        store.authenticate(tokens[0])
+    for token in (*tokens[1:], fourth.token):
+        assert store.authenticate(token) == reader
+    ids = store.revoke_all_ids(reader)
+    assert len(ids) == 3 and fourth.evicted[0] not in ids

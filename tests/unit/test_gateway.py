@@ -343,3 +343,68 @@ async def test_one_sweep_pings_every_socket_and_closes_the_silent_one_with_4012(
     chatty.incoming.put_nowait(None)
     await chatty_task
     assert gateway.stats.closed_by_code == {4012: 1, 1000: 1}
+
+
+class Msg:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.subject = "liudong.sessions.revoked"
+
+
+async def test_a_revoked_session_gets_session_ended_and_4401_and_other_sessions_stay() -> None:
+    reader, inbox = uuid4(), FakeInbox()
+    ended, stays = FakeSocket(), FakeSocket()
+    gateway = Gateway(
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+    )
+    t1 = asyncio.create_task(gateway.serve(ended, reader, auth_id="s-old"))
+    t2 = asyncio.create_task(gateway.serve(stays, reader, auth_id="s-new"))
+    for s in (ended, stays):
+        await s.wait_for(lambda s=s: any(f["type"] == "hello" for f in s.sent))
+    await gateway._on_revoked(Msg(b"s-other s-old"))  # as a revocation arrives from NATS
+    await asyncio.wait_for(t1, 2)
+    assert ended.sent[-1]["type"] == "error" and ended.sent[-1]["code"] == "session_ended"
+    assert ended.closed == (4401, "session_ended")
+    assert stays.closed is None
+    stays.incoming.put_nowait(None)
+    await t2
+
+
+async def test_an_expired_session_is_ended_by_the_heartbeat_sweep_at_its_expiry() -> None:
+    import time
+
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    gateway = Gateway(
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+        config=GatewayConfig(heartbeat=30),
+    )
+    started = time.monotonic()
+    task = asyncio.create_task(
+        gateway.serve(socket, reader, auth_id="s", expires_at=time.time() + 0.3)
+    )
+    await asyncio.wait_for(task, 2)  # long before the first ping (30 s)
+    assert 0.25 < time.monotonic() - started < 1.0
+    assert [f["type"] for f in socket.sent][-1] == "error"
+    assert socket.sent[-1]["code"] == "session_ended"
+    assert socket.closed == (4401, "session_ended")
+
+
+async def test_frames_over_the_socket_rate_get_rate_limited_with_retry_after() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    _gateway, _session, task = await start(inbox, socket, reader, frame_rate="3/minute")
+    for _ in range(5):
+        socket.incoming.put_nowait('{"type": "ping"}')
+    await socket.wait_for(lambda: len([f for f in socket.sent if f["type"] != "hello"]) == 5)
+    answers = [f for f in socket.sent if f["type"] != "hello"]
+    assert [f["type"] for f in answers] == ["pong"] * 3 + ["error"] * 2
+    assert {f["code"] for f in answers[3:]} == {"rate_limited"}
+    assert all(1 <= f["retry_after"] <= 60 for f in answers[3:])
+    assert socket.closed is None  # refused frames, not a closed socket
+    socket.incoming.put_nowait(None)
+    await task

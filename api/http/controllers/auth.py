@@ -7,11 +7,12 @@ from typing import Any
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
 
-from api.adapters.sessions import SessionStoreUnavailable
+from api.adapters.sessions import SessionStoreUnavailable, hash_token, session_id
 from api.adapters.wechat import WeChatConfigError, WeChatError, default_nickname
+from api.bootstrap.realtime import publish_revoked
 from api.http.auth import bearer_token
 from api.http.controllers.common import container_of
-from api.http.errors import ApiError, Unauthorized
+from api.http.errors import ApiError, DatabaseUnavailable, Unauthorized
 from api.http.openapi import Code, contract
 from api.http.params import JSONBody, ReaderId
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
@@ -39,7 +40,6 @@ class AuthController(Controller):
         opt=contract(
             *[Code(s, c) for c, s in _WECHAT_STATUS.items()],
             Code(502, "wechat_error"),
-            Code(503, "unavailable"),
             Code(503, "read_model_lag"),
         ),
     )
@@ -47,6 +47,9 @@ class AuthController(Controller):
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
         token. The openId stays on the server."""
         container = container_of(request)
+        # per node (api.adapters.ratelimit): 429 rate_limited with Retry-After
+        container.rate_limits.hit("login_address", request.client.host if request.client else "")
+        container.rate_limits.hit("login_code", data.code)
         try:
             session = await container.login.code_to_session(data.code)
         except WeChatConfigError as exc:
@@ -56,7 +59,7 @@ class AuthController(Controller):
         reader_id = reader_id_for(session.open_id)
         nickname = default_nickname(data.code, session.open_id)
 
-        def register_and_issue() -> LoginOut:
+        def register_and_issue() -> tuple[LoginOut, tuple[str, ...]]:
             if container.wechat is not None and container.wechat.openids is not None:
                 container.wechat.openids.remember(reader_id, session.open_id)  # content check
             recorded = container.library.handle(
@@ -64,7 +67,11 @@ class AuthController(Controller):
             )
             container.wait_for_shelf(recorded)
             reader = container.shelf.reader(reader_id)
-            issued = container.sessions.issue(reader_id, container.settings.token_ttl)
+            issued = container.sessions.issue(
+                reader_id,
+                container.settings.token_ttl,
+                max_sessions=container.settings.max_sessions,
+            )
             return LoginOut(
                 token=issued.token,
                 expires_at=issued.expires_at,
@@ -73,23 +80,25 @@ class AuthController(Controller):
                     nickname=reader["nickname"] if reader else nickname,
                     avatar_url=reader["avatar_url"] if reader else "",
                 ),
-            )
+            ), issued.evicted
 
         try:
-            return await anyio.to_thread.run_sync(register_and_issue)
+            out, evicted = await anyio.to_thread.run_sync(register_and_issue)
         except SessionStoreUnavailable as exc:
-            raise ApiError(503, "unavailable", "The session store is unavailable.") from exc
+            raise DatabaseUnavailable() from exc
+        # beyond LIUDONG_MAX_SESSIONS the oldest sessions were revoked: close their sockets
+        await publish_revoked(container, evicted)
+        return out
 
     @post(
-        "/logout",
-        operation_id="logout",
-        status_code=204,
-        sync_to_thread=True,
-        opt=contract(Code(401, "unauthorized")),
+        "/logout", operation_id="logout", status_code=204, opt=contract(Code(401, "unauthorized"))
     )
-    def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
-        """Revoke the token of this request."""
+    async def logout(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
+        """Revoke the token of this request; its WebSockets, on every node, get an ``error``
+        frame ``session_ended`` and close with 4401."""
         token = bearer_token(request)
-        if token is None or not container_of(request).sessions.revoke(token):
+        container = container_of(request)
+        if token is None or not await anyio.to_thread.run_sync(container.sessions.revoke, token):
             raise Unauthorized()
+        await publish_revoked(container, [session_id(hash_token(token))])
         return Response(None, status_code=204)

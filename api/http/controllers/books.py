@@ -56,6 +56,7 @@ from domain.errors import (
     BookOnLoan,
     BookWithdrawn,
     CannotBorrowOwnBook,
+    LoanNotFound,
     NotTheOwner,
     ReaderNotFound,
 )
@@ -163,8 +164,23 @@ class BookController(Controller):
                 book_out(row, reader_id), status_code=201, headers=position_headers(recorded)
             )
 
+        def recover() -> Response[Any] | None:
+            book_id = derived_id(reader_id, idempotency_key, "book")
+            try:
+                container.library.book(book_id)
+            except BookNotFound:
+                return None
+            return _created(container.shelf.book(book_id), book_out, book_id, reader_id)
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
+            recover,
         )
 
     @get(
@@ -323,6 +339,7 @@ class BookController(Controller):
             BookNotFound,
             BookWithdrawn,
             CannotBorrowOwnBook,
+            Code(429, "rate_limited"),
             auth="reader",
             command="library",
         ),
@@ -344,6 +361,8 @@ class BookController(Controller):
         )
 
         def action() -> Response[Any]:
+            # per reader, per node; a replayed retry is not counted, a refusal not stored
+            container.rate_limits.hit("loan_requests", str(reader_id))
             command = c.RequestLoan(
                 loan_id=derived_id(reader_id, idempotency_key, "loan"),
                 book_id=book_id,
@@ -362,9 +381,33 @@ class BookController(Controller):
                 loan_out(row, reader_id), status_code=201, headers=position_headers(recorded)
             )
 
+        def recover() -> Response[Any] | None:
+            loan_id = derived_id(reader_id, idempotency_key, "loan")
+            try:
+                container.library.loan(loan_id)
+            except LoanNotFound:
+                return None
+            open_loan_conversation(container, loan_id)  # idempotent; it may not have run
+            return _created(container.shelf.loan(loan_id), loan_out, loan_id, reader_id)
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
+            recover,
         )
+
+
+def _created(row: Any, out: Any, aggregate_id: UUID, reader_id: UUID) -> Response[Any]:
+    """The answer of a creating command recovered after a crash: 201 from the read model,
+    or 202 while the read model has not caught up (its position is not known any more)."""
+    if row is None:
+        return accepted(c.Recorded(id=aggregate_id, position=None))
+    return Response(out(row, reader_id), status_code=201)
 
 
 class IsbnController(Controller):

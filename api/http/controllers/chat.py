@@ -348,6 +348,7 @@ class ConversationController(Controller):
             ConversationNotFound,
             NotAMember,
             InvalidMessage,
+            Code(429, "rate_limited"),
             command="chat",
             also=(200,),
         ),
@@ -372,6 +373,7 @@ class ConversationController(Controller):
         )
 
         def action() -> Response[Any]:
+            container.rate_limits.hit("chat_sends", str(reader_id))  # per reader, per node
             known = container.inbox.message_by_client_id(
                 conversation_id, reader_id, data.client_msg_id
             )

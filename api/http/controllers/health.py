@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any, Literal
 
@@ -16,14 +17,15 @@ class HealthOut(msgspec.Struct, frozen=True):
     status: Literal["ok"]
 
 
-class ReadyOut(msgspec.Struct, frozen=True):
+class ReadyOut(msgspec.Struct, frozen=True, omit_defaults=True):
     status: Literal["ready", "not_ready"]
-    checks: dict[str, Any]
-    """``database``, ``projections`` (each with its state and lag) and the other checks of
-    this process, each with ``ok``."""
+    checks: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    """Only with ``Authorization: Bearer <LIUDONG_OPERATOR_TOKEN>``: ``database``,
+    ``projections`` (each with its state and lag) and the other checks of this process, each
+    with ``ok`` (errors name hosts and ports: not for the public)."""
 
 
-@get("/healthz", operation_id="healthz", tags=["operations"])
+@get("/healthz", operation_id="healthz", tags=["operations"], opt=contract(database=False))
 async def healthz() -> HealthOut:
     """Liveness: the process answers."""
     return HealthOut(status="ok")
@@ -60,10 +62,11 @@ def _add_lag(container: Any, projections: dict[str, Any]) -> None:
     operation_id="readyz",
     tags=["operations"],
     sync_to_thread=True,
-    opt=contract(also=(503,)),
+    opt=contract(also=(503,), database=False),
 )
 def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
-    """Readiness: the database answers and every projection runs (503 otherwise)."""
+    """Readiness: the database answers and every projection runs (503 otherwise). The
+    details (``checks``) only for ``Authorization: Bearer <LIUDONG_OPERATOR_TOKEN>``."""
     container = container_of(request)
     checks: dict[str, Any] = {}
     ready = True
@@ -88,13 +91,25 @@ def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
             else None,
         }
         ready = ready and ok
-    _add_lag(container, projections)
+    if checks["database"]["ok"]:  # else it would wait for the database again
+        _add_lag(container, projections)
     checks["projections"] = projections
     for name, check in container.extras.get("readiness_checks", {}).items():
         result = check()
         checks[name] = result
         ready = ready and bool(result.get("ok"))
-    return Response(
-        ReadyOut(status="ready" if ready else "not_ready", checks=checks),
-        status_code=200 if ready else 503,
+    status: Literal["ready", "not_ready"] = "ready" if ready else "not_ready"
+    body = ReadyOut(status=status, checks=checks) if _operator(request) else ReadyOut(status)
+    return Response(body, status_code=200 if ready else 503)
+
+
+def _operator(request: Request[Any, Any, Any]) -> bool:
+    """The request carries the operator token (constant-time comparison)."""
+    expected = container_of(request).settings.operator_token
+    header = request.headers.get("authorization") or ""
+    scheme, _, given = header.partition(" ")
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode(), expected.encode())
     )

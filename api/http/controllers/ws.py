@@ -1,12 +1,17 @@
 """``GET /v1/ws``: the WebSocket of a mini-program (protocol: ``docs/REALTIME.md``).
 
 Authentication: ``Authorization: Bearer <token>`` (``wx.connectSocket({header})``), or
-``?token=<token>`` for clients that cannot set headers (browsers). The socket is accepted
-first and then, when the token is missing, invalid, expired or revoked, sent one ``error``
-frame (``code``: ``missing_token`` | ``invalid_token`` | ``token_expired`` |
-``token_revoked``) and closed with **4401**: a WeChat client cannot read an HTTP 401 of a
-refused handshake, but it does see a close code. ``?after=<seq>`` resumes on connect (a
-value that is not a non-negative integer: ``error`` ``invalid_after`` + close 4400).
+``?ticket=<ticket>`` for clients that cannot set headers (browsers): a single-use ticket of
+at most 60 s from ``POST /v1/ws/tickets``. A session token in the URL (``?token=``, accepted
+before) is refused (``error`` ``token_in_url`` + close 4400): URLs end up in logs. The socket
+is accepted first and then, when the token or ticket is missing, invalid, expired or revoked,
+sent one ``error`` frame (``code``: ``missing_token`` | ``invalid_token`` | ``invalid_ticket``
+| ``token_expired`` | ``token_revoked``) and closed with **4401**: a WeChat client cannot read
+an HTTP 401 of a refused handshake, but it does see a close code. ``?after=<seq>`` resumes on
+connect (a value that is not a non-negative integer: ``error`` ``invalid_after`` + close 4400).
+
+When the login session ends (logout, revocation, too many sessions, expiry) the socket gets
+``error`` ``session_ended`` and close 4401, on whichever node it is.
 
 Everything after authentication is the gateway's (``realtime.gateway``).
 """
@@ -14,16 +19,56 @@ Everything after authentication is the gateway's (``realtime.gateway``).
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 import anyio.to_thread
-from litestar import WebSocket, websocket
+import msgspec
+from litestar import Request, WebSocket, post, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+from api.adapters.sessions import (
+    TICKET_TTL,
+    Authenticated,
+    InvalidSession,
+    SessionStoreUnavailable,
+)
 from api.bootstrap.realtime import realtime_of
-from api.http.auth import authenticate_token, bearer_token
-from api.http.errors import ApiError, Unauthorized
+from api.http.auth import authenticate_socket, bearer_token
+from api.http.controllers.common import container_of
+from api.http.errors import ApiError, DatabaseUnavailable, Unauthorized
+from api.http.openapi import Code, contract
+from api.http.params import ReaderId
 from realtime.protocol import CloseCode, Error, encode_text
+
+
+class TicketOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A single-use WebSocket ticket: connect with ``GET /v1/ws?ticket=<ticket>`` within
+    ``expires_in`` seconds."""
+
+    ticket: str
+    expires_in: int
+
+
+@post(
+    "/v1/ws/tickets",
+    operation_id="create_ws_ticket",
+    status_code=201,
+    tags=["realtime"],
+    opt=contract(Code(401, "token_revoked")),
+)
+async def create_ws_ticket(request: Request[Any, Any, Any], reader_id: ReaderId) -> TicketOut:
+    """A single-use ticket (≤ 60 s, stored hashed) to open ``GET /v1/ws?ticket=`` from a
+    client that cannot send an ``Authorization`` header (a browser). The socket belongs to
+    this request's session: it closes when the session ends."""
+    container = container_of(request)
+    token = bearer_token(request)
+    assert token is not None  # the reader_id dependency authenticated it
+    try:
+        ticket = await anyio.to_thread.run_sync(container.sessions.issue_ticket, token)
+    except SessionStoreUnavailable as exc:
+        raise DatabaseUnavailable() from exc
+    except InvalidSession as exc:  # revoked since the dependency checked it
+        raise Unauthorized("token_revoked", str(exc)) from exc
+    return TicketOut(ticket=ticket, expires_in=TICKET_TTL)
 
 
 class LitestarSocket:
@@ -66,7 +111,17 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
     """The reader's realtime socket: inbox events, chat sends and read receipts, rooms,
     the presence of conversation peers."""
     container = socket.app.state.container
-    token = bearer_token(socket) or socket.query_params.get("token") or None  # type: ignore[arg-type]
+    if socket.query_params.get("token"):
+        await _refuse(
+            socket,
+            CloseCode.BAD_REQUEST,
+            "token_in_url",
+            "A session token is not accepted in the URL; send it in the Authorization header, "
+            "or connect with ?ticket= from POST /v1/ws/tickets.",
+        )
+        return
+    token = bearer_token(socket)  # type: ignore[arg-type]
+    ticket = socket.query_params.get("ticket") or None
     raw_after = socket.query_params.get("after")
     after: int | None = None
     if raw_after not in (None, ""):
@@ -80,7 +135,9 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
             )
             return
     try:
-        reader_id: UUID = await anyio.to_thread.run_sync(authenticate_token, container, token)
+        auth: Authenticated = await anyio.to_thread.run_sync(
+            authenticate_socket, container, token, ticket
+        )
     except Unauthorized as exc:
         await _refuse(socket, CloseCode.UNAUTHORIZED, exc.code, exc.detail)
         return
@@ -94,7 +151,13 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
         )
         return
     await socket.accept()
-    await node.gateway.serve(LitestarSocket(socket), reader_id, after)
+    await node.gateway.serve(
+        LitestarSocket(socket),
+        auth.reader_id,
+        after,
+        auth_id=auth.session_id,
+        expires_at=auth.expires_at.timestamp(),
+    )
 
 
-__all__ = ["LitestarSocket", "ws_endpoint"]
+__all__ = ["LitestarSocket", "TicketOut", "create_ws_ticket", "ws_endpoint"]
