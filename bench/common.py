@@ -212,6 +212,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (``/proc/*/stat``'s parent ids)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by ``pid`` and each live descendant (uvicorn's workers)."""
+    out = {}
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            out[member] = cpu_seconds(member)
+    return out
+
+
+def cpu_split(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    """CPU seconds each process used between two ``tree_cpu_seconds`` readings (a process
+    that started meanwhile counts from zero)."""
+    return {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -299,7 +333,8 @@ def postgres_settings(url: str) -> dict[str, str]:
 
 class ServerProcess:
     """``liudong serve`` as a subprocess (the load generator stays in this process), on
-    ``database_url`` and ``nats_url``; its output goes to ``log_path``."""
+    ``database_url`` and ``nats_url``; its output goes to ``log_path``. ``workers``: its
+    ``--workers`` (default ``$LIUDONG_BENCH_WORKERS``, else 1)."""
 
     def __init__(
         self,
@@ -308,7 +343,9 @@ class ServerProcess:
         data_dir: Path,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        workers: int | None = None,
     ) -> None:
+        self.workers = workers or int(os.environ.get("LIUDONG_BENCH_WORKERS") or 1)
         self.database_url = database_url
         self.nats_url = nats_url
         self.data_dir = data_dir
@@ -354,6 +391,8 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--workers",
+            str(self.workers),
         ]
         self.process = subprocess.Popen(
             cmd,

@@ -9,7 +9,9 @@ window counts. The client is ``bench.wsclient`` (one process, frames counted, no
 
 Baseline: the same client, sockets and loop against ``bench.ws_baseline``, a bare
 ``websockets`` broadcast server (``broadcast()`` to every connection; no database, NATS or
-per-socket queue), run as a separate process in the same run.
+per-socket queue), run as a separate process in the same run; and, when ``node`` and ``npm``
+are on PATH, against a Node ``ws`` server doing the same (``bench/peers/ws``,
+``fanout.peer.node_ws``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.common import (
     log,
     throwaway_database,
 )
+from bench.peers import PeerUnavailable, ws_peer
 from bench.realtime_setup import bulk_readers, create_room, require_realtime, wait_projection
 from bench.wsclient import WsClient, connect_many
 
@@ -186,9 +189,21 @@ def run(ctx: Any) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    node: dict[str, Any] | None = None
+    node_skipped = None
+    try:
+        with ws_peer(ctx.work_dir.parent, ctx.work_dir / "node_ws.log") as peer:
+            log(f"fanout: Node ws broadcast server (pid {peer.pid})")
+            node = asyncio.run(
+                _fanout(peer.url, [None] * members, senders, warmup, duration, peer.pid)
+            )
+    except PeerUnavailable as exc:
+        node_skipped = str(exc)
+        log(f"fanout: Node ws peer skipped: {exc}")
     log(
         f"fanout: {product['frames_per_s']:,.0f} frames/s (bare websockets "
-        f"{base['frames_per_s']:,.0f}/s)"
+        f"{base['frames_per_s']:,.0f}/s"
+        + (f", Node ws {node['frames_per_s']:,.0f}/s)" if node else ")")
     )
     ctx.emit(
         "fanout.frames_per_s",
@@ -202,5 +217,16 @@ def run(ctx: Any) -> None:
             "duration_s": duration,
             "baseline": "bare websockets broadcast server, same client and load",
             "baseline_run": base,
+            "node_ws_run": node,
         },
+    )
+    ctx.emit(
+        "fanout.peer.node_ws",
+        node["frames_per_s"] if node else None,
+        "frames/s",
+        params={
+            **(node or {}),
+            "what": "Node ws broadcast server (bench/peers/ws), same client and load",
+        },
+        skipped=node_skipped,
     )
