@@ -3,6 +3,14 @@
 Status: ``available`` → (``Lent``) ``on_loan`` → (``Returned``) ``available``;
 ``available`` ⇄ ``withdrawn`` (``Withdrawn`` / ``Relisted``). A book on loan cannot be
 withdrawn, and a book is lent to at most one borrower at a time.
+
+Open requests: the book keeps its open loan requests (``requests``: borrower id → loan id,
+``RequestReceived`` / ``RequestClosed``), so a borrower has at most one open request per
+book (``RequestPending`` otherwise), and lending or withdrawing the book knows which requests
+to decline. Every request, cancellation and decline therefore also saves the book: two
+simultaneous requests of one borrower conflict on the book's version and only one is
+recorded. Requests recorded before the book kept them (no ``RequestReceived``) are not in
+``requests``: they are not declined for the others, and not counted as pending.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from domain.errors import (
     BookWithdrawn,
     CannotBorrowOwnBook,
     NotTheOwner,
+    RequestPending,
 )
 from domain.isbn import language_of_isbn
 
@@ -30,7 +39,7 @@ REVISABLE_FIELDS = ("title", "author", "publisher", "tags", "cover_url", "summar
 
 class Book(Aggregate):
     """Events: ``Published``, ``DetailsRevised``, ``Withdrawn``, ``Relisted``, ``Lent``,
-    ``Returned`` (docs/EVENTS.md)."""
+    ``Returned``, ``RequestReceived``, ``RequestClosed`` (docs/EVENTS.md)."""
 
     class Published(Aggregate.Created):
         """A reader put a copy on their shelf.
@@ -81,6 +90,12 @@ class Book(Aggregate):
         self.status = AVAILABLE
         self.loan_id: UUID | None = None
         self.borrower_id: UUID | None = None
+        self.requests: dict[UUID, UUID] = {}
+
+    @property
+    def open_requests(self) -> dict[UUID, UUID]:
+        """The open loan requests: ``{borrower id: loan id}`` (a copy)."""
+        return dict(self.__dict__.get("requests") or {})
 
     # -- guards -----------------------------------------------------------------------------
 
@@ -97,6 +112,11 @@ class Book(Aggregate):
             raise CannotBorrowOwnBook
         if self.status == WITHDRAWN:
             raise BookWithdrawn
+        pending = self.open_requests.get(borrower_id)
+        if pending is not None:
+            raise RequestPending(pending, "You already asked to borrow this book.")
+        if self.status == ON_LOAN and self.borrower_id == borrower_id and self.loan_id:
+            raise RequestPending(self.loan_id, "You are borrowing this book already.")
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -116,9 +136,30 @@ class Book(Aggregate):
         for key, value in changes.items():
             setattr(self, key, list(value) if key == "tags" else value)
 
+    def receive_request(self, loan_id: UUID, borrower_id: UUID) -> None:
+        """Record ``borrower_id``'s new request ``loan_id``. Raises ``CannotBorrowOwnBook``,
+        ``BookWithdrawn``, ``RequestPending`` (with the borrower's open loan's id)."""
+        self.check_can_be_requested_by(borrower_id)
+        self._request_received(loan_id=loan_id, borrower_id=borrower_id)
+
+    @event("RequestReceived")
+    def _request_received(self, loan_id: UUID, borrower_id: UUID) -> None:
+        self.requests = {**self.open_requests, borrower_id: loan_id}
+
+    def close_request(self, loan_id: UUID) -> None:
+        """The request ``loan_id`` was declined or cancelled: it is no longer open. Records
+        nothing when it is not an open request of this book."""
+        if loan_id in self.open_requests.values():
+            self._request_closed(loan_id=loan_id)
+
+    @event("RequestClosed")
+    def _request_closed(self, loan_id: UUID) -> None:
+        self.requests = {b: lid for b, lid in self.open_requests.items() if lid != loan_id}
+
     def withdraw(self, actor_id: UUID) -> None:
         """Take the book off the shelf. Raises ``NotTheOwner``, ``BookOnLoan``; withdrawing a
-        withdrawn book records nothing."""
+        withdrawn book records nothing. Its open requests are closed with it (the Library
+        declines them: ``open_requests`` before the call)."""
         self._require_owner(actor_id)
         if self.status == ON_LOAN:
             raise BookOnLoan
@@ -128,6 +169,7 @@ class Book(Aggregate):
     @event("Withdrawn")
     def _withdrawn(self) -> None:
         self.status = WITHDRAWN
+        self.requests = {}
 
     def relist(self, actor_id: UUID) -> None:
         """Put a withdrawn book back. Raises ``NotTheOwner``, ``BookNotWithdrawn``."""
@@ -141,7 +183,8 @@ class Book(Aggregate):
         self.status = AVAILABLE
 
     def lend(self, loan_id: UUID, borrower_id: UUID) -> None:
-        """Hand the book to the borrower of an approved loan.
+        """Hand the book to the borrower of an approved loan. Every open request is closed
+        with it (the Library declines the others: ``open_requests`` before the call).
         Raises ``BookWithdrawn`` or ``BookOnLoan`` (already lent to someone)."""
         if self.status == WITHDRAWN:
             raise BookWithdrawn
@@ -154,6 +197,7 @@ class Book(Aggregate):
         self.status = ON_LOAN
         self.loan_id = loan_id
         self.borrower_id = borrower_id
+        self.requests = {}
 
     def take_back(self, loan_id: UUID) -> None:
         """The lender has the book again. Raises ``BookOnLoan`` if it is lent under another

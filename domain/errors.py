@@ -16,6 +16,7 @@
     │   ├── BookOnLoan
     │   ├── BookWithdrawn
     │   ├── BookNotWithdrawn
+    │   ├── RequestPending    (the borrower already has an open request for this book)
     │   └── ConcurrentUpdate  (optimistic concurrency: someone else changed it first)
     └── Invalid             (the command itself is unacceptable)
         ├── CannotBorrowOwnBook
@@ -26,6 +27,8 @@ the HTTP status is chosen from the branch (``api/http/errors.py``), never here.
 """
 
 from __future__ import annotations
+
+from uuid import UUID
 
 
 class DomainError(Exception):
@@ -117,6 +120,17 @@ class BookNotWithdrawn(Conflict):
     """The book is not withdrawn."""
 
     code = "book_not_withdrawn"
+
+
+class RequestPending(Conflict):
+    """You already have an open request (or loan) for this book."""
+
+    code = "request_pending"
+
+    def __init__(self, loan_id: UUID, message: str | None = None) -> None:
+        super().__init__(message)
+        self.loan_id = loan_id
+        """The id (a ``UUID``) of the borrower's open loan of this book."""
 
 
 class ConcurrentUpdate(Conflict):

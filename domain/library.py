@@ -5,6 +5,12 @@ the ``Loan`` and the ``Book`` in one ``save()``, so optimistic concurrency (the 
 ``(originator_id, originator_version)`` key) lets only one of two concurrent approvals of the
 same book succeed; the loser gets ``ConcurrentUpdate``.
 
+A loan request saves the ``Loan`` and its ``Book`` (``Book.RequestReceived``) together too:
+the book holds the open requests, so one borrower's two simultaneous requests for one book
+conflict and only one is recorded (the other gets ``RequestPending`` or ``ConcurrentUpdate``).
+Approving a request declines the book's other open requests (reason ``lent_to_another``)
+and withdrawing a book declines all of them (``book_withdrawn``), in the same ``save()``.
+
 Its events table is ``library_events`` (the Application's name, lower case).
 """
 
@@ -31,7 +37,7 @@ from domain.errors import (
     ReaderNotFound,
 )
 from domain.isbn import language_of_isbn
-from domain.loan import Loan
+from domain.loan import BOOK_WITHDRAWN, LENT_TO_ANOTHER, Loan
 from domain.reader import Reader
 
 
@@ -84,12 +90,29 @@ class Library(Application[UUID]):
 
     # -- commands -----------------------------------------------------------------------------
 
-    @singledispatchmethod
     def handle(self, command: c.Command) -> c.Recorded:
-        """Execute ``command``; returns what it recorded. Raises ``DomainError``."""
+        """Execute ``command``; returns what it recorded. Raises ``DomainError``.
+
+        A command that loses an optimistic-concurrency race (``ConcurrentUpdate``: another
+        command saved one of its aggregates first, e.g. someone else's request of the same
+        book) is run again on the new state, up to ``CONFLICT_ATTEMPTS`` times in all; it
+        then either succeeds or meets the refusal the new state calls for (a book already
+        lent, a request already pending…)."""
+        for attempt in range(1, self.CONFLICT_ATTEMPTS + 1):
+            try:
+                return self._dispatch(command)
+            except ConcurrentUpdate:
+                if attempt == self.CONFLICT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    CONFLICT_ATTEMPTS: ClassVar[int] = 3
+
+    @singledispatchmethod
+    def _dispatch(self, command: c.Command) -> c.Recorded:
         raise TypeError(f"Unknown command {type(command).__name__}")
 
-    @handle.register
+    @_dispatch.register
     def _register(self, command: c.RegisterReader) -> c.Recorded:
         reader = Reader(
             id=command.reader_id, nickname=command.nickname, avatar_url=command.avatar_url
@@ -100,13 +123,13 @@ class Library(Application[UUID]):
             # Already registered (a concurrent first login): registering is idempotent.
             return c.Recorded(id=reader.id, position=None)
 
-    @handle.register
+    @_dispatch.register
     def _change_profile(self, command: c.ChangeProfile) -> c.Recorded:
         reader = self.reader(command.reader_id)
         reader.change_profile(nickname=command.nickname, avatar_url=command.avatar_url)
         return self._commit(reader.id, reader)
 
-    @handle.register
+    @_dispatch.register
     def _publish(self, command: c.PublishBook) -> c.Recorded:
         self.reader(command.owner_id)
         book = Book(
@@ -123,7 +146,7 @@ class Library(Application[UUID]):
         )
         return self._commit(book.id, book)
 
-    @handle.register
+    @_dispatch.register
     def _revise(self, command: c.ReviseBook) -> c.Recorded:
         book = self.book(command.book_id)
         changes = {
@@ -134,22 +157,36 @@ class Library(Application[UUID]):
         book.revise(command.actor_id, changes)
         return self._commit(book.id, book)
 
-    @handle.register
+    def _declined_requests(self, loan_ids: list[UUID], reason: str) -> list[Loan]:
+        """The loans of ``loan_ids`` that were still requests, declined for ``reason``."""
+        declined = []
+        for loan_id in loan_ids:
+            try:
+                loan = self.loan(loan_id)
+            except LoanNotFound:  # cannot happen: the book records saved loans only
+                continue
+            if loan.decline_as_closed(reason):
+                declined.append(loan)
+        return declined
+
+    @_dispatch.register
     def _withdraw(self, command: c.WithdrawBook) -> c.Recorded:
         book = self.book(command.book_id)
+        open_requests = list(book.open_requests.values())
         book.withdraw(command.actor_id)
-        return self._commit(book.id, book)
+        declined = self._declined_requests(open_requests, BOOK_WITHDRAWN)
+        return self._commit(book.id, book, *declined)
 
-    @handle.register
+    @_dispatch.register
     def _relist(self, command: c.RelistBook) -> c.Recorded:
         book = self.book(command.book_id)
         book.relist(command.actor_id)
         return self._commit(book.id, book)
 
-    @handle.register
+    @_dispatch.register
     def _request(self, command: c.RequestLoan) -> c.Recorded:
         book = self.book(command.book_id)
-        book.check_can_be_requested_by(command.borrower_id)
+        book.receive_request(command.loan_id, command.borrower_id)
         contact = (
             {k: v for k, v in msgspec.structs.asdict(command.contact).items() if v}
             if command.contact
@@ -163,7 +200,9 @@ class Library(Application[UUID]):
             note=command.note,
             contact=contact or None,
         )
-        return self._commit(loan.id, loan)
+        # a simultaneous request of the same book conflicts on the book: run again (``handle``),
+        # it meets this borrower's request that won (``RequestPending``) or succeeds
+        return self._commit(loan.id, loan, book)
 
     def _transition(
         self, loan_id: UUID, act: Callable[[Loan], None], book_act: Callable[[Book, Loan], None]
@@ -174,15 +213,17 @@ class Library(Application[UUID]):
         book_act(book, loan)
         return self._commit(loan.id, loan, book)
 
-    @handle.register
+    @_dispatch.register
     def _approve(self, command: c.ApproveLoan) -> c.Recorded:
-        return self._transition(
-            command.loan_id,
-            lambda loan: loan.approve(command.actor_id),
-            lambda book, loan: book.lend(loan.id, loan.borrower_id),
-        )
+        loan = self.loan(command.loan_id)
+        loan.approve(command.actor_id)
+        book = self.book(loan.book_id)
+        others = [other for other in book.open_requests.values() if other != loan.id]
+        book.lend(loan.id, loan.borrower_id)
+        declined = self._declined_requests(others, LENT_TO_ANOTHER)
+        return self._commit(loan.id, loan, book, *declined)
 
-    @handle.register
+    @_dispatch.register
     def _confirm_return(self, command: c.ConfirmReturn) -> c.Recorded:
         return self._transition(
             command.loan_id,
@@ -190,19 +231,26 @@ class Library(Application[UUID]):
             lambda book, loan: book.take_back(loan.id),
         )
 
-    @handle.register
+    @_dispatch.register
     def _decline(self, command: c.DeclineLoan) -> c.Recorded:
         loan = self.loan(command.loan_id)
         loan.decline(command.actor_id, command.reason)
-        return self._commit(loan.id, loan)
+        return self._close(loan)
 
-    @handle.register
+    @_dispatch.register
     def _cancel(self, command: c.CancelLoan) -> c.Recorded:
         loan = self.loan(command.loan_id)
         loan.cancel(command.actor_id)
-        return self._commit(loan.id, loan)
+        return self._close(loan)
 
-    @handle.register
+    def _close(self, loan: Loan) -> c.Recorded:
+        """Save a request that was just declined or cancelled with its book, where it is no
+        longer open."""
+        book = self.book(loan.book_id)
+        book.close_request(loan.id)
+        return self._commit(loan.id, loan, book)
+
+    @_dispatch.register
     def _start_return(self, command: c.StartReturn) -> c.Recorded:
         loan = self.loan(command.loan_id)
         loan.start_return(command.actor_id)

@@ -7,7 +7,8 @@ States::
         └─cancel→  cancelled
 
 Only the lender approves, declines and confirms the return; only the borrower cancels and
-starts the return.
+starts the return. The Library itself declines the other open requests of a book when it is
+lent (reason ``lent_to_another``) or withdrawn (reason ``book_withdrawn``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ DECLINED = "declined"
 CANCELLED = "cancelled"
 RETURNING = "returning"
 RETURNED = "returned"
+
+LENT_TO_ANOTHER = "lent_to_another"
+"""The ``reason`` of a request declined because the lender lent the book to someone else."""
+BOOK_WITHDRAWN = "book_withdrawn"
+"""The ``reason`` of a request declined because the lender withdrew the book."""
 
 STATUSES = (REQUESTED, APPROVED, DECLINED, CANCELLED, RETURNING, RETURNED)
 OPEN_STATUSES = (REQUESTED, APPROVED, RETURNING)
@@ -80,6 +86,15 @@ class Loan(Aggregate):
         self._require_lender(actor_id)
         self._require(REQUESTED)
         self._declined(reason=reason)
+
+    def decline_as_closed(self, reason: str) -> bool:
+        """The Library declines an open request because of its book (``LENT_TO_ANOTHER``,
+        ``BOOK_WITHDRAWN``); no actor check. Returns False (records nothing) when the loan
+        is no longer a request."""
+        if self.status != REQUESTED:
+            return False
+        self._declined(reason=reason)
+        return True
 
     @event("Declined")
     def _declined(self, reason: str) -> None:

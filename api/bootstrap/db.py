@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool import base as _pool_base
 
+from api.adapters.eventstore import RECORDER_TOPIC
 from migrations import MIGRATIONS_DIR
 
 # psycopg_pool re-opens the connections an outage broke with an exponential back-off (1 s,
@@ -42,6 +43,8 @@ def eventsourcing_env(
     kw = connection_kwargs(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # the default recorder, plus the idempotency mark in the events' transaction
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
         "POSTGRES_DBNAME": str(kw.get("dbname", "postgres")),
         "POSTGRES_HOST": str(kw.get("host", "localhost")),
         "POSTGRES_PORT": str(kw.get("port", "5432")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import psycopg
@@ -53,7 +54,8 @@ RETRY_AFTER_SECONDS = {429: 60, 503: 1}
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
     """An RFC 9457 problem (``application/problem+json``). ``code`` is stable: the API
-    contract; ``errors`` (only on some 422s) names the offending fields."""
+    contract; ``errors`` (only on some 422s) names the offending fields; ``loan_id`` (only
+    on a 409 ``request_pending``) is the borrower's open loan of that book."""
 
     type: str
     title: str
@@ -61,6 +63,7 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     code: str
     errors: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    loan_id: UUID | msgspec.UnsetType = msgspec.UNSET
 
 
 def domain_status_of(kind: type[d.DomainError]) -> int:
@@ -151,6 +154,7 @@ def problem(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    loan_id: UUID | None = None,
 ) -> Response[Problem]:
     body = Problem(
         type=PROBLEM_BASE + code,
@@ -159,6 +163,7 @@ def problem(
         detail=detail,
         code=code,
         errors=errors or msgspec.UNSET,
+        loan_id=msgspec.UNSET if loan_id is None else loan_id,
     )
     hdrs = dict(headers or {})
     if status == 401:
@@ -174,8 +179,14 @@ def domain_status(exc: d.DomainError) -> int:
     return domain_status_of(type(exc))
 
 
+def domain_problem(exc: d.DomainError) -> Response[Problem]:
+    """The problem response of a domain error (with ``loan_id`` for ``RequestPending``)."""
+    loan_id = exc.loan_id if isinstance(exc, d.RequestPending) else None
+    return problem(domain_status(exc), exc.code, exc.message, loan_id=loan_id)
+
+
 def _domain_handler(_: Request[Any, Any, Any], exc: d.DomainError) -> Response[Any]:
-    return problem(domain_status(exc), exc.code, exc.message)
+    return domain_problem(exc)
 
 
 def _api_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:

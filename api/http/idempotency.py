@@ -8,11 +8,21 @@ retried. Creating commands also derive their new aggregate's id from the key
 cannot create a second book or loan.
 
 A crash (or a failure to store the response) after the command committed leaves the key
-"in progress" without a response. A creating command passes ``recover``: on a retry it
-looks for the aggregate of the derived id and, when it was recorded, answers from it (the
-same status and body as the first response, built from what was recorded) and stores that;
-so such a retry is never a 409, not even a permanent one. Without ``recover`` the key is
-409 ``idempotency_in_progress`` for ``STALE_AFTER`` and then runs again.
+"in progress" without a response. Every command's events mark its key as committed in the
+same transaction (``api.adapters.eventstore``: ``committed_log``, ``committed_position``),
+so a retry knows whether the command happened, for every command:
+
+- committed (the mark is there): ``recover(Committed)`` builds the answer from what was
+  recorded, the same status and body as the first response would have been (the read model
+  as it is now, once it includes the commit; 202 ``Accepted`` while it lags), stores it and
+  returns it with ``Idempotent-Replayed: true``. Never a 409, never a second run;
+- not committed: a creating command's ``recover(None)`` still looks for the aggregate of
+  its derived id (a command that committed before the mark existed); otherwise the key is
+  409 ``idempotency_in_progress`` while the first request may still be running (for
+  ``STALE_AFTER``), then the command runs again (it never happened).
+
+A failure after the commit does not forget the key either (only an uncommitted one is
+forgotten, so that it can be retried): the retry recovers the answer.
 """
 
 from __future__ import annotations
@@ -26,10 +36,31 @@ from uuid import UUID, uuid4, uuid5
 import msgspec
 from litestar import Response
 
+from api.adapters.eventstore import claimed
 from api.http.errors import ApiError, problem
 from domain.errors import DomainError
 
 STALE_AFTER = timedelta(seconds=60)
+
+
+class Committed(msgspec.Struct, frozen=True, kw_only=True):
+    """What the mark of a committed command says: its log (``library`` or ``chat``) and the
+    position of its last event there (for read-your-writes)."""
+
+    log: str
+    position: int
+
+
+Recover = Callable[[Committed | None], Response[Any] | None]
+"""``recover(committed)``: the response of a command whose response was never stored,
+built from what it recorded; ``None`` when it did not commit (``committed`` is ``None``
+and there is nothing else to find)."""
+
+
+def after_commit(respond: Callable[[Committed], Response[Any]]) -> Recover:
+    """The ``recover`` of a command that creates nothing: ``respond(committed)`` when the
+    mark says it committed, else ``None`` (it did not: it may run again)."""
+    return lambda committed: None if committed is None else respond(committed)
 
 
 def derived_id(reader_id: UUID, key: str | None, purpose: str) -> UUID:
@@ -51,11 +82,13 @@ def run_idempotent(
     path: str,
     payload: Any,
     action: Callable[[], Response[Any]],
-    recover: Callable[[], Response[Any] | None] | None = None,
+    recover: Recover | None = None,
 ) -> Response[Any]:
     """Run ``action`` at most once per ``(reader_id, key)``; replay its response after.
-    ``recover()``: the response of an action that committed but whose response was never
-    stored (built from what it recorded), or ``None`` when it did not commit."""
+    ``recover`` (see ``Recover``): the response of an action that committed but whose
+    response was never stored. Raises ``ApiError`` 422 ``idempotency_key_reused``, 409
+    ``idempotency_in_progress``; ``action``'s own errors pass through (a domain error or a
+    4xx is stored and replayed like a success)."""
     if key is None:
         return action()
     request_hash = hashlib.sha256(
@@ -70,7 +103,8 @@ def run_idempotent(
         ).fetchone()
         if inserted is None:
             row = conn.execute(
-                "SELECT request_hash, status, body, now() - created_at AS age "
+                "SELECT request_hash, status, body, now() - created_at AS age, "
+                "committed_log, committed_position "
                 "FROM idempotency_keys WHERE reader_id = %s AND key = %s",
                 (reader_id, key),
             ).fetchone()
@@ -87,12 +121,17 @@ def run_idempotent(
                 )
             if row["status"] is None:
                 conn.commit()
-                recovered = recover() if recover is not None else None
+                committed = (
+                    None
+                    if row["committed_position"] is None
+                    else Committed(log=row["committed_log"], position=row["committed_position"])
+                )
+                recovered = recover(committed) if recover is not None else None
                 if recovered is not None:  # it committed, then its response was lost
                     _store(pool, reader_id, key, recovered)
                     recovered.headers["Idempotent-Replayed"] = "true"
                     return recovered
-                if row["age"] < STALE_AFTER:
+                if committed is not None or row["age"] < STALE_AFTER:
                     raise ApiError(
                         409,
                         "idempotency_in_progress",
@@ -102,11 +141,12 @@ def run_idempotent(
                 stored = msgspec.json.decode(row["body"])
                 return _replay(stored["status"], stored["body"])
     try:
-        response = action()
+        with claimed(reader_id, key):
+            response = action()
     except DomainError as exc:
-        from api.http.errors import domain_status
+        from api.http.errors import domain_problem
 
-        response = problem(domain_status(exc), exc.code, exc.message)
+        response = domain_problem(exc)
     except ApiError as exc:
         if exc.status >= 500:
             _forget(pool, reader_id, key)
@@ -133,9 +173,13 @@ def _store(pool: Any, reader_id: UUID, key: str, response: Response[Any]) -> Non
 
 
 def _forget(pool: Any, reader_id: UUID, key: str) -> None:
+    """Forget a key whose request failed, unless its command committed (then a retry
+    recovers the answer: it must not run again)."""
     with pool.connection() as conn:
         conn.execute(
-            "DELETE FROM idempotency_keys WHERE reader_id = %s AND key = %s", (reader_id, key)
+            "DELETE FROM idempotency_keys "
+            "WHERE reader_id = %s AND key = %s AND committed_position IS NULL",
+            (reader_id, key),
         )
 
 

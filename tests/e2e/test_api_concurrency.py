@@ -1,5 +1,6 @@
 """E2E over real HTTP: a book is lent to at most one borrower, even when its owner approves
-every request for it at the same instant from 16 connections."""
+every request for it at the same instant from 16 connections; the winning approval declines
+the other requests (``lent_to_another``)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ def test_sixteen_concurrent_approvals_lend_the_book_once(
     assert len(winners) == 1, [(r.status_code, r.text[:120]) for r in done]
     for i, response in enumerate(done):
         if i != winners[0]:
-            assert_problem(response, 409, ("book_on_loan", "concurrent_update"))
+            # lost the race: the book is lent, or this request was declined by the winner
+            assert_problem(
+                response, 409, ("book_on_loan", "concurrent_update", "invalid_loan_transition")
+            )
     winner = winners[0]
     assert done[winner].json()["status"] == "approved"
     assert done[winner].json()["borrower"]["id"] == readers[winner].id
@@ -73,19 +77,24 @@ def test_sixteen_concurrent_approvals_lend_the_book_once(
         "/v1/me/loans", params={"role": "lender", "status": "approved", "limit": 100}
     ).json()
     assert [loan["id"] for loan in approved["items"]] == [loans[winner]["id"]]
-    requested = owner.http.get(
-        "/v1/me/loans", params={"role": "lender", "status": "requested", "limit": 100}
+    declined = owner.http.get(
+        "/v1/me/loans", params={"role": "lender", "status": "declined", "limit": 100}
     ).json()
-    assert sorted(loan["id"] for loan in requested["items"]) == sorted(
+    assert sorted(loan["id"] for loan in declined["items"]) == sorted(
         loan["id"] for i, loan in enumerate(loans) if i != winner
     )
-    # every loser is still a plain request, from its borrower's side too
+    # every loser was declined by the winning approval, from its borrower's side too
     for i, reader in enumerate(readers):
-        status = reader.http.get(f"/v1/loans/{loans[i]['id']}").json()["status"]
-        assert status == ("approved" if i == winner else "requested")
+        loan = reader.http.get(f"/v1/loans/{loans[i]['id']}").json()
+        if i == winner:
+            assert loan["status"] == "approved"
+        else:
+            assert (loan["status"], loan["decline_reason"]) == ("declined", "lent_to_another")
     history = owner.http.get(f"/v1/books/{book['id']}/history").json()
-    assert [e["type"] for e in history] == ["Published", "Lent"]
+    assert [e["type"] for e in history] == ["Published", *["RequestReceived"] * N, "Lent"]
 
-    # a retry of a losing approval is still refused: the book is lent
+    # a retry of a losing approval is still refused: that request was declined
     loser = next(i for i in range(N) if i != winner)
-    assert_problem(owner.http.post(f"/v1/loans/{loans[loser]['id']}/approve"), 409, "book_on_loan")
+    assert_problem(
+        owner.http.post(f"/v1/loans/{loans[loser]['id']}/approve"), 409, "invalid_loan_transition"
+    )

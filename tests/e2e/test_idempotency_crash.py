@@ -1,8 +1,9 @@
 """Idempotency survives a crash: the command commits, then storing its response fails (the
 fault a crash between the two leaves: the key "in progress" without a response). A retry
 with the same ``Idempotency-Key`` gets the original status and body, built from what was
-recorded (the aggregate of the key's derived id), and later retries the stored answer;
-never a 409, never a second book or loan."""
+recorded (the aggregate of the key's derived id for a creating command; the key's commit
+mark, written with the events, for every command), and later retries the stored answer;
+never a 409, never a second book, loan, approval or message."""
 
 from __future__ import annotations
 
@@ -62,3 +63,124 @@ def test_a_loan_request_retried_after_a_crash_gets_its_original_answer(
         loan = retry.json()
         again = http.post(f"/v1/books/{book['id']}/loans", json=body, headers=key)
         assert (again.status_code, again.json()["id"]) == (201, loan["id"])
+
+
+def test_an_approval_retried_after_a_crash_gets_its_original_answer(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that creates nothing: the retry finds the key's commit mark (written with
+    the events) and answers from it, instead of running again into a 409."""
+    owner, _ = live_server.login()
+    borrower, _ = live_server.login()
+    with live_server.client(owner) as http:
+        book = http.post("/v1/books", json={"isbn": isbn13(), "title": "批准"}).json()
+    with live_server.client(borrower) as http:
+        loan = http.post(f"/v1/books/{book['id']}/loans").json()
+    key = {"Idempotency-Key": f"k-{uuid4().hex}"}
+    with live_server.client(owner) as http:
+        with monkeypatch.context() as patch:
+            _crash_after_commit(patch)
+            first = http.post(f"/v1/loans/{loan['id']}/approve", headers=key)
+        assert first.status_code == 500  # the crash: no answer reached the client
+        history = http.get(f"/v1/books/{book['id']}/history").json()
+        assert [e["type"] for e in history][-1] == "Lent"  # yet the approval committed
+
+        retry = http.post(f"/v1/loans/{loan['id']}/approve", headers=key)
+
+        assert retry.status_code == 200, retry.text  # not 409 idempotency_in_progress
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.headers["Liudong-Position"].startswith("library:")
+        body = retry.json()
+        assert (body["id"], body["status"]) == (loan["id"], "approved")
+        again = http.post(f"/v1/loans/{loan['id']}/approve", headers=key)
+        assert (again.status_code, again.json()) == (200, body)
+        history = http.get(f"/v1/books/{book['id']}/history").json()
+        assert [e["type"] for e in history].count("Lent") == 1  # ran once
+        # without the key, approving again is what it always was: a 409
+        assert http.post(f"/v1/loans/{loan['id']}/approve").status_code == 409
+
+
+def test_a_failure_after_the_commit_does_not_forget_the_key(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error after the events committed (here: building the response) is a 500, but the
+    key stays: the retry answers from the commit instead of running the command again."""
+    owner, _ = live_server.login()
+    key = {"Idempotency-Key": f"k-{uuid4().hex}"}
+    with live_server.client(owner) as http:
+        book = http.post("/v1/books", json={"isbn": isbn13(), "title": "撤下"}).json()
+        with monkeypatch.context() as patch:
+            from api.http.controllers import books
+
+            def broken(*_: Any) -> Any:
+                raise RuntimeError("fault injection: the response could not be built")
+
+            patch.setattr(books, "book_out", broken)
+            first = http.delete(f"/v1/books/{book['id']}", headers=key)
+        assert first.status_code == 500
+
+        retry = http.delete(f"/v1/books/{book['id']}", headers=key)
+
+        assert retry.status_code == 200, retry.text
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert (retry.json()["id"], retry.json()["status"]) == (book["id"], "withdrawn")
+        history = http.get(f"/v1/books/{book['id']}/history").json()
+        assert [e["type"] for e in history] == ["Published", "Withdrawn"]
+
+
+def test_a_chat_message_retried_after_a_crash_gets_its_original_answer(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the commit mark, a retry would find the message by its ``client_msg_id`` and
+    answer 200 ("already sent"); the first answer was a 201, and the retry gets it."""
+    ann, _ = live_server.login()
+    _, ben = live_server.login()
+    key = {"Idempotency-Key": f"k-{uuid4().hex}"}
+    with live_server.client(ann) as http:
+        conversation = http.post("/v1/conversations", json={"peer_id": ben["id"]}).json()
+        path = f"/v1/conversations/{conversation['id']}/messages"
+        body = {"text": "崩溃前发出", "client_msg_id": f"c-{uuid4().hex}"}
+        with monkeypatch.context() as patch:
+            _crash_after_commit(patch)
+            first = http.post(path, json=body, headers=key)
+        assert first.status_code == 500
+
+        retry = http.post(path, json=body, headers=key)
+
+        assert retry.status_code == 201, retry.text
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.headers["Liudong-Position"].startswith("chat:")
+        message = retry.json()
+        assert (message["text"], message["client_msg_id"]) == (body["text"], body["client_msg_id"])
+        again = http.post(path, json=body, headers=key)
+        assert (again.status_code, again.json()) == (201, message)
+        history = http.get(path).json()["items"]
+        assert [m["id"] for m in history if m["client_msg_id"] == body["client_msg_id"]] == [
+            message["id"]
+        ]
+
+
+def test_a_read_receipt_retried_after_a_crash_gets_its_original_answer(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann, _ = live_server.login()
+    ben, ben_reader = live_server.login()
+    with live_server.client(ann) as http:
+        conversation = http.post("/v1/conversations", json={"peer_id": ben_reader["id"]}).json()
+        sent = http.post(
+            f"/v1/conversations/{conversation['id']}/messages",
+            json={"text": "读了吗", "client_msg_id": "1"},
+        ).json()
+    key = {"Idempotency-Key": f"k-{uuid4().hex}"}
+    with live_server.client(ben) as http:
+        path = f"/v1/conversations/{conversation['id']}/read"
+        with monkeypatch.context() as patch:
+            _crash_after_commit(patch)
+            first = http.post(path, json={"up_to": sent["seq"]}, headers=key)
+        assert first.status_code == 500
+
+        retry = http.post(path, json={"up_to": sent["seq"]}, headers=key)
+
+        assert retry.status_code == 200, retry.text
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert (retry.json()["read_up_to"], retry.json()["unread"]) == (sent["seq"], 0)

@@ -32,9 +32,20 @@ from domain.errors import (
     NotTheLender,
     NotTheOwner,
     ReaderNotFound,
+    RequestPending,
 )
 from domain.library import Library
-from domain.loan import APPROVED, CANCELLED, DECLINED, REQUESTED, RETURNED, RETURNING, Loan
+from domain.loan import (
+    APPROVED,
+    BOOK_WITHDRAWN,
+    CANCELLED,
+    DECLINED,
+    LENT_TO_ANOTHER,
+    REQUESTED,
+    RETURNED,
+    RETURNING,
+    Loan,
+)
 from domain.reader import reader_id_for
 
 Event = Any  # a recorded domain event; its attributes depend on its class
@@ -296,7 +307,7 @@ def test_withdraw_a_book_on_loan_is_refused(app: Library, shelf: UUID) -> None:
     refused(app, c.WithdrawBook(book_id=shelf, actor_id=ADA), BookOnLoan)
 
 
-@pytest.mark.parametrize("state", [REQUESTED, DECLINED, CANCELLED, RETURNED])
+@pytest.mark.parametrize("state", [DECLINED, CANCELLED, RETURNED])
 def test_withdraw_a_book_with_no_loan_in_hand_is_allowed(
     app: Library, shelf: UUID, state: str
 ) -> None:
@@ -344,13 +355,20 @@ def test_request_records_requested_with_the_owner_as_lender(app: Library, shelf:
     )
 
     assert recorded.id == loan_id
-    assert names(events) == ["Requested"]
     e = events[0]
     assert e.originator_id == loan_id
     assert (e.book_id, e.borrower_id, e.lender_id, e.note) == (shelf, BOB, ADA, "may I?")
     assert e.contact == {"wechat_id": "wx-bob"}  # empty dropped
     assert app.loan(loan_id).status == REQUESTED
-    assert app.book(shelf).status == AVAILABLE  # a request does not touch the book
+    assert names(events) == ["Requested", "RequestReceived"]
+    assert (events[1].originator_id, events[1].loan_id, events[1].borrower_id) == (
+        shelf,
+        loan_id,
+        BOB,
+    )
+    book = app.book(shelf)
+    assert book.status == AVAILABLE  # the book only notes the open request
+    assert book.open_requests == {BOB: loan_id}
 
 
 @pytest.mark.parametrize(
@@ -373,7 +391,7 @@ def test_request_while_the_book_is_on_loan_is_allowed(app: Library, shelf: UUID)
 
     _, events = when(app, c.RequestLoan(loan_id=uuid4(), book_id=shelf, borrower_id=CYD))
 
-    assert names(events) == ["Requested"]
+    assert names(events) == ["Requested", "RequestReceived"]
 
 
 def test_cannot_borrow_own_book(app: Library, shelf: UUID) -> None:
@@ -392,6 +410,147 @@ def test_request_under_an_existing_loan_id_is_refused(app: Library, shelf: UUID)
     loan_id = request(app, shelf, BOB)
 
     refused(app, c.RequestLoan(loan_id=loan_id, book_id=shelf, borrower_id=CYD), ConcurrentUpdate)
+
+
+# -- loans: one open request per borrower per book -----------------------------------------------
+
+
+def test_a_second_request_of_the_same_book_is_refused_with_the_pending_loan(
+    app: Library, shelf: UUID
+) -> None:
+    first = request(app, shelf, BOB)
+
+    error = refused(
+        app, c.RequestLoan(loan_id=uuid4(), book_id=shelf, borrower_id=BOB), RequestPending
+    )
+
+    assert isinstance(error, RequestPending)
+    assert error.loan_id == first
+    assert app.book(shelf).open_requests == {BOB: first}
+
+
+def test_other_borrowers_may_each_have_a_request_of_the_same_book(
+    app: Library, shelf: UUID
+) -> None:
+    bob, cyd = request(app, shelf, BOB), request(app, shelf, CYD)
+
+    assert app.book(shelf).open_requests == {BOB: bob, CYD: cyd}
+
+
+@pytest.mark.parametrize("state", [APPROVED, RETURNING])
+def test_the_borrower_holding_the_book_cannot_request_it_again(
+    app: Library, shelf: UUID, state: str
+) -> None:
+    loan_id = loan_in(app, shelf, state, borrower=BOB)
+
+    error = refused(
+        app, c.RequestLoan(loan_id=uuid4(), book_id=shelf, borrower_id=BOB), RequestPending
+    )
+
+    assert isinstance(error, RequestPending)
+    assert error.loan_id == loan_id
+
+
+@pytest.mark.parametrize(
+    ("command", "actor", "event"),
+    [(c.DeclineLoan, ADA, "Declined"), (c.CancelLoan, BOB, "Cancelled")],
+    ids=["decline", "cancel"],
+)
+def test_a_closed_request_is_closed_on_the_book_and_may_be_made_again(
+    app: Library, shelf: UUID, command: type[c.Command], actor: UUID, event: str
+) -> None:
+    loan_id = request(app, shelf, BOB)
+
+    recorded, events = when(app, command(loan_id=loan_id, actor_id=actor))
+
+    assert recorded.id == loan_id
+    assert names(events) == [event, "RequestClosed"]
+    assert (events[1].originator_id, events[1].loan_id) == (shelf, loan_id)
+    assert app.book(shelf).open_requests == {}
+    again = request(app, shelf, BOB)
+    assert app.book(shelf).open_requests == {BOB: again}
+
+
+def test_approving_declines_the_other_requests_in_the_same_save(app: Library, shelf: UUID) -> None:
+    dan = reader_id_for("o-dan")
+    register(app, dan)
+    bob, cyd, dans = request(app, shelf, BOB), request(app, shelf, CYD), request(app, shelf, dan)
+    app.handle(c.CancelLoan(loan_id=dans, actor_id=dan))  # closed before: left alone
+    before = head(app)
+
+    recorded, events = when(app, c.ApproveLoan(loan_id=cyd, actor_id=ADA))
+
+    assert names(events) == ["Approved", "Lent", "Declined"]
+    assert recorded.position == before + 3  # one save: the last event's position
+    declined = events[2]
+    assert (declined.originator_id, declined.reason) == (bob, LENT_TO_ANOTHER)
+    assert app.loan(bob).status == DECLINED
+    assert app.loan(dans).status == CANCELLED
+    book = app.book(shelf)
+    assert (book.status, book.borrower_id, book.open_requests) == (ON_LOAN, CYD, {})
+    # the declined borrower may ask again (the book is lent: a request for later)
+    again = request(app, shelf, BOB)
+    assert app.book(shelf).open_requests == {BOB: again}
+
+
+def test_withdrawing_declines_every_open_request(app: Library, shelf: UUID) -> None:
+    bob, cyd = request(app, shelf, BOB), request(app, shelf, CYD)
+
+    _, events = when(app, c.WithdrawBook(book_id=shelf, actor_id=ADA))
+
+    assert names(events) == ["Withdrawn", "Declined", "Declined"]
+    assert {(e.originator_id, e.reason) for e in events[1:]} == {
+        (bob, BOOK_WITHDRAWN),
+        (cyd, BOOK_WITHDRAWN),
+    }
+    assert app.book(shelf).open_requests == {}
+    refused(app, c.DeclineLoan(loan_id=bob, actor_id=ADA), InvalidLoanTransition)
+
+
+def test_two_racing_requests_of_one_borrower_record_one(app: Library, shelf: UUID) -> None:
+    copies: list[Book] = [app.repository.get(shelf), app.repository.get(shelf)]
+    loans = [
+        Loan(id=uuid4(), book_id=shelf, borrower_id=BOB, lender_id=ADA, note="", contact=None)
+        for _ in copies
+    ]
+    for book, loan in zip(copies, loans, strict=True):
+        book.receive_request(loan.id, BOB)  # each stale copy sees no pending request
+
+    app._commit(loans[0].id, loans[0], copies[0])
+    before = head(app)
+    with pytest.raises(ConcurrentUpdate):
+        app._commit(loans[1].id, loans[1], copies[1])
+
+    assert head(app) == before  # the loser recorded nothing, not even its loan
+    assert app.book(shelf).open_requests == {BOB: loans[0].id}
+    # run again on the new state (what ``handle`` does after a conflict): request_pending
+    refused(app, c.RequestLoan(loan_id=loans[1].id, book_id=shelf, borrower_id=BOB), RequestPending)
+
+
+def test_a_request_that_loses_a_race_to_another_borrower_is_run_again(
+    app: Library, shelf: UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = app.book
+    cyd = uuid4()
+    loads = 0
+
+    def book_then_race(book_id: UUID) -> Book:
+        """Load the book; the first time, Cyd's request is saved right after the load."""
+        nonlocal loads
+        book = load(book_id)
+        loads += 1
+        if loads == 1:
+            monkeypatch.setattr(app, "book", load)
+            app.handle(c.RequestLoan(loan_id=cyd, book_id=shelf, borrower_id=CYD))
+            monkeypatch.setattr(app, "book", book_then_race)
+        return book
+
+    monkeypatch.setattr(app, "book", book_then_race)
+    bob = request(app, shelf, BOB)  # its first save conflicts with Cyd's request
+
+    assert loads == 2  # run twice
+    assert app.book(shelf).open_requests == {CYD: cyd, BOB: bob}
+    assert app.loan(bob).status == REQUESTED
 
 
 # -- loans: approving (Loan and Book in one save) -----------------------------------------------
@@ -455,11 +614,11 @@ def test_approve_a_second_loan_is_refused_until_the_first_is_returned(
 
 def test_approve_after_the_book_was_withdrawn_is_refused(app: Library, shelf: UUID) -> None:
     loan_id = request(app, shelf, BOB)
-    app.handle(c.WithdrawBook(book_id=shelf, actor_id=ADA))
+    app.handle(c.WithdrawBook(book_id=shelf, actor_id=ADA))  # declines the request
 
-    refused(app, c.ApproveLoan(loan_id=loan_id, actor_id=ADA), BookWithdrawn)
+    refused(app, c.ApproveLoan(loan_id=loan_id, actor_id=ADA), InvalidLoanTransition)
 
-    assert app.loan(loan_id).status == REQUESTED
+    assert app.loan(loan_id).status == DECLINED
 
 
 # -- loans: the other transitions ---------------------------------------------------------------
@@ -467,12 +626,8 @@ def test_approve_after_the_book_was_withdrawn_is_refused(app: Library, shelf: UU
 
 @pytest.mark.parametrize(
     ("state", "command", "actor", "event", "new_state"),
-    [
-        (REQUESTED, c.DeclineLoan, ADA, "Declined", DECLINED),
-        (REQUESTED, c.CancelLoan, BOB, "Cancelled", CANCELLED),
-        (APPROVED, c.StartReturn, BOB, "ReturnStarted", RETURNING),
-    ],
-    ids=["decline", "cancel", "start_return"],
+    [(APPROVED, c.StartReturn, BOB, "ReturnStarted", RETURNING)],
+    ids=["start_return"],
 )
 def test_loan_only_transition_records_one_event_and_leaves_the_book(
     app: Library,
@@ -596,6 +751,7 @@ def test_a_whole_loan_lifecycle(app: Library, shelf: UUID) -> None:
 
     assert names(events_after(app, before)) == [
         "Requested",
+        "RequestReceived",
         "Approved",
         "Lent",
         "ReturnStarted",
@@ -678,7 +834,7 @@ def test_recorded_position_increases_with_every_recording_command(app: Library) 
 
     positions = [app.handle(command).position for command in commands]
 
-    assert positions == [1, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13]
+    assert positions == [1, 2, 3, 4, 6, 8, 9, 11, 12, 13, 14]
     assert all(isinstance(p, int) for p in positions)
     assert positions == sorted(set(positions))  # type: ignore[type-var]
     assert positions[-1] == head(app)
@@ -897,7 +1053,7 @@ def test_every_command_is_frozen_strict_and_handled(command: type[c.Command]) ->
     config = command.__struct_config__
     assert config.frozen
     assert config.forbid_unknown_fields
-    assert command in Library.__dict__["handle"].dispatcher.registry  # has a handler
+    assert command in Library.__dict__["_dispatch"].dispatcher.registry  # has a handler
 
 
 # msgspec does not inherit kw_only=True from the Command base: each command declares it, so

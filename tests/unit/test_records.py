@@ -113,6 +113,8 @@ LIBRARY_TYPES = {
     "Book.Relisted",
     "Book.Lent",
     "Book.Returned",
+    "Book.RequestReceived",
+    "Book.RequestClosed",
     "Loan.Requested",
     "Loan.Approved",
     "Loan.Declined",

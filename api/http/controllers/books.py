@@ -22,7 +22,7 @@ from api.http.controllers.common import (
     shelf_includes,
 )
 from api.http.errors import ApiError
-from api.http.idempotency import derived_id, run_idempotent
+from api.http.idempotency import Committed, after_commit, derived_id, run_idempotent
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
 from api.http.params import (
@@ -59,6 +59,7 @@ from domain.errors import (
     LoanNotFound,
     NotTheOwner,
     ReaderNotFound,
+    RequestPending,
 )
 from projections.paging import InvalidCursor
 
@@ -164,7 +165,7 @@ class BookController(Controller):
                 book_out(row, reader_id), status_code=201, headers=position_headers(recorded)
             )
 
-        def recover() -> Response[Any] | None:
+        def recover(_: Committed | None) -> Response[Any] | None:
             book_id = derived_id(reader_id, idempotency_key, "book")
             try:
                 container.library.book(book_id)
@@ -240,15 +241,35 @@ class BookController(Controller):
             raise BookNotFound
         return book_out(row, viewer_id)
 
-    def _change(
-        self, request: Request[Any, Any, Any], command: c.Command, reader_id: UUID
+    def _change(  # noqa: PLR0913
+        self,
+        request: Request[Any, Any, Any],
+        book_id: UUID,
+        command: c.Command,
+        reader_id: UUID,
+        key: str | None,
+        payload: Any = None,
     ) -> Response[BookOut]:
+        """Run ``command`` under its ``Idempotency-Key`` and answer with the book once the
+        shelf has it; a retry after a crash answers from the recorded commit."""
         container = container_of(request)
-        recorded, consistent = execute(container, command)
-        if not consistent:
-            return accepted(recorded)
-        row = container.shelf.book(recorded.id)
-        return Response(book_out(row, reader_id), headers=position_headers(recorded))
+
+        def respond(recorded: c.Recorded) -> Response[Any]:
+            if not shelf_includes(container, recorded):
+                return accepted(recorded)
+            row = container.shelf.book(recorded.id)
+            return Response(book_out(row, reader_id), headers=position_headers(recorded))
+
+        return run_idempotent(
+            container,
+            reader_id,
+            key,
+            request.method,
+            request.url.path,
+            payload,
+            lambda: respond(container.library.handle(command)),
+            after_commit(lambda done: respond(c.Recorded(id=book_id, position=done.position))),
+        )
 
     @patch(
         "/{book_id:uuid}",
@@ -262,6 +283,7 @@ class BookController(Controller):
         book_id: FromPath[UUID],
         data: JSONBody[RevisePatch],
         reader_id: ReaderId,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[BookOut]:
         """Revise a book's details (owner only)."""
         check_texts(
@@ -273,7 +295,12 @@ class BookController(Controller):
         )
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         return self._change(
-            request, c.ReviseBook(book_id=book_id, actor_id=reader_id, **fields), reader_id
+            request,
+            book_id,
+            c.ReviseBook(book_id=book_id, actor_id=reader_id, **fields),
+            reader_id,
+            idempotency_key,
+            data,
         )
 
     @delete(
@@ -284,10 +311,16 @@ class BookController(Controller):
         opt=contract(BookNotFound, NotTheOwner, BookOnLoan, command="library"),
     )
     def withdraw(
-        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
+        self,
+        request: Request[Any, Any, Any],
+        book_id: FromPath[UUID],
+        reader_id: ReaderId,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[BookOut]:
-        """Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent)."""
-        return self._change(request, c.WithdrawBook(book_id=book_id, actor_id=reader_id), reader_id)
+        """Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent).
+        Its open loan requests are declined (reason ``book_withdrawn``)."""
+        command = c.WithdrawBook(book_id=book_id, actor_id=reader_id)
+        return self._change(request, book_id, command, reader_id, idempotency_key)
 
     @post(
         "/{book_id:uuid}/relist",
@@ -297,10 +330,15 @@ class BookController(Controller):
         opt=contract(BookNotFound, NotTheOwner, BookNotWithdrawn, command="library"),
     )
     def relist(
-        self, request: Request[Any, Any, Any], book_id: FromPath[UUID], reader_id: ReaderId
+        self,
+        request: Request[Any, Any, Any],
+        book_id: FromPath[UUID],
+        reader_id: ReaderId,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[BookOut]:
         """Put a withdrawn book back on the shelf (owner only)."""
-        return self._change(request, c.RelistBook(book_id=book_id, actor_id=reader_id), reader_id)
+        command = c.RelistBook(book_id=book_id, actor_id=reader_id)
+        return self._change(request, book_id, command, reader_id, idempotency_key)
 
     @get(
         "/{book_id:uuid}/history",
@@ -339,6 +377,7 @@ class BookController(Controller):
             BookNotFound,
             BookWithdrawn,
             CannotBorrowOwnBook,
+            RequestPending,
             Code(429, "rate_limited"),
             auth="reader",
             command="library",
@@ -352,7 +391,10 @@ class BookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Ask to borrow a book (the body is optional: every field of it is).
-        422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``."""
+        422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``; 409 ``request_pending`` when
+        you already have an open request (or loan) of this book: its id is the problem's
+        ``loan_id``. One open request per borrower per book; when the lender approves one,
+        the others are declined (reason ``lent_to_another``)."""
         reader_id = current_reader(request)  # in this thread (see there)
         container = container_of(request)
         data = data or LoanRequestBody()
@@ -381,7 +423,7 @@ class BookController(Controller):
                 loan_out(row, reader_id), status_code=201, headers=position_headers(recorded)
             )
 
-        def recover() -> Response[Any] | None:
+        def recover(_: Committed | None) -> Response[Any] | None:
             loan_id = derived_id(reader_id, idempotency_key, "loan")
             try:
                 container.library.loan(loan_id)

@@ -21,7 +21,7 @@ from api.bootstrap.container import Container, ReadModelLag
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
 from api.http.errors import ApiError
-from api.http.idempotency import run_idempotent
+from api.http.idempotency import Committed, after_commit, run_idempotent
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
 from api.http.params import (
@@ -165,6 +165,16 @@ def chat_headers(recorded: Recorded) -> dict[str, str]:
     return {POSITION_HEADER: f"chat:{recorded.position}"}
 
 
+def inbox_includes(container: Container, recorded: Recorded) -> bool:
+    """Wait until the inbox read model includes ``recorded`` (a Chat log position); False
+    if it lagged past the consistency timeout."""
+    try:
+        container.wait_for("inbox", "chat", recorded)
+    except ReadModelLag:
+        return False
+    return True
+
+
 def execute_chat(container: Container, command: Command) -> tuple[Recorded, bool]:
     """Run a Chat command and wait until the inbox read model includes it. Returns
     ``(recorded, consistent)``; ``consistent`` is False if the inbox lagged past the
@@ -293,8 +303,29 @@ class ConversationController(Controller):
                 conversation_out(row), status_code=status, headers=chat_headers(recorded)
             )
 
+        def opened(done: Committed) -> Response[Any]:
+            """The answer of the open that committed (so it created the conversation: 201);
+            opening again finds it and records nothing."""
+            command = cc.OpenConversation(reader_id=reader_id, peer_id=data.peer_id)
+            recorded = Recorded(id=container.chat.handle(command).id, position=done.position)
+            row = (
+                container.inbox.conversation(recorded.id, reader_id)
+                if inbox_includes(container, recorded)
+                else None
+            )
+            if row is None:
+                return chat_accepted(recorded)
+            return Response(conversation_out(row), status_code=201, headers=chat_headers(recorded))
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
+            after_commit(opened),
         )
 
     @get(
@@ -404,8 +435,27 @@ class ConversationController(Controller):
             status = 201 if recorded.created else 200
             return Response(message_out(row), status_code=status, headers=chat_headers(recorded))
 
+        def sent(done: Committed) -> Response[Any]:
+            """The answer of the send that committed (so it created the message: 201)."""
+            recorded = Recorded(id=conversation_id, position=done.position)
+            if not inbox_includes(container, recorded):
+                return chat_accepted(recorded)
+            row = container.inbox.message_by_client_id(
+                conversation_id, reader_id, data.client_msg_id
+            )
+            if row is None:  # cannot happen once the inbox includes the commit
+                return chat_accepted(recorded)
+            return Response(message_out(row), status_code=201, headers=chat_headers(recorded))
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
+            after_commit(sent),
         )
 
     @post(
@@ -421,18 +471,40 @@ class ConversationController(Controller):
         conversation_id: FromPath[UUID],
         data: JSONBody[ReadBody],
         reader_id: ReaderId,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[ConversationOut]:
         """Read receipt: you have read up to message ``seq`` ``up_to`` (capped at the last
         message; going backwards changes nothing). Returns your view of the conversation."""
         container = container_of(request)
-        command = cc.MarkRead(
-            conversation_id=conversation_id, reader_id=reader_id, up_to=data.up_to
+
+        def respond(recorded: Recorded) -> Response[Any]:
+            row = (
+                container.inbox.conversation(conversation_id, reader_id)
+                if inbox_includes(container, recorded)
+                else None
+            )
+            if row is None:
+                return chat_accepted(recorded)
+            return Response(conversation_out(row), headers=chat_headers(recorded))
+
+        def action() -> Response[Any]:
+            command = cc.MarkRead(
+                conversation_id=conversation_id, reader_id=reader_id, up_to=data.up_to
+            )
+            return respond(container.chat.handle(command))
+
+        return run_idempotent(
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
+            after_commit(
+                lambda done: respond(Recorded(id=conversation_id, position=done.position))
+            ),
         )
-        recorded, consistent = execute_chat(container, command)
-        row = container.inbox.conversation(conversation_id, reader_id) if consistent else None
-        if row is None:
-            return chat_accepted(recorded)
-        return Response(conversation_out(row), headers=chat_headers(recorded))
 
     @post(
         "/{conversation_id:uuid}/messages/{message_id:uuid}/hide",

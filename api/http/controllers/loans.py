@@ -12,12 +12,13 @@ from api.http.auth import current_reader
 from api.http.controllers.common import (
     accepted,
     container_of,
-    execute,
     position_headers,
+    shelf_includes,
 )
+from api.http.idempotency import after_commit, run_idempotent
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
-from api.http.params import FromPath, JSONBody, ReaderId
+from api.http.params import FromPath, IdempotencyKey, JSONBody, ReaderId
 from api.http.schemas import DeclineBody, LoanOut, loan_out
 from api.http.time_travel import AsOfParam, LoanAsOfOut, loan_as_of, loan_with_as_of
 from domain import commands as c
@@ -71,17 +72,35 @@ class LoanController(Controller):
         return loan_out(row, reader_id)
 
     def _transition(
-        self, request: Request[Any, Any, Any], command: Callable[[UUID], c.Command]
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: UUID,
+        command: Callable[[UUID], c.Command],
+        key: str | None,
+        payload: Any = None,
     ) -> Response[LoanOut]:
         """Run ``command(reader_id)`` for the request's reader (``current_reader``: in this
-        handler's thread) and answer with the loan once the shelf has it."""
+        handler's thread) under its ``Idempotency-Key`` and answer with the loan once the
+        shelf has it; a retry after a crash answers from the recorded commit."""
         container = container_of(request)
         reader_id = current_reader(request)
-        recorded, consistent = execute(container, command(reader_id))
-        if not consistent:
-            return accepted(recorded)
-        row = container.shelf.loan(recorded.id)
-        return Response(loan_out(row, reader_id), headers=position_headers(recorded))
+
+        def respond(recorded: c.Recorded) -> Response[Any]:
+            if not shelf_includes(container, recorded):
+                return accepted(recorded)
+            row = container.shelf.loan(recorded.id)
+            return Response(loan_out(row, reader_id), headers=position_headers(recorded))
+
+        return run_idempotent(
+            container,
+            reader_id,
+            key,
+            "POST",
+            request.url.path,
+            payload,
+            lambda: respond(container.library.handle(command(reader_id))),
+            after_commit(lambda done: respond(c.Recorded(id=loan_id, position=done.position))),
+        )
 
     @post(
         "/{loan_id:uuid}/approve",
@@ -99,10 +118,15 @@ class LoanController(Controller):
         ),
     )
     def approve(
-        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
-        return self._transition(request, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r))
+        return self._transition(
+            request, loan_id, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r), idempotency_key
+        )
 
     @post(
         "/{loan_id:uuid}/decline",
@@ -123,6 +147,7 @@ class LoanController(Controller):
         request: Request[Any, Any, Any],
         loan_id: FromPath[UUID],
         data: JSONBody[DeclineBody | None] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
@@ -135,7 +160,11 @@ class LoanController(Controller):
                 subject=f"loan:{loan_id}",
             )
         return self._transition(
-            request, lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason)
+            request,
+            loan_id,
+            lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason),
+            idempotency_key,
+            {"reason": reason},
         )
 
     @post(
@@ -147,9 +176,16 @@ class LoanController(Controller):
             LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader", command="library"
         ),
     )
-    def cancel(self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]) -> Response[LoanOut]:
+    def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[LoanOut]:
         """Borrower withdraws the request."""
-        return self._transition(request, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r))
+        return self._transition(
+            request, loan_id, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r), idempotency_key
+        )
 
     @post(
         "/{loan_id:uuid}/return",
@@ -161,10 +197,15 @@ class LoanController(Controller):
         ),
     )
     def start_return(
-        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Borrower says "I gave it back"."""
-        return self._transition(request, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r))
+        return self._transition(
+            request, loan_id, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r), idempotency_key
+        )
 
     @post(
         "/{loan_id:uuid}/confirm-return",
@@ -181,7 +222,15 @@ class LoanController(Controller):
         ),
     )
     def confirm_return(
-        self, request: Request[Any, Any, Any], loan_id: FromPath[UUID]
+        self,
+        request: Request[Any, Any, Any],
+        loan_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Lender says "I have it"; the book is available again."""
-        return self._transition(request, lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r))
+        return self._transition(
+            request,
+            loan_id,
+            lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r),
+            idempotency_key,
+        )

@@ -1,0 +1,81 @@
+"""The event store's recorder, with one addition: an idempotent request's key is marked as
+committed in the same transaction as the command's events.
+
+A command run under an ``Idempotency-Key`` (``api.http.idempotency``) runs inside
+``claimed(reader_id, key)``. When the Library or the Chat application saves events in that
+context, ``MarkingRecorder`` also sets ``committed_log`` (``"library"`` or ``"chat"``) and
+``committed_position`` (the last event's notification id) of that key's row in
+``idempotency_keys`` (migration ``0015_idempotency_commits``), in the transaction that
+inserts the events: the mark exists if and only if the events do. A retry after a crash
+between the commit and the stored response reads the mark and answers from what was
+recorded instead of running the command again. The first save of a request marks it (a
+request that saves in both logs, such as a loan request opening its conversation, keeps
+the first).
+
+It is eventsourcing's ``PostgresApplicationRecorder`` in its default insert mode (table
+lock, gap-free reading order); the factory uses it through ``APPLICATION_RECORDER_TOPIC``
+(``RECORDER_TOPIC``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+RECORDER_TOPIC = "api.adapters.eventstore:MarkingRecorder"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The idempotent request running in this context: its reader and ``Idempotency-Key``."""
+
+    reader_id: UUID
+    key: str
+
+
+_claim: ContextVar[Claim | None] = ContextVar("liudong_idempotency_claim", default=None)
+
+
+@contextmanager
+def claimed(reader_id: UUID, key: str) -> Iterator[Claim]:
+    """Run the body as the request ``(reader_id, key)``: events saved in it mark the key."""
+    claim = Claim(reader_id, key)
+    token = _claim.set(claim)
+    try:
+        yield claim
+    finally:
+        _claim.reset(token)
+
+
+_MARK = (
+    "UPDATE idempotency_keys SET committed_log = %s, committed_position = %s "
+    "WHERE reader_id = %s AND key = %s AND committed_position IS NULL"
+)
+
+
+class MarkingRecorder(PostgresApplicationRecorder):
+    """``PostgresApplicationRecorder`` that marks the claimed idempotency key (see module)."""
+
+    @property
+    def log_name(self) -> str:
+        """``library`` for ``library_events``: the name positions carry in the API."""
+        return self.events_table_name.rsplit(".", 1)[-1].removesuffix("_events")
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        claim = _claim.get()
+        if claim is not None and ids:
+            curs.execute(_MARK, (self.log_name, max(ids), claim.reader_id, claim.key))
+        return ids
+
+
+__all__ = ["RECORDER_TOPIC", "Claim", "MarkingRecorder", "claimed"]
