@@ -48,8 +48,9 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         description=(
-            "Makes the POST safe to retry: a retry with the same key (same reader, same request) "
-            "gets the first response again, with `Idempotent-Replayed: true`, and acts once. "
+            "Makes the command safe to retry: a retry with the same key (same reader, same "
+            "request) gets the first response again, with `Idempotent-Replayed: true`, and acts "
+            "once, even after a crash between the command's commit and its stored response. "
             "The same key for a different request is a 422 `idempotency_key_reused`; a retry "
             "while the first is still running is a 409 `idempotency_in_progress`."
         ),

@@ -170,22 +170,24 @@ def test_a_request_body_is_optional(actors: Actors) -> None:
 
 
 def test_several_requests_for_one_book_and_only_one_is_lent(actors: Actors) -> None:
-    owner, first, second = actors(), actors(), actors()
+    owner, first, second, third = actors(), actors(), actors(), actors()
     book = publish(owner)
     loan1 = request_loan(first, book["id"])
     loan2 = request_loan(second, book["id"])
     assert loan_action(owner, loan1["id"], "approve").status_code == 200
+    # approving one request declined the other: the book went to someone else
+    declined = second.http.get(f"/v1/loans/{loan2['id']}").json()
+    assert (declined["status"], declined["decline_reason"]) == ("declined", "lent_to_another")
     before = state(owner, second, book["id"], loan2["id"])
-    # approving a second loan of a lent book: 409, and nothing moved
-    assert_problem(loan_action(owner, loan2["id"], "approve"), 409, "book_on_loan")
+    assert_problem(loan_action(owner, loan2["id"], "approve"), 409, "invalid_loan_transition")
     assert state(owner, second, book["id"], loan2["id"]) == before
-    assert second.http.get(f"/v1/loans/{loan2['id']}").json()["status"] == "requested"
     assert owner.http.get(f"/v1/books/{book['id']}").json()["borrower"]["id"] == first.id
-    # it can still be declined, or approved once the book is back
+    # a request made while the book is out waits: approved once the book is back
+    loan3 = request_loan(third, book["id"])
     assert loan_action(first, loan1["id"], "return").status_code == 200
-    assert_problem(loan_action(owner, loan2["id"], "approve"), 409, "book_on_loan")
+    assert_problem(loan_action(owner, loan3["id"], "approve"), 409, "book_on_loan")
     assert loan_action(owner, loan1["id"], "confirm-return").status_code == 200
-    assert loan_action(owner, loan2["id"], "approve").json()["status"] == "approved"
+    assert loan_action(owner, loan3["id"], "approve").json()["status"] == "approved"
 
 
 def test_request_on_a_lent_book_is_accepted(actors: Actors) -> None:
@@ -223,16 +225,20 @@ def test_requesting_a_withdrawn_book_is_409(actors: Actors) -> None:
     assert loan_ids(borrower.http) == [] and loan_ids(owner.http) == []
 
 
-def test_approving_a_request_for_a_since_withdrawn_book_is_409(actors: Actors) -> None:
+def test_a_request_for_a_since_withdrawn_book_is_declined(actors: Actors) -> None:
     owner, borrower = actors(), actors()
     book = publish(owner)
     loan = request_loan(borrower, book["id"])
     assert owner.http.delete(f"/v1/books/{book['id']}").status_code == 200
+    declined = borrower.http.get(f"/v1/loans/{loan['id']}").json()
+    assert (declined["status"], declined["decline_reason"]) == ("declined", "book_withdrawn")
     before = state(owner, borrower, book["id"], loan["id"])
-    assert_problem(loan_action(owner, loan["id"], "approve"), 409, "book_withdrawn")
+    assert_problem(loan_action(owner, loan["id"], "approve"), 409, "invalid_loan_transition")
+    assert_problem(loan_action(borrower, loan["id"], "cancel"), 409, "invalid_loan_transition")
     assert state(owner, borrower, book["id"], loan["id"]) == before
-    # the borrower may still cancel it
-    assert loan_action(borrower, loan["id"], "cancel").json()["status"] == "cancelled"
+    # relisted, it may be asked for again
+    assert owner.http.post(f"/v1/books/{book['id']}/relist").status_code == 200
+    assert request_loan(borrower, book["id"])["status"] == "requested"
 
 
 # every wrong-state transition, from every state

@@ -143,16 +143,23 @@ def test_book_as_of_version_1_is_the_original(story: Story, anon: httpx.Client) 
 
 
 def test_book_versions_follow_its_events(story: Story) -> None:
-    seen = [ok(book_as_of(story.owner.http, story.book_id, v)) for v in (1, 2, 3, 4)]
+    # Published, DetailsRevised, RequestReceived, Lent, Returned
+    seen = [ok(book_as_of(story.owner.http, story.book_id, v)) for v in (1, 2, 3, 4, 5)]
 
-    assert [b["as_of"]["version"] for b in seen] == [1, 2, 3, 4]
-    assert [b["status"] for b in seen] == ["available", "available", "on_loan", "available"]
+    assert [b["as_of"]["version"] for b in seen] == [1, 2, 3, 4, 5]
+    assert [b["status"] for b in seen] == [
+        "available",
+        "available",
+        "available",
+        "on_loan",
+        "available",
+    ]
     assert [b["title"] for b in seen] == [story.original_title] + [
         story.original_title + " 修订版"
-    ] * 3
-    assert seen[2]["borrower"]["id"] == story.borrower.id
-    assert seen[2]["loan_id"] == story.loan_id
-    assert seen[3]["borrower"] is None and seen[3]["loan_id"] is None
+    ] * 4
+    assert seen[3]["borrower"]["id"] == story.borrower.id
+    assert seen[3]["loan_id"] == story.loan_id
+    assert seen[4]["borrower"] is None and seen[4]["loan_id"] is None
     times = [at(b["as_of"]["at"]) for b in seen]
     assert times == sorted(times)
 
@@ -164,7 +171,7 @@ def test_book_as_of_a_time_while_lent_is_on_loan(story: Story, anon: httpx.Clien
     for_anyone = ok(book_as_of(anon, story.book_id, when))
 
     assert for_owner["status"] == for_borrower["status"] == for_anyone["status"] == "on_loan"
-    assert for_owner["as_of"]["version"] == 3
+    assert for_owner["as_of"]["version"] == 4
     assert at(for_owner["as_of"]["at"]) <= story.after_approve
     # the borrower and the loan: the owner's eyes only, as now
     assert for_owner["borrower"] == {
@@ -185,16 +192,16 @@ def test_book_as_of_other_times(story: Story, anon: httpx.Client) -> None:
         == 1
     )
     request_time = ok(book_as_of(anon, story.book_id, story.after_request.isoformat()))
-    assert request_time["as_of"]["version"] == 2
+    assert request_time["as_of"]["version"] == 3  # the book noted the request
     assert request_time["status"] == "available"
     # another offset, the same instant; and the "Z" spelling
     beijing = story.after_approve.astimezone(timezone_plus8())
-    assert ok(book_as_of(anon, story.book_id, beijing.isoformat()))["as_of"]["version"] == 3
+    assert ok(book_as_of(anon, story.book_id, beijing.isoformat()))["as_of"]["version"] == 4
     zulu = story.after_confirm.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    assert ok(book_as_of(anon, story.book_id, zulu))["as_of"]["version"] == 4
+    assert ok(book_as_of(anon, story.book_id, zulu))["as_of"]["version"] == 5
     # a version past the current one is the current state
     latest = ok(book_as_of(anon, story.book_id, 999))
-    assert latest["as_of"]["version"] == 4
+    assert latest["as_of"]["version"] == 5
     assert latest["status"] == "available"
 
 

@@ -228,8 +228,9 @@ def test_export_since_until_and_type_filters(
 def test_show_an_aggregate_history(database_url: str, stories: tuple[Story, Story]) -> None:
     story = stories[0]
     book = run(database_url, "show", str(story.book)).output
-    assert f"Book {story.book} (library log, 2 events)" in book
-    assert book.index("Book.Published") < book.index("Book.Lent")
+    assert f"Book {story.book} (library log, 3 events)" in book
+    assert book.index("Book.Published") < book.index("Book.RequestReceived")
+    assert book.index("Book.RequestReceived") < book.index("Book.Lent")
     assert f"title: export {story.tag}" in book
 
     loan = run(database_url, "show", str(story.loan)).output
@@ -294,7 +295,7 @@ def test_show_time_travel(database_url: str, stories: tuple[Story, Story]) -> No
     then = run(database_url, "show", str(story.book), "--version", "1").output
     assert "state at v1" in then and "status: available" in then and "language: zh" in then
     now = run(database_url, "show", str(story.book), "--at", story.finished.isoformat()).output
-    assert "state at v2" in now and "status: on_loan" in now
+    assert "state at v3" in now and "status: on_loan" in now  # Published, RequestReceived, Lent
     assert f"borrower_id: {story.borrower}" in now
     loan = run(database_url, "show", str(story.loan), "--version", "1").output
     assert "status: requested" in loan and "13912345678" not in loan

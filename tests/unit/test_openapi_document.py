@@ -75,7 +75,15 @@ def test_public_operations_need_no_token_and_the_others_the_bearer_scheme(
 def test_every_error_is_a_problem_with_its_codes(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
     assert problem["required"] == ["type", "title", "status", "detail", "code"]
-    assert set(problem["properties"]) == {"type", "title", "status", "detail", "code", "errors"}
+    assert set(problem["properties"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+        "code",
+        "errors",
+        "loan_id",  # request_pending: the open loan
+    }
     for label, operation in operations(document).items():
         assert operation.get("description"), f"{label}: no description (handler docstring)"
         assert "422" in operation["responses"], label  # unknown_parameter, at least
