@@ -16,6 +16,8 @@ Its events table is ``library_events`` (the Application's name, lower case).
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from functools import singledispatchmethod
 from typing import Any, ClassVar
@@ -95,18 +97,25 @@ class Library(Application[UUID]):
 
         A command that loses an optimistic-concurrency race (``ConcurrentUpdate``: another
         command saved one of its aggregates first, e.g. someone else's request of the same
-        book) is run again on the new state, up to ``CONFLICT_ATTEMPTS`` times in all; it
-        then either succeeds or meets the refusal the new state calls for (a book already
-        lent, a request already pending…)."""
-        for attempt in range(1, self.CONFLICT_ATTEMPTS + 1):
+        book) is run again on the new state after a jittered back-off (``retry_backoff``
+        seconds, doubling, at most ``retry_backoff_cap``; as ``domain.chat.Chat`` does), up
+        to ``max_attempts`` attempts in all, then ``ConcurrentUpdate``. It then either
+        succeeds or meets the refusal the new state calls for (a book already lent, a
+        request already pending…)."""
+        delay = self.retry_backoff
+        for attempt in range(1, self.max_attempts + 1):
             try:
                 return self._dispatch(command)
             except ConcurrentUpdate:
-                if attempt == self.CONFLICT_ATTEMPTS:
+                if attempt == self.max_attempts:
                     raise
+            time.sleep(random.uniform(0, delay))  # noqa: S311 — jitter, not a secret
+            delay = min(delay * 2, self.retry_backoff_cap)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    CONFLICT_ATTEMPTS: ClassVar[int] = 3
+    max_attempts: ClassVar[int] = 8
+    retry_backoff: ClassVar[float] = 0.005
+    retry_backoff_cap: ClassVar[float] = 0.2
 
     @singledispatchmethod
     def _dispatch(self, command: c.Command) -> c.Recorded:

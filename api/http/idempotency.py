@@ -155,6 +155,9 @@ def run_idempotent(
     except BaseException:
         _forget(pool, reader_id, key)
         raise
+    if response.status_code is None:  # a programming error: the stored status must be known
+        _forget(pool, reader_id, key)
+        raise TypeError("an idempotent action must give its response's status_code")
     if response.status_code >= 500:
         _forget(pool, reader_id, key)
         return response

@@ -24,6 +24,14 @@ def _crash_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(idempotency, "_store", crash)
 
 
+def stored_status(live_server: LiveServer, key: str) -> Any:
+    """The status stored under ``key`` (``None`` while no response is stored)."""
+    with live_server.container.pool.connection() as conn:
+        row = conn.execute("SELECT status FROM idempotency_keys WHERE key = %s", (key,)).fetchone()
+    assert row is not None
+    return row["status"]
+
+
 def test_a_publish_retried_after_a_crash_gets_its_original_answer(
     live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,6 +100,7 @@ def test_an_approval_retried_after_a_crash_gets_its_original_answer(
         assert retry.headers["Liudong-Position"].startswith("library:")
         body = retry.json()
         assert (body["id"], body["status"]) == (loan["id"], "approved")
+        assert stored_status(live_server, key["Idempotency-Key"]) == 200  # the retry stored it
         again = http.post(f"/v1/loans/{loan['id']}/approve", headers=key)
         assert (again.status_code, again.json()) == (200, body)
         history = http.get(f"/v1/books/{book['id']}/history").json()
@@ -150,6 +159,7 @@ def test_a_chat_message_retried_after_a_crash_gets_its_original_answer(
         assert retry.status_code == 201, retry.text
         assert retry.headers["Idempotent-Replayed"] == "true"
         assert retry.headers["Liudong-Position"].startswith("chat:")
+        assert stored_status(live_server, key["Idempotency-Key"]) == 201
         message = retry.json()
         assert (message["text"], message["client_msg_id"]) == (body["text"], body["client_msg_id"])
         again = http.post(path, json=body, headers=key)
@@ -184,3 +194,24 @@ def test_a_read_receipt_retried_after_a_crash_gets_its_original_answer(
         assert retry.status_code == 200, retry.text
         assert retry.headers["Idempotent-Replayed"] == "true"
         assert (retry.json()["read_up_to"], retry.json()["unread"]) == (sent["seq"], 0)
+
+
+def test_a_revise_and_a_withdraw_with_a_key_are_replayed(live_server: LiveServer) -> None:
+    """PATCH and DELETE of a book take the key too: the retry gets the stored answer."""
+    owner, _ = live_server.login()
+    with live_server.client(owner) as http:
+        book = http.post("/v1/books", json={"isbn": isbn13(), "title": "改"}).json()
+        key = {"Idempotency-Key": f"k-{uuid4().hex}"}
+        first = http.patch(f"/v1/books/{book['id']}", json={"title": "改过"}, headers=key)
+        assert first.status_code == 200, first.text
+        again = http.patch(f"/v1/books/{book['id']}", json={"title": "改过"}, headers=key)
+        assert (again.status_code, again.json()) == (200, first.json())
+        assert again.headers["Idempotent-Replayed"] == "true"
+        other = http.patch(f"/v1/books/{book['id']}", json={"title": "别的"}, headers=key)
+        assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+        key = {"Idempotency-Key": f"k-{uuid4().hex}"}
+        gone = http.delete(f"/v1/books/{book['id']}", headers=key)
+        assert (gone.status_code, gone.json()["status"]) == (200, "withdrawn")
+        again = http.delete(f"/v1/books/{book['id']}", headers=key)
+        assert (again.status_code, again.json()) == (200, gone.json())
+        assert again.headers["Idempotent-Replayed"] == "true"

@@ -320,7 +320,8 @@ def test_seq_is_gap_free_per_reader_under_many_events_from_both_logs(inbox: Harn
     try:
         lender = h.reader("hub")
         borrowers = [h.reader(f"spoke{i}") for i in range(6)]
-        book = h.book(lender)
+        # a book each: one book's requests serialize on the book (``Book.RequestReceived``)
+        books = {b: h.book(lender) for b in borrowers}
         convs = {
             b: h.chat.handle(cc.OpenConversation(reader_id=b, peer_id=lender)).id for b in borrowers
         }
@@ -331,7 +332,7 @@ def test_seq_is_gap_free_per_reader_under_many_events_from_both_logs(inbox: Harn
             try:
                 for i in range(rounds):
                     loan = uuid4()
-                    h.library.handle(c.RequestLoan(loan_id=loan, book_id=book, borrower_id=b))
+                    h.library.handle(c.RequestLoan(loan_id=loan, book_id=books[b], borrower_id=b))
                     h.chat.handle(
                         cc.SendMessage(
                             conversation_id=convs[b],

@@ -258,7 +258,9 @@ class BookController(Controller):
             if not shelf_includes(container, recorded):
                 return accepted(recorded)
             row = container.shelf.book(recorded.id)
-            return Response(book_out(row, reader_id), headers=position_headers(recorded))
+            return Response(
+                book_out(row, reader_id), status_code=200, headers=position_headers(recorded)
+            )
 
         return run_idempotent(
             container,

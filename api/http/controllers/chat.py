@@ -485,7 +485,7 @@ class ConversationController(Controller):
             )
             if row is None:
                 return chat_accepted(recorded)
-            return Response(conversation_out(row), headers=chat_headers(recorded))
+            return Response(conversation_out(row), status_code=200, headers=chat_headers(recorded))
 
         def action() -> Response[Any]:
             command = cc.MarkRead(

@@ -89,7 +89,9 @@ class LoanController(Controller):
             if not shelf_includes(container, recorded):
                 return accepted(recorded)
             row = container.shelf.loan(recorded.id)
-            return Response(loan_out(row, reader_id), headers=position_headers(recorded))
+            return Response(
+                loan_out(row, reader_id), status_code=200, headers=position_headers(recorded)
+            )
 
         return run_idempotent(
             container,
