@@ -113,9 +113,9 @@ class Library(Application[UUID]):
             delay = min(delay * 2, self.retry_backoff_cap)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    max_attempts: ClassVar[int] = 8
+    max_attempts: ClassVar[int] = 12
     retry_backoff: ClassVar[float] = 0.005
-    retry_backoff_cap: ClassVar[float] = 0.2
+    retry_backoff_cap: ClassVar[float] = 0.5
 
     @singledispatchmethod
     def _dispatch(self, command: c.Command) -> c.Recorded:
