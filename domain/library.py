@@ -3,11 +3,14 @@
 Each command is one load → act → ``save`` on one consistent boundary. Approving a loan saves
 the ``Loan`` and the ``Book`` in one ``save()``, so optimistic concurrency (the events table's
 ``(originator_id, originator_version)`` key) lets only one of two concurrent approvals of the
-same book succeed; the loser gets ``ConcurrentUpdate``.
+same book succeed; the loser's save fails (``ConcurrentUpdate``) and ``handle`` runs it again
+on the new state, where it meets ``BookOnLoan`` (or ``InvalidLoanTransition``: the winner
+declined it).
 
 A loan request saves the ``Loan`` and its ``Book`` (``Book.RequestReceived``) together too:
 the book holds the open requests, so one borrower's two simultaneous requests for one book
-conflict and only one is recorded (the other gets ``RequestPending`` or ``ConcurrentUpdate``).
+conflict and only one is recorded (the other, run again, gets ``RequestPending``); different
+borrowers' simultaneous requests are all recorded, one after the other.
 Approving a request declines the book's other open requests (reason ``lent_to_another``)
 and withdrawing a book declines all of them (``book_withdrawn``), in the same ``save()``.
 
