@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner
@@ -263,6 +264,9 @@ def test_a_busy_wechat_is_retried_with_back_off_and_sends_once(
     assert "busy" in row["last_error"]
     assert len(sends_to(fake, lender)) == 4  # 3 answered busy (not delivered), then 1 ok
     assert not fake.script[SUBSCRIBE_SEND]
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'liudong_subscribe_messages_total{outcome="retried"}' in metrics
+    assert 'liudong_subscribe_messages_total{outcome="sent"}' in metrics
     assert left(lender)[REQUESTED] == 0
 
 

@@ -48,10 +48,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from prometheus_client import Counter
+
 from api.adapters.subscribe.store import Claim, Outbox
 from api.adapters.wechat import WeChatError, WeChatQuotaExceeded
 
-__all__ = ["NO_GRANT_ERRCODE", "Notifier", "NotifierStats"]
+__all__ = ["NO_GRANT_ERRCODE", "OUTCOMES", "Notifier", "NotifierStats"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ NO_GRANT_ERRCODE = 43101
 MAX_BACKOFF = 3600.0
 
 Send = Callable[[dict[str, Any]], Awaitable[Any]]
+
+OUTCOMES = Counter(
+    "liudong_subscribe_messages",
+    "Inbox items the subscribe-message notifier handled on this node, by outcome: sent, "
+    "refused (43101), retried, failed, skipped_online, skipped_no_openid, skipped_no_grant.",
+    ["outcome"],
+)
 
 
 @dataclass
@@ -162,15 +171,18 @@ class Notifier:
         if self.is_online(reader_id):
             await asyncio.to_thread(self.outbox.skip, key, "online")
             self.stats.skipped += 1
+            OUTCOMES.labels("skipped_online").inc()
             return
         open_id = await asyncio.to_thread(self.open_id, reader_id)
         if not open_id:
             await asyncio.to_thread(self.outbox.skip, key, "no_openid")
             self.stats.skipped += 1
+            OUTCOMES.labels("skipped_no_openid").inc()
             return
         claim = await asyncio.to_thread(self.outbox.claim, key)
-        if claim is None:
+        if claim is None:  # no grant left (or another node took it)
             self.stats.skipped += 1
+            OUTCOMES.labels("skipped_no_grant").inc()
             return
         templates = self.outbox.templates
         body: dict[str, Any] = {
@@ -191,9 +203,11 @@ class Notifier:
             log.exception("notifier: sending %s failed", claim.key)
             await asyncio.to_thread(self.outbox.failed, claim, repr(exc))
             self.stats.failed += 1
+            OUTCOMES.labels("failed").inc()
         else:
             await asyncio.to_thread(self.outbox.sent, claim)
             self.stats.sent += 1
+            OUTCOMES.labels("sent").inc()
 
     async def _failed(self, claim: Claim, exc: Exception) -> None:
         error = str(exc) or type(exc).__name__
@@ -202,6 +216,7 @@ class Notifier:
         if errcode == NO_GRANT_ERRCODE:
             await asyncio.to_thread(self.outbox.refused, claim, error)
             self.stats.refused += 1
+            OUTCOMES.labels("refused").inc()
             return
         retryable = isinstance(exc, TimeoutError) or getattr(exc, "retryable", False)
         if retryable and claim.attempts < self.max_attempts:
@@ -211,9 +226,11 @@ class Notifier:
             log.info("notifier: %s not sent (%s); again in %.0f s", claim.key, error, delay)
             await asyncio.to_thread(self.outbox.retry, claim, error, delay)
             self.stats.retried += 1
+            OUTCOMES.labels("retried").inc()
             return
         log.warning(
             "notifier: %s given up after %d attempt(s): %s", claim.key, claim.attempts, error
         )
         await asyncio.to_thread(self.outbox.failed, claim, error)
         self.stats.failed += 1
+        OUTCOMES.labels("failed").inc()
