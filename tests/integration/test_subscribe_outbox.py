@@ -30,6 +30,7 @@ TEMPLATES = Templates.from_dict(
     {
         "template": [
             {"kind": "loan.requested", "template_id": "T", "data": {"thing1": "{book.title}"}},
+            {"kind": "chat.message", "template_id": "C", "data": {"thing1": "{text}"}},
         ]
     }
 )
@@ -75,15 +76,19 @@ def log_event(pool: Any, schema: str, topic: str, originator: UUID) -> int:
     return int(position)
 
 
-def loan_requested(pool: Any, schema: str, lender: UUID, title: str = "百年孤独") -> int:
-    position = log_event(pool, schema, "domain.loan:Loan.Requested", lender)
+def item(pool: Any, schema: str, reader: UUID, kind: str, data: dict[str, Any]) -> int:
+    position = log_event(pool, schema, "domain.loan:Loan.Requested", reader)
     with pool.connection() as conn:
         conn.execute(
             f'INSERT INTO "{schema}".items (reader_id, seq, kind, at, data, source, position) '
-            "VALUES (%s, %s, 'loan.requested', %s, %s, 'library', %s)",
-            (lender, position, datetime.now(UTC), Jsonb({"book": {"title": title}}), position),
+            "VALUES (%s, %s, %s, %s, %s, 'library', %s)",
+            (reader, position, kind, datetime.now(UTC), Jsonb(data), position),
         )
     return position
+
+
+def loan_requested(pool: Any, schema: str, lender: UUID, title: str = "百年孤独") -> int:
+    return item(pool, schema, lender, "loan.requested", {"book": {"title": title}})
 
 
 def rows(pool: Any, reader: UUID) -> list[dict[str, Any]]:
@@ -170,3 +175,14 @@ def test_claims_use_grants_and_outcomes_move_them(pool: Any, own_database: tuple
         ("skipped", "no_grant"),
     ]
     assert grants.add(reader, [("T", 5000)]) == {"T": 1000}  # capped
+
+
+def test_no_message_for_a_readers_own_act(pool: Any, own_database: tuple[str, str]) -> None:
+    _, schema = own_database
+    outbox, sender, peer = Outbox(pool, TEMPLATES), uuid.uuid4(), uuid.uuid4()
+    outbox.follow("library")
+    message = {"text": "你好", "sender": {"id": str(sender), "nickname": "甲"}}
+    item(pool, schema, sender, "chat.message", message)  # the sender's other devices
+    item(pool, schema, peer, "chat.message", message)
+    assert outbox.follow("library") == (1, False)
+    assert rows(pool, sender) == [] and len(rows(pool, peer)) == 1

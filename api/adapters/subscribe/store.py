@@ -32,6 +32,19 @@ MAX_GRANTS = 1000
 """At most this many grants left per reader and template (a client reporting in a loop)."""
 
 
+def own_action(item: dict[str, Any]) -> bool:
+    """Whether the item tells its reader of their own act (their other devices' copy): a
+    ``chat.message`` they sent, a ``loan.cancelled`` they (the borrower) cancelled. No
+    subscribe message for those."""
+    data = item.get("data") or {}
+    reader = str(item["reader_id"])
+    if item["kind"] == "chat.message":
+        return str((data.get("sender") or {}).get("id")) == reader
+    if item["kind"] == "loan.cancelled":
+        return str((data.get("borrower") or {}).get("id")) == reader
+    return False
+
+
 class Grants:
     """``subscribe_grants``: ``add`` what a reader granted, ``left`` what remains."""
 
@@ -144,6 +157,8 @@ class Outbox:
             return recorded, upto < inbox_at
 
     def _intent(self, cur: Any, source: str, item: dict[str, Any]) -> int:
+        if own_action(item):
+            return 0
         template = self.templates.by_kind[item["kind"]]
         status, error = "pending", None
         try:
