@@ -19,7 +19,7 @@ ITEM: dict[str, Any] = {
     "kind": "loan.requested",
     "at": datetime(2026, 12, 7, 16, 5, tzinfo=UTC),
     "data": {
-        "loan_id": "0b0e…",
+        "loan_id": "0b0e7c52",
         "book": {"id": "b1", "title": "百年孤独"},
         "borrower": {"id": "r1", "nickname": "小明"},
         "lender": {"id": "r2", "nickname": "Ada"},
@@ -45,7 +45,7 @@ def test_the_example_file_is_valid_and_covers_the_four_kinds() -> None:
     }
     assert templates.kinds_of("LOAN_RESULT_TEMPLATE_ID") == ["loan.approved", "loan.declined"]
     page, data = templates.by_kind["loan.requested"].render(ITEM)
-    assert page == "pages/loan/detail?id=0b0e…"
+    assert page == "pages/loan/detail?id=0b0e7c52"
     assert data == {
         "thing1": {"value": "百年孤独"},
         "name2": {"value": "小明"},
@@ -164,10 +164,10 @@ def test_placeholders_fallbacks_and_dates() -> None:
             "character_string3": "{seq}",
             "name4": "{lender.nickname}",
         },
-        page="pages/x?k={kind}",
+        page="pages/x?k={kind}&who={lender.nickname}&t={book.title}",
     )
     page, data = templates.by_kind["loan.requested"].render(ITEM)
-    assert page == "pages/x?k=loan.requested"
+    assert page == "pages/x?k=loan.requested&who=Ada&t=%E7%99%BE%E5%B9%B4%E5%AD%A4%E7%8B%AC"
     assert {k: v["value"] for k, v in data.items()} == {
         "thing1": "百年孤独《无》",
         "date2": "2026年12月8日",

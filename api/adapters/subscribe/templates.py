@@ -18,7 +18,8 @@ The file (example: ``deploy/subscribe-templates.example.toml``)::
 
 A value is text with ``{field}`` placeholders: ``field`` is a dotted path into the item's
 ``data`` (``book.title``, ``borrower.nickname``, ``note``…) or ``at`` / ``kind`` / ``seq``;
-``{field|text}`` gives ``text`` when the field is missing or empty. One kind maps to one
+``{field|text}`` gives ``text`` when the field is missing or empty. In ``page`` a filled
+value is percent-encoded (it is a query parameter). One kind maps to one
 template; one template may serve several kinds.
 
 WeChat's value rules, applied to each filled value by the key's type prefix (``thing1`` is a
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 __all__ = [
     "KINDS",
@@ -128,7 +130,9 @@ class Template:
         """``(page, data)`` for an inbox item ``{"seq", "kind", "at", "data"}``: ``data`` in
         WeChat's shape ``{"thing1": {"value": "…"}}``, each value fitted to its key's rule.
         Raises ``RenderError`` when a value is empty after fitting."""
-        page = _PLACEHOLDER.sub(lambda m: _lookup(item, m.group(1), m.group(2) or ""), self.page)
+        page = _PLACEHOLDER.sub(
+            lambda m: quote(_lookup(item, m.group(1), m.group(2) or ""), safe=""), self.page
+        )
         data: dict[str, dict[str, str]] = {}
         for key, text in self.data.items():
             rule = _KEY.match(key).group(1)  # type: ignore[union-attr] # checked on load
