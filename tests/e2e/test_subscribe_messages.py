@@ -188,7 +188,10 @@ def test_a_loan_request_to_an_away_lender_with_one_grant_sends_exactly_one(
     grant(lender)
     title = "三体：地球往事（典藏版）刘慈欣科幻小说全集第一卷"  # 24 characters
     book = publish(lender, title=title)
+    started = time.monotonic()
     loan = ask(borrower, book["id"], note="周末可以来取吗")
+    wait_until(lambda: sends_to(fake, lender), timeout=15, interval=0.005)
+    print(f"loan request → subscribeMessage.send: {time.monotonic() - started:.3f} s")
     row = settled(server, lender, "loan.requested")
     assert row["status"] == "sent", row
     sent = sends_to(fake, lender)
