@@ -136,6 +136,7 @@ def start_notifier(container: Container, readers: ReaderPresence) -> Notifier | 
         max_attempts=settings.notify_max_attempts,
         backoff=settings.notify_backoff,
         call_timeout=4 * settings.wechat_timeout + 5,
+        retention=settings.notify_retention * 86400.0,
     )
 
 

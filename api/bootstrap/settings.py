@@ -178,6 +178,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gt=0,
         ),
     ] = 30.0
+    notify_retention: Annotated[
+        int,
+        _var(
+            "LIUDONG_NOTIFY_RETENTION",
+            "days a subscribe message's record is kept once done (sent, refused, skipped, failed)",
+            ge=1,
+        ),
+    ] = 30
     forwarded_allow_ips: Annotated[
         str,
         _var(

@@ -186,3 +186,20 @@ def test_no_message_for_a_readers_own_act(pool: Any, own_database: tuple[str, st
     item(pool, schema, peer, "chat.message", message)
     assert outbox.follow("library") == (1, False)
     assert rows(pool, sender) == [] and len(rows(pool, peer)) == 1
+
+
+def test_rows_done_are_purged_after_the_retention(pool: Any, own_database: tuple[str, str]) -> None:
+    _, schema = own_database
+    outbox, reader = Outbox(pool, TEMPLATES), uuid.uuid4()
+    outbox.follow("library")
+    done, waiting = loan_requested(pool, schema, reader), loan_requested(pool, schema, reader)
+    outbox.follow("library")
+    outbox.skip(("library", done, reader), "online")
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE subscribe_notifications SET updated_at = now() - interval '31 days' "
+            "WHERE reader_id = %s",
+            (reader,),
+        )
+    assert outbox.purge(30 * 86400) == 1  # the pending one stays, however old
+    assert [r["position"] for r in rows(pool, reader)] == [waiting]

@@ -29,6 +29,10 @@ class FakeOutbox:
     def interrupted(self, older_than: float) -> int:
         return 0
 
+    def purge(self, older_than: float) -> int:
+        self.purged = older_than
+        return 0
+
     def follow(self, source: str, chunk: int = 1000) -> tuple[int, bool]:
         return 0, False
 
@@ -110,6 +114,7 @@ async def test_one_call_with_the_openid_template_page_and_data() -> None:
         }
     ]
     assert outbox.log == [("sent",)] and outbox.grants == 0
+    assert outbox.purged == 30 * 86400  # the retention, once an hour
 
 
 async def test_online_readers_and_readers_without_a_grant_are_skipped() -> None:

@@ -28,7 +28,9 @@ How it runs (an asyncio task on the app's event loop; the database work in worke
    An item is never sent twice: it is claimed (``sending``) in a committed transaction
    before the call, and an item found ``sending`` after ``2 × call timeout`` (its node died
    during the call) becomes ``failed``, not sent again — WeChat may have delivered it.
-3. Forgotten readers: ``Reader.Forgotten`` (``FORGOTTEN_TOPIC``) on the library log deletes
+3. Rows done (sent, refused, skipped, failed) are deleted ``retention`` seconds later
+   (``LIUDONG_NOTIFY_RETENTION``, 30 days), checked hourly: they hold nicknames and titles.
+4. Forgotten readers: ``Reader.Forgotten`` (``FORGOTTEN_TOPIC``) on the library log deletes
    the reader's grants and unsent items in the follow step's transaction.
 
 Several nodes may run a notifier: the tracking row is locked by the follow step and claims
@@ -43,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +62,8 @@ log = logging.getLogger(__name__)
 
 NO_GRANT_ERRCODE = 43101
 MAX_BACKOFF = 3600.0
+PURGE_INTERVAL = 3600.0
+"""Seconds between deletions of the rows older than ``retention``."""
 
 Send = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -102,6 +107,7 @@ class Notifier:
         backoff: float = 30.0,
         interval: float = 1.0,
         call_timeout: float = 30.0,
+        retention: float = 30 * 86400.0,
     ) -> None:
         self.outbox = outbox
         self.send = send
@@ -112,6 +118,8 @@ class Notifier:
         self.backoff = backoff
         self.interval = interval
         self.call_timeout = call_timeout
+        self.retention = retention
+        self._purged_at: float | None = None
         self.stats = NotifierStats()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop it runs on (set by ``start``)."""
@@ -154,6 +162,9 @@ class Notifier:
     async def run_once(self) -> None:
         """One round: follow every source to the inbox's position, then send what is due."""
         await asyncio.to_thread(self.outbox.interrupted, 2 * self.call_timeout + 5)
+        if self._purged_at is None or time.monotonic() - self._purged_at > PURGE_INTERVAL:
+            self._purged_at = time.monotonic()
+            await asyncio.to_thread(self.outbox.purge, self.retention)
         for source in self.sources:
             more = True
             while more:

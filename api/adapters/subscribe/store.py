@@ -303,6 +303,18 @@ class Outbox:
             )
             return int(cur.rowcount or 0)
 
+    def purge(self, older_than: float) -> int:
+        """Delete the rows done (sent, refused, skipped, failed) for more than
+        ``older_than`` seconds (they hold nicknames, titles, notes); how many."""
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "DELETE FROM subscribe_notifications WHERE status IN "
+                "('sent', 'refused', 'skipped', 'failed') "
+                "AND updated_at < now() - make_interval(secs => %s)",
+                (older_than,),
+            )
+            return int(cur.rowcount or 0)
+
     @staticmethod
     def _give_back(conn: Any, claim: Claim) -> None:
         conn.execute(
