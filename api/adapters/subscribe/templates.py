@@ -136,9 +136,11 @@ class Template:
         data: dict[str, dict[str, str]] = {}
         for key, text in self.data.items():
             rule = _KEY.match(key).group(1)  # type: ignore[union-attr] # checked on load
-            raw = _PLACEHOLDER.sub(
-                lambda m, r=rule: _lookup(item, m.group(1), m.group(2) or "", r), text
-            )
+
+            def filled(m: re.Match[str], rule: str = rule) -> str:
+                return _lookup(item, m.group(1), m.group(2) or "", rule)
+
+            raw = _PLACEHOLDER.sub(filled, text)
             value = fit(rule, raw)
             if not value:
                 raise RenderError(f"{self.kind}: {key} is empty for this item ({text!r})")
