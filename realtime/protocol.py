@@ -59,6 +59,10 @@ class CloseCode(enum.IntEnum):
     UNAUTHORIZED = 4401
     """Missing, invalid, expired or revoked token or ticket, or (``session_ended``) the
     socket's login session ended: log in again before reconnecting."""
+    SESSION_REPLACED = 4409
+    """(``session_replaced``, only with ``LIUDONG_SINGLE_DEVICE``) the reader logged in on
+    another device, which ended this login session: do not reconnect with this token; say
+    "logged in elsewhere" and offer to log in again."""
 
 
 class Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):

@@ -8,6 +8,11 @@ It serves, over real HTTP on ``127.0.0.1``:
 - ``POST /wxa/msg_sec_check?access_token=…``: 40001 for a token it did not issue, revoked or
   expired, 42001 for an expired one; else a verdict from ``rules`` (a substring of the
   content → ``(suggest, label)``; ``pass``/100 otherwise).
+- ``POST /cgi-bin/message/subscribe/send?access_token=…`` (subscribeMessage.send): the same
+  token checks; 40003 without ``touser``, 40037 for a ``template_id`` not in
+  ``subscribe_templates`` (when that is set), 47003 for a value that is empty or breaks its
+  key's length rule (thing ≤ 20, name ≤ 10 CJK / 20, phrase ≤ 5, character_string ≤ 32…),
+  43101 for a ``touser`` in ``subscribe_refused``; else ok.
 
 ``script[path]`` holds canned answers served before the behaviour above (one per request,
 consumed in order): an HTTP status, a raw body, an errcode, a delay. Every request is
@@ -69,6 +74,10 @@ class FakeWeChat:
     current_expires: float = 0.0
     refused: set[str] = field(default_factory=set)
     """Tokens msgSecCheck refuses (40001) although stable_token may still hand them out."""
+    subscribe_templates: set[str] = field(default_factory=set)
+    """Template ids subscribeMessage.send knows (empty: any)."""
+    subscribe_refused: set[str] = field(default_factory=set)
+    """openIds subscribeMessage.send answers 43101 (no grant left) for."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -117,6 +126,8 @@ class FakeWeChat:
                 return 200, self._stable_token(body), 0.0
             if path == "/wxa/msg_sec_check":
                 return 200, self._msg_sec_check(query, body), self.check_delay
+            if path == SUBSCRIBE_SEND:
+                return 200, self._subscribe_send(query, body), 0.0
         return 404, b"not found", 0.0
 
     def _stable_token(self, body: dict[str, Any]) -> bytes:
@@ -135,12 +146,37 @@ class FakeWeChat:
         remaining = max(1, int(self.current_expires - time.time()))
         return msgspec.json.encode({"access_token": self.current, "expires_in": remaining})
 
-    def _msg_sec_check(self, query: dict[str, list[str]], body: dict[str, Any]) -> bytes:
+    def _token_error(self, query: dict[str, list[str]]) -> bytes | None:
         token = query.get("access_token", [""])[0]
         if token == self.current and time.time() >= self.current_expires:
             return _err(42001, "access_token expired")
         if token != self.current or token in self.refused:
             return _err(40001, "invalid credential, access_token is invalid or not latest")
+        return None
+
+    def _subscribe_send(self, query: dict[str, list[str]], body: dict[str, Any]) -> bytes:
+        refused = self._token_error(query)
+        if refused is not None:
+            return refused
+        if not body.get("touser"):
+            return _err(40003, "invalid openid")
+        if self.subscribe_templates and body.get("template_id") not in self.subscribe_templates:
+            return _err(40037, "invalid template_id")
+        data = body.get("data")
+        if not isinstance(data, dict) or not data:
+            return _err(47003, "argument invalid! data is empty")
+        for key, value in data.items():
+            text = value.get("value") if isinstance(value, dict) else None
+            if not isinstance(text, str) or not _fits(key, text):
+                return _err(47003, f"argument invalid! data.{key}.value invalid")
+        if body["touser"] in self.subscribe_refused:
+            return _err(43101, "user refuse to accept the msg")
+        return _err(0, "ok")
+
+    def _msg_sec_check(self, query: dict[str, list[str]], body: dict[str, Any]) -> bytes:
+        refused = self._token_error(query)
+        if refused is not None:
+            return refused
         if body.get("version") != 2 or body.get("scene") not in (1, 2, 3, 4):
             return _err(40129, "invalid scene")
         if not body.get("openid"):
@@ -173,6 +209,27 @@ class FakeWeChat:
                 ],
             }
         )
+
+
+SUBSCRIBE_SEND = "/cgi-bin/message/subscribe/send"
+_LIMITS = {"thing": 20, "character_string": 32, "number": 32, "letter": 32, "symbol": 5}
+
+
+def _fits(key: str, text: str) -> bool:
+    """WeChat's length rules of a subscribe-message value (the subscribeMessage.send page)."""
+    rule = key.rstrip("0123456789")
+    if not text or any(ord(c) < 32 for c in text):
+        return False
+    if rule in _LIMITS:
+        if rule == "character_string" and any(ord(c) > 126 for c in text):
+            return False
+        return len(text) <= _LIMITS[rule]
+    if rule == "name":
+        cjk = any("\u4e00" <= c <= "\u9fff" for c in text)
+        return len(text) <= (10 if cjk else 20)
+    if rule == "phrase":
+        return len(text) <= 5 and all("\u4e00" <= c <= "\u9fff" for c in text)
+    return True
 
 
 def _err(errcode: int, errmsg: str) -> bytes:

@@ -103,11 +103,14 @@ class IssuedToken(msgspec.Struct, frozen=True, kw_only=True):
     """A new session: ``token`` (give it to the client, once; never log it) and
     ``expires_at`` (timezone-aware UTC datetime, from the database clock). ``evicted``: the
     session ids (``session_id``) of the reader's oldest sessions revoked to keep at most
-    ``max_sessions`` live (close their sockets)."""
+    ``max_sessions`` live (close their sockets). ``replaced``: the session ids of the
+    reader's other sessions revoked because of ``replace_others`` (single-device mode:
+    their sockets get ``session_replaced``)."""
 
     token: str
     expires_at: datetime
     evicted: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # keep the token out of logs and tracebacks
         return f"IssuedToken(token='{self.token[:6]}…', expires_at={self.expires_at!r})"
@@ -174,18 +177,28 @@ class SessionStore:
             raise SessionStoreUnavailable(f"session store unavailable: {exc}") from exc
 
     def issue(
-        self, reader_id: UUID, ttl_seconds: int, *, max_sessions: int | None = None
+        self,
+        reader_id: UUID,
+        ttl_seconds: int,
+        *,
+        max_sessions: int | None = None,
+        replace_others: bool = False,
     ) -> IssuedToken:
         """Create a session for ``reader_id`` valid ``ttl_seconds`` seconds (> 0; typically
         ``Settings.token_ttl``). Returns the plain token (stored only as its hash) and its
-        expiry. Raises ``ValueError`` for a non-positive ttl."""
+        expiry. With ``replace_others`` (``LIUDONG_SINGLE_DEVICE``) every other live session
+        of the reader is revoked in the same transaction (``IssuedToken.replaced``); else
+        those beyond ``max_sessions`` are (``IssuedToken.evicted``). Raises ``ValueError``
+        for a non-positive ttl."""
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be a positive integer, not {ttl_seconds!r}")
         token = self._new_token()
         if not is_well_formed(token):
             raise ValueError("token_factory made a token of the wrong shape")
 
-        def work(conn: psycopg.Connection[Any]) -> tuple[datetime, tuple[str, ...]]:
+        def work(
+            conn: psycopg.Connection[Any],
+        ) -> tuple[datetime, tuple[str, ...], tuple[str, ...]]:
             row = conn.execute(
                 "INSERT INTO sessions (token_hash, reader_id, created_at, expires_at, "
                 "last_seen_at) VALUES (%s, %s, now(), now() + make_interval(secs => %s), now()) "
@@ -195,6 +208,15 @@ class SessionStore:
             assert row is not None
             expires_at: datetime = row["expires_at"]
             evicted: tuple[str, ...] = ()
+            if replace_others:
+                rows = conn.execute(
+                    "UPDATE sessions SET revoked_at = now() WHERE reader_id = %s"
+                    " AND token_hash <> %s AND revoked_at IS NULL AND expires_at > now() "
+                    "RETURNING token_hash",
+                    (reader_id, hash_token(token)),
+                ).fetchall()
+                replaced = tuple(session_id(bytes(r["token_hash"])) for r in rows)
+                return expires_at, evicted, replaced
             if max_sessions is not None:
                 # the oldest live sessions beyond max_sessions (this new one is the newest)
                 rows = conn.execute(
@@ -206,10 +228,10 @@ class SessionStore:
                     (reader_id, max_sessions),
                 ).fetchall()
                 evicted = tuple(session_id(bytes(r["token_hash"])) for r in rows)
-            return expires_at, evicted
+            return expires_at, evicted, ()
 
-        expires_at, evicted = self._run(work)
-        return IssuedToken(token=token, expires_at=expires_at, evicted=evicted)
+        expires_at, evicted, replaced = self._run(work)
+        return IssuedToken(token=token, expires_at=expires_at, evicted=evicted, replaced=replaced)
 
     def authenticate(self, token: str) -> UUID:
         """The reader id of a live session. Raises ``MalformedToken`` (no query),

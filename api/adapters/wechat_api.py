@@ -94,6 +94,7 @@ T = TypeVar("T")
 
 STABLE_TOKEN_PATH = "/cgi-bin/stable_token"
 MSG_SEC_CHECK_PATH = "/wxa/msg_sec_check"
+SUBSCRIBE_SEND_PATH = "/cgi-bin/message/subscribe/send"
 MIN_REFRESH_INTERVAL = 60.0
 """A token WeChat hands out with less than the margin left is still used for up to this many
 seconds (or half its life) before the next refresh: never a refresh per call."""
@@ -518,6 +519,16 @@ class WeChatApi:
         if not decoded.result.trace_id and decoded.trace_id:
             return msgspec.structs.replace(decoded.result, trace_id=decoded.trace_id)
         return decoded.result
+
+    async def subscribe_send(self, message: Mapping[str, Any]) -> None:
+        """subscribeMessage.send: ``message`` is ``{"touser": openId, "template_id", "page"
+        (optional), "data": {"thing1": {"value": …}, …}, "miniprogram_state", "lang"}``.
+        Raises a ``WeChatError``: errcode 43101 when the user has no grant left (or
+        withdrew it), 47003 a value breaks its rule, 40037 a wrong template id, 41030 a
+        wrong page, 40003 a wrong openId. Source:
+        https://developers.weixin.qq.com/miniprogram/dev/OpenApiDoc/mp-message-management/subscribe-message/sendMessage.html
+        """
+        await self.call(SUBSCRIBE_SEND_PATH, message)
 
     async def _request(
         self,

@@ -6,6 +6,7 @@ the same container with their own settings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,8 +139,8 @@ class Container:
         await self.login.aclose()
         if self.media is not None:
             self.media.close()
-        if self.wechat is not None:
-            self.wechat.close()
+        if self.wechat is not None:  # (its close blocks: not on the event loop's thread)
+            await asyncio.to_thread(self.wechat.close)
         self.library.close()
         self.chat.close()
         self.pool.close()

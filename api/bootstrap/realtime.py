@@ -7,9 +7,11 @@ the inbox relay, the WebSocket gateway, room presence and reader presence (onlin
 registers the relay as an item listener of the container's ``InboxProjection`` (it hands
 the relay each committed page's items in memory), adds a ``nats``
 readiness check, and puts the ``RealtimeNode`` in ``container.extras["realtime"]`` (and
-``app.state.realtime``). At shutdown it closes every socket with 1001, tells the other nodes
-this one has left its rooms and has no reader online, stops the relay and drains the
-connection.
+``app.state.realtime``). With subscribe-message templates configured it also starts the
+notifier (``api.adapters.subscribe.Notifier``): it asks this node's reader presence whether
+a reader is online, and is woken by each committed inbox page. At shutdown it closes every
+socket with 1001, tells the other nodes this one has left its rooms and has no reader
+online, stops the relay (and the notifier) and drains the connection.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import nats
 from litestar import Litestar
 
 from api.adapters.moderation import ModeratedChat
+from api.adapters.subscribe import Notifier
 from api.bootstrap.container import Container
 from api.bootstrap.embedded import EmbeddedNats
 from projections.board import tracked_position
 from projections.rooms import RoomQueries
 from realtime.gateway import Gateway, GatewayConfig
-from realtime.gateway.gateway import REVOKED_SUBJECT
+from realtime.gateway.gateway import REPLACED_SUBJECT, REVOKED_SUBJECT
 from realtime.presence import Presence
 from realtime.reader_presence import ReaderPresence
 from realtime.relay import Relay, RelayTracking
@@ -90,6 +93,7 @@ class RealtimeNode:
     readers: ReaderPresence
     relay: Relay
     rooms: RoomQueries
+    notifier: Notifier | None = None
     stopping: bool = False
 
     def readiness(self) -> dict[str, Any]:
@@ -108,6 +112,32 @@ class RealtimeNode:
                 "positions": dict(stats.positions or {}),
             },
         }
+
+
+def start_notifier(container: Container, readers: ReaderPresence) -> Notifier | None:
+    """The subscribe-message notifier, when templates are configured (else ``None``); not
+    started (``await notifier.start()``)."""
+    platform = container.wechat
+    if platform is None or platform.outbox is None or platform.api is None:
+        return None
+    api = platform.api
+    openids = platform.openids
+    settings = container.settings
+
+    async def send(body: dict[str, Any]) -> None:
+        await api.acall(api.api.subscribe_send, body)
+
+    return Notifier(
+        platform.outbox,
+        send,
+        readers.is_online,
+        lambda reader_id: openids.open_id(reader_id) if openids is not None else None,
+        sources=INBOX_SOURCES,
+        max_attempts=settings.notify_max_attempts,
+        backoff=settings.notify_backoff,
+        call_timeout=4 * settings.wechat_timeout + 5,
+        retention=settings.notify_retention * 86400.0,
+    )
 
 
 def _inbox_runner_active(container: Container) -> bool:
@@ -185,6 +215,10 @@ async def start_realtime(container: Container) -> RealtimeNode:
     await readers.start()
     await gateway.start()
     container.inbox_projection.item_listeners.append(relay.on_page)
+    notifier = start_notifier(container, readers)
+    if notifier is not None:
+        await notifier.start()
+        container.inbox_projection.item_listeners.append(notifier.wake)
     node = RealtimeNode(
         node=node_id,
         nc=nc,
@@ -193,6 +227,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
         readers=readers,
         relay=relay,
         rooms=RoomQueries(container.pool),
+        notifier=notifier,
     )
     return node
 
@@ -201,6 +236,10 @@ async def stop_realtime(container: Container, node: RealtimeNode) -> None:
     node.stopping = True
     with contextlib.suppress(ValueError):
         container.inbox_projection.item_listeners.remove(node.relay.on_page)
+    if node.notifier is not None:
+        with contextlib.suppress(ValueError):
+            container.inbox_projection.item_listeners.remove(node.notifier.wake)
+        await node.notifier.stop()
     await node.gateway.stop()
     await node.readers.stop()
     await node.presence.stop()
@@ -228,18 +267,23 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         await stop_realtime(container, node)
 
 
-async def publish_revoked(container: Container, session_ids: Iterable[str]) -> None:
+async def publish_revoked(
+    container: Container, session_ids: Iterable[str], *, replaced: bool = False
+) -> None:
     """Login sessions ended (logout, revocation, eviction): close their sockets on this node
-    at once and tell every other node on NATS (``liudong.sessions.revoked``). A NATS failure
-    is logged, not raised: the sessions are revoked in the database anyway, and sockets on
-    other nodes would then end at their expiry check only."""
+    at once and tell every other node on NATS (``liudong.sessions.revoked``; with
+    ``replaced``, a login on another device ended them: ``liudong.sessions.replaced``, the
+    sockets get ``session_replaced`` and 4409). A NATS failure is logged, not raised: the
+    sessions are revoked in the database anyway, and sockets on other nodes would then end
+    at their expiry check only."""
     ids = [i for i in session_ids if i]
     node = realtime_of(container)
     if not ids or node is None:
         return
-    node.gateway.end_sessions(ids)
+    node.gateway.end_sessions(ids, replaced=replaced)
+    subject = REPLACED_SUBJECT if replaced else REVOKED_SUBJECT
     try:
-        await node.nc.publish(REVOKED_SUBJECT, " ".join(ids).encode())
+        await node.nc.publish(subject, " ".join(ids).encode())
         await asyncio.wait_for(node.nc.flush(), 1)
     except Exception as exc:
         log.warning("realtime: could not publish %d session revocation(s): %r", len(ids), exc)

@@ -151,6 +151,41 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         OutagePolicy,
         _var("LIUDONG_MODERATION_OUTAGE_FIELDS", "the same for nicknames and book fields"),
     ] = "fail_closed"
+    subscribe_templates: Annotated[
+        Path | None,
+        _var(
+            "LIUDONG_SUBSCRIBE_TEMPLATES",
+            "TOML file mapping inbox kinds to WeChat subscribe-message templates "
+            "(`deploy/subscribe-templates.example.toml`; checked at start-up); unset: no "
+            "subscribe messages",
+        ),
+    ] = None
+    notify_max_attempts: Annotated[
+        int,
+        _var(
+            "LIUDONG_NOTIFY_MAX_ATTEMPTS",
+            "tries of one subscribe message (WeChat busy or unreachable) before it is given up",
+            ge=1,
+            le=20,
+        ),
+    ] = 5
+    notify_backoff: Annotated[
+        float,
+        _var(
+            "LIUDONG_NOTIFY_BACKOFF",
+            "seconds before a failed subscribe message is tried again, doubled each time "
+            "(at most an hour)",
+            gt=0,
+        ),
+    ] = 30.0
+    notify_retention: Annotated[
+        int,
+        _var(
+            "LIUDONG_NOTIFY_RETENTION",
+            "days a subscribe message's record is kept once done (sent, refused, skipped, failed)",
+            ge=1,
+        ),
+    ] = 30
     forwarded_allow_ips: Annotated[
         str,
         _var(
@@ -172,6 +207,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=1,
         ),
     ] = 10
+    single_device: Annotated[
+        bool,
+        _var(
+            "LIUDONG_SINGLE_DEVICE",
+            "a login ends the reader's other sessions: their sockets, on every node, get "
+            "`error` `session_replaced` and close 4409",
+        ),
+    ] = False
     rate_login_address: Annotated[
         str,
         _var(

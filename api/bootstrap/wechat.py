@@ -9,8 +9,11 @@ the settings instead of failing the first reader's request. ``attach(pool)`` the
 pieces that use the read-model pool. ``close()`` stops the client's thread.
 
 The server API client is started when something needs it: ``LIUDONG_MODERATION=wechat``
-(the default in production). The subscribe-message notifier (to come) is the next user:
-``platform.api`` (``call`` from worker threads, ``await acall`` from the event loop).
+(the default in production), or subscribe-message templates (``LIUDONG_SUBSCRIBE_TEMPLATES``,
+read and validated here: a bad file stops the start-up with ``TemplateConfigError``).
+``platform.api`` (``call`` from worker threads, ``await acall`` from the event loop). The
+subscribe-message notifier itself runs with the realtime pieces (``api.bootstrap.realtime``:
+it needs the readers' presence); ``platform.grants`` / ``platform.outbox`` are its tables.
 
 Message push (``POST /v1/wechat/push``): ``platform.push`` verifies and decrypts
 (``api.adapters.wechat_push``; ``None`` while ``LIUDONG_WECHAT_PUSH_TOKEN`` is unset) and
@@ -28,6 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from api.adapters.moderation import FlagStore, Moderator, WeChatContentCheck, WordListCheck
 from api.adapters.openids import OpenIdDirectory
+from api.adapters.subscribe import Grants, Outbox, Templates
 from api.adapters.wechat import WeChatConfigError, WeChatError
 from api.adapters.wechat_api import PgTokenStore, WeChatApi, WeChatApiThread
 from api.adapters.wechat_push import PushHandler, PushVerifier
@@ -57,19 +61,29 @@ class WeChatPlatform:
         self.moderation: Moderator | None = None
         self.push: PushVerifier | None = PushVerifier.from_settings(settings)
         self.push_handlers: dict[str, PushHandler] = dict(PUSH_HANDLERS)
+        self.templates: Templates | None = None
+        """Subscribe-message templates (``LIUDONG_SUBSCRIBE_TEMPLATES``), if configured."""
+        self.grants: Grants | None = None
+        self.outbox: Outbox | None = None
 
     @classmethod
     def start(cls, settings: Settings, database_url: str) -> WeChatPlatform:
         """Raises ``WordListError`` (an unreadable ``LIUDONG_MODERATION_WORDLIST``),
-        ``ValueError`` (``LIUDONG_WECHAT_PUSH_AES_KEY`` is not an EncodingAESKey) and
+        ``ValueError`` (``LIUDONG_WECHAT_PUSH_AES_KEY`` is not an EncodingAESKey),
+        ``TemplateConfigError`` (``LIUDONG_SUBSCRIBE_TEMPLATES`` unreadable or invalid) and
         ``WeChatConfigError`` (appid/secret unset, or refused by WeChat in production)."""
         PushVerifier.from_settings(settings)  # a bad EncodingAESKey stops the start-up
+        templates = (
+            Templates.from_file(settings.subscribe_templates)
+            if settings.subscribe_templates is not None
+            else None
+        )
         provider = settings.moderation_provider
         local = None
         if provider == "local":
             local = WordListCheck.from_file(settings.moderation_wordlist)
         api: WeChatApiThread | None = None
-        if provider == "wechat":
+        if provider == "wechat" or templates is not None:
             api = WeChatApiThread(WeChatApi.from_settings(settings, PgTokenStore(database_url)))
             if settings.env == "production":
                 try:
@@ -83,11 +97,16 @@ class WeChatPlatform:
                     ) from exc
                 except (WeChatError, TimeoutError) as exc:  # WeChat down: start anyway
                     log.warning("wechat: no access token at start-up (%s); will retry", exc)
-        return cls(settings, api, local)
+        platform = cls(settings, api, local)
+        platform.templates = templates
+        return platform
 
     def attach(self, pool: ConnectionPool[Any]) -> WeChatPlatform:
         settings = self.settings
         self.openids = OpenIdDirectory(pool)
+        self.grants = Grants(pool)
+        if self.templates is not None:
+            self.outbox = Outbox(pool, self.templates)
         check: WordListCheck | WeChatContentCheck | None = self._local
         if self.api is not None and settings.moderation_provider == "wechat":
             check = WeChatContentCheck(

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("api.cli.replay:replay", "Replay the logs into an analyst schema, up to a time."),
     "media": ("api.cli.media:media", "Uploaded pictures: sweep the ones never attached."),
     "moderation": ("api.cli.moderation:moderation", "Flagged texts: list, resolve; check a text."),
+    "notifications": (
+        "api.cli.notifications:notifications",
+        "Subscribe messages to readers who are away: status, lag.",
+    ),
     "settings": ("api.cli.settings:settings", "The environment variables read, and their values."),
 }
 

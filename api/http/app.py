@@ -24,7 +24,7 @@ from api.http.controllers.chat import ConversationController
 from api.http.controllers.health import healthz, readyz
 from api.http.controllers.inbox import InboxController
 from api.http.controllers.loans import LoanController
-from api.http.controllers.me import MeController
+from api.http.controllers.me import MeController, SubscriptionsController
 from api.http.controllers.media import media_router
 from api.http.controllers.metrics import metrics
 from api.http.controllers.rooms import RoomController
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         route_handlers=[
             AuthController,
             MeController,
+            SubscriptionsController,
             BookController,
             IsbnController,
             LoanController,

@@ -95,6 +95,35 @@ class ReaderOut(Out, frozen=True):
     avatar_url: str
 
 
+TemplateId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class Grant(Body, frozen=True):
+    """One-time grants of one template the reader accepted in ``wx.requestSubscribeMessage``
+    (one per ``accept`` answer; a client may add them up)."""
+
+    template_id: TemplateId
+    count: Annotated[int, msgspec.Meta(ge=1, le=50)] = 1
+
+
+class GrantsBody(Body, frozen=True):
+    grants: Annotated[list[Grant], msgspec.Meta(min_length=1, max_length=20)]
+
+
+class SubscriptionOut(Out, frozen=True):
+    """A configured template: the inbox kinds it announces and the grants left (each
+    subscribe message uses one; ask the reader again with ``wx.requestSubscribeMessage``
+    when it reaches 0)."""
+
+    template_id: str
+    kinds: list[str]
+    remaining: int
+
+
+class SubscriptionsOut(Out, frozen=True):
+    items: list[SubscriptionOut]
+
+
 class LoginOut(Out, frozen=True):
     token: str
     expires_at: datetime

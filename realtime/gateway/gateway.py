@@ -43,6 +43,8 @@ from realtime.threads import in_thread
 log = logging.getLogger(__name__)
 
 REVOKED_SUBJECT = "liudong.sessions.revoked"
+REPLACED_SUBJECT = "liudong.sessions.replaced"
+"""Like ``REVOKED_SUBJECT``, for sessions a login on another device ended (4409)."""
 """Core NATS subject of login-session revocations: the payload is session ids separated by
 spaces (``api.adapters.sessions.session_id``); every node closes its sockets of them."""
 
@@ -102,6 +104,7 @@ class Gateway:
     async def start(self) -> None:
         self._subs.append(await self.nc.subscribe(SUBJECT_PREFIX + "*", cb=self._on_inbox))
         self._subs.append(await self.nc.subscribe(REVOKED_SUBJECT, cb=self._on_revoked))
+        self._subs.append(await self.nc.subscribe(REPLACED_SUBJECT, cb=self._on_replaced))
         self._subs.append(
             await self.nc.subscribe(ROOM_SUBJECT_PREFIX + "*", cb=self.rooms.on_message)
         )
@@ -287,13 +290,19 @@ class Gateway:
         separated by spaces): close this node's sockets of them (``session_ended``, 4401)."""
         self.end_sessions(msg.data.decode(errors="replace").split())
 
-    def end_sessions(self, auth_ids: Iterable[str]) -> int:
-        """Close the local sockets opened with any of ``auth_ids``; how many."""
+    async def _on_replaced(self, msg: Any) -> None:
+        """Login sessions a login on another device ended (``liudong.sessions.replaced``):
+        close this node's sockets of them (``session_replaced``, 4409)."""
+        self.end_sessions(msg.data.decode(errors="replace").split(), replaced=True)
+
+    def end_sessions(self, auth_ids: Iterable[str], *, replaced: bool = False) -> int:
+        """Close the local sockets opened with any of ``auth_ids``; how many. ``replaced``:
+        ``session_replaced`` / 4409 instead of ``session_ended`` / 4401."""
         wanted = set(auth_ids)
         ended = 0
         for session in self._all_sessions():
             if session.auth_id in wanted and not session.closed:
-                session.end_session()
+                session.end_session(replaced=replaced)
                 ended += 1
         return ended
 
@@ -307,4 +316,4 @@ class Gateway:
             self.fanout.notify(reader_id, online, at)
 
 
-__all__ = ["REVOKED_SUBJECT", "Gateway"]
+__all__ = ["REPLACED_SUBJECT", "REVOKED_SUBJECT", "Gateway"]

@@ -107,15 +107,23 @@ class Session:
         self.auth_id: str | None = None  # the login session it was opened with (revocation)
         self.expires_at: float | None = None  # wall-clock time (time.time()) it expires
 
-    def end_session(self) -> None:
+    def end_session(self, *, replaced: bool = False) -> None:
         """The login session ended (logout, revocation, expiry): one ``error`` frame
-        ``session_ended`` after the frames queued, then close 4401."""
+        ``session_ended`` after the frames queued, then close 4401. ``replaced``: a login on
+        another device ended it (``LIUDONG_SINGLE_DEVICE``): ``session_replaced``, 4409."""
         if self.closed:
             return
-        self.push(
-            encode_text(Error(code="session_ended", message="This session ended; log in again."))
-        )
-        self.close(CloseCode.UNAUTHORIZED, "session_ended", flush=True)
+        if replaced:
+            error = Error(
+                code="session_replaced",
+                message="You logged in on another device; this session ended.",
+            )
+            code, reason = CloseCode.SESSION_REPLACED, "session_replaced"
+        else:
+            error = Error(code="session_ended", message="This session ended; log in again.")
+            code, reason = CloseCode.UNAUTHORIZED, "session_ended"
+        self.push(encode_text(error))
+        self.close(code, reason, flush=True)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} reader={self.key} last_seq={self.last_seq}>"

@@ -332,3 +332,25 @@ def test_beyond_max_sessions_the_oldest_are_revoked_and_named(store: SessionStor
         assert store.authenticate(token) == reader
     ids = store.revoke_all_ids(reader)
     assert len(ids) == 3 and fourth.evicted[0] not in ids
+
+
+def test_replace_others_revokes_every_other_live_session_of_the_reader(
+    store: SessionStore,
+) -> None:
+    from api.adapters.sessions import session_id
+
+    reader, other_reader = uuid.uuid4(), uuid.uuid4()
+    old = [store.issue(reader, 3600).token for _ in range(2)]
+    kept = store.issue(other_reader, 3600).token
+    new = store.issue(reader, 3600, max_sessions=10, replace_others=True)
+    assert sorted(new.replaced) == sorted(
+        session_id(hashlib.sha256(t.encode()).digest()) for t in old
+    )
+    assert new.evicted == ()
+    for token in old:
+        with pytest.raises(RevokedToken):
+            store.authenticate(token)
+    assert store.authenticate(new.token) == reader
+    assert store.authenticate(kept) == other_reader  # another reader is untouched
+    again = store.issue(reader, 3600, replace_others=True)
+    assert again.replaced == (session_id(hashlib.sha256(new.token.encode()).digest()),)

@@ -373,6 +373,29 @@ async def test_a_revoked_session_gets_session_ended_and_4401_and_other_sessions_
     await t2
 
 
+async def test_a_replaced_session_gets_session_replaced_and_4409() -> None:
+    reader, inbox = uuid4(), FakeInbox()
+    replaced, stays = FakeSocket(), FakeSocket()
+    gateway = Gateway(
+        FakeNats(),
+        inbox,
+        chat=None,
+        presence=Presence(FakeNats(), "n1"),  # type: ignore[arg-type]
+    )
+    t1 = asyncio.create_task(gateway.serve(replaced, reader, auth_id="s-phone"))
+    t2 = asyncio.create_task(gateway.serve(stays, reader, auth_id="s-tablet"))
+    for s in (replaced, stays):
+        await s.wait_for(lambda s=s: any(f["type"] == "hello" for f in s.sent))
+    await gateway._on_replaced(Msg(b"s-phone"))  # as liudong.sessions.replaced arrives
+    await asyncio.wait_for(t1, 2)
+    assert replaced.sent[-1]["type"] == "error"
+    assert replaced.sent[-1]["code"] == "session_replaced"
+    assert replaced.closed == (4409, "session_replaced")
+    assert stays.closed is None
+    stays.incoming.put_nowait(None)
+    await t2
+
+
 async def test_an_expired_session_is_ended_by_the_heartbeat_sweep_at_its_expiry() -> None:
     import time
 

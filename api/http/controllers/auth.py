@@ -7,7 +7,7 @@ from typing import Any
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
 
-from api.adapters.sessions import SessionStoreUnavailable, hash_token, session_id
+from api.adapters.sessions import IssuedToken, SessionStoreUnavailable, hash_token, session_id
 from api.adapters.wechat import WeChatConfigError, WeChatError, default_nickname
 from api.bootstrap.realtime import publish_revoked
 from api.http.auth import bearer_token
@@ -45,7 +45,8 @@ class AuthController(Controller):
     )
     async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:
         """Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
-        token. The openId stays on the server."""
+        token. The openId stays on the server. With ``LIUDONG_SINGLE_DEVICE`` the reader's
+        other sessions end: their sockets get ``error`` ``session_replaced`` and close 4409."""
         container = container_of(request)
         # per node (api.adapters.ratelimit): 429 rate_limited with Retry-After
         container.rate_limits.hit("login_address", request.client.host if request.client else "")
@@ -59,7 +60,7 @@ class AuthController(Controller):
         reader_id = reader_id_for(session.open_id)
         nickname = default_nickname(data.code, session.open_id)
 
-        def register_and_issue() -> tuple[LoginOut, tuple[str, ...]]:
+        def register_and_issue() -> tuple[LoginOut, IssuedToken]:
             if container.wechat is not None and container.wechat.openids is not None:
                 container.wechat.openids.remember(reader_id, session.open_id)  # content check
             recorded = container.library.handle(
@@ -71,6 +72,7 @@ class AuthController(Controller):
                 reader_id,
                 container.settings.token_ttl,
                 max_sessions=container.settings.max_sessions,
+                replace_others=container.settings.single_device,
             )
             return LoginOut(
                 token=issued.token,
@@ -80,14 +82,16 @@ class AuthController(Controller):
                     nickname=reader["nickname"] if reader else nickname,
                     avatar_url=reader["avatar_url"] if reader else "",
                 ),
-            ), issued.evicted
+            ), issued
 
         try:
-            out, evicted = await anyio.to_thread.run_sync(register_and_issue)
+            out, issued = await anyio.to_thread.run_sync(register_and_issue)
         except SessionStoreUnavailable as exc:
             raise DatabaseUnavailable() from exc
         # beyond LIUDONG_MAX_SESSIONS the oldest sessions were revoked: close their sockets
-        await publish_revoked(container, evicted)
+        await publish_revoked(container, issued.evicted)
+        # LIUDONG_SINGLE_DEVICE: every other session ended (session_replaced, 4409)
+        await publish_revoked(container, issued.replaced, replaced=True)
         return out
 
     @post(
