@@ -59,6 +59,7 @@ from projections.inbox.model import (
     READERS,
     as_uuid,
 )
+from projections.media import picture_view
 
 ITEMS_COPY_TYPES = tuple("bytea" if t == "jsonb" else t for t in ITEMS.types)
 """How the items' ``COPY`` sends its values: ``data`` as the bytes of jsonb's binary
@@ -84,7 +85,7 @@ def _sql(query: str, schema: sql.Identifier) -> sql.Composed:
 
 
 _READ_RANGE = """
-SELECT conversation_id, seq, message_id, sender_id, text, client_msg_id, at, hidden_for
+SELECT conversation_id, seq, message_id, sender_id, text, client_msg_id, at, hidden_for, media
 FROM {s}.messages WHERE conversation_id = %s AND seq > %s AND seq <= %s AND sender_id <> %s
 """
 _MEMBERS_HEADS = """
@@ -95,7 +96,7 @@ CROSS JOIN LATERAL (SELECT * FROM {s}.heads h WHERE h.reader_id = c.reader_id OF
 """
 _VISIBLE_CANDIDATES = """
 SELECT m.conversation_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at,
-       m.hidden_for, r.id AS r_id, r.nickname AS r_nickname, r.avatar_url AS r_avatar_url
+       m.hidden_for, m.media, r.id AS r_id, r.nickname AS r_nickname, r.avatar_url AS r_avatar_url
 FROM json_to_recordset(%s::json) AS p(c uuid, r uuid, k integer)
 CROSS JOIN LATERAL (
     SELECT * FROM {s}.messages m
@@ -492,6 +493,8 @@ class InboxPage(Page):
         conversation = e.originator_id
         cid = conversation.int
         mid, sender, seq = d["message_id"], d["sender_id"], d["seq"]
+        media = d.get("media")  # events before pictures have none
+        media = None if media is None else dict(media)
         if mid.int in self.messages:
             return  # a retry beyond the aggregate's window: the first message stands
         self.messages.insert(
@@ -505,6 +508,7 @@ class InboxPage(Page):
                 "client_msg_id": d["client_msg_id"],
                 "at": e.timestamp,
                 "hidden_for": [],
+                "media": media,
             },
         )
         self.by_conversation.setdefault(cid, []).append(mid.int)
@@ -522,6 +526,7 @@ class InboxPage(Page):
             "text": d["text"],
             "client_msg_id": d["client_msg_id"],
             "at": e.timestamp,
+            "media": picture_view(media),
         }
         members = []
         for k in self.members.get(cid, ()):
@@ -641,6 +646,7 @@ class InboxPage(Page):
             "text": m["text"],
             "client_msg_id": m["client_msg_id"],
             "at": _sql_time(m["at"]),
+            "media": picture_view(m.get("media")),
         }
 
     def _reader(self, reader: UUID) -> dict[str, Any]:

@@ -215,6 +215,7 @@ def test_messages_reach_both_members_with_unread_and_read_receipts(inbox: Harnes
         "text": "你好 0",
         "client_msg_id": "a0",
         "at": first["at"],
+        "media": None,
     }
     assert h.q.unread(b) == 3 and h.q.unread(a) == 1
     b_row = h.q.conversation(cid, b)
