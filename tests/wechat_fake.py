@@ -21,9 +21,9 @@ recorded (``requests``: path, query, JSON body).
 from __future__ import annotations
 
 import itertools
-import uuid
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
