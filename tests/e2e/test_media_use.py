@@ -372,9 +372,43 @@ async def test_a_risky_picture_is_taken_down_everywhere(
             headers=auth(ann_token),
         )
         assert sent.status_code == 201, sent.text
+        book = await http.post(
+            "/v1/books",
+            json={"isbn": "9787536692930", "title": "三体", "cover_media_id": picture["id"]},
+            headers=auth(ann_token),
+        )
+        assert book.status_code == 201, book.text
+        assert book.json()["cover"]["id"] == picture["id"]
+        room = f"risky-{uuid4().hex[:8]}"
+        created = CliRunner().invoke(
+            cli,
+            ["rooms", "create", room, "风险"],
+            env={"DATABASE_URL": container.settings.database_url, "LIUDONG_ENV": "test"},
+        )
+        assert created.exit_code == 0, created.output
+        ann_ws = await Ws.open(live_server.url, ann_token)
         ben_ws = await Ws.open(live_server.url, ben_token)
         try:
             hello = await ben_ws.recv_type("hello")
+            await ann_ws.recv_type("hello")
+            for ws in (ann_ws, ben_ws):
+                await ws.send({"type": "room.join", "room": room})
+                await ws.recv_type("room.joined")
+            await ann_ws.send(
+                {
+                    "type": "room.send",
+                    "room": room,
+                    "client_msg_id": "rr",
+                    "media_id": picture["id"],
+                }
+            )
+            room_message = await ben_ws.recv_type("room.message")
+
+            async def in_room_history() -> Any:
+                r = await http.get(f"/v1/rooms/{room}/messages")
+                return r.json()["items"]
+
+            await wait_for(in_room_history)
             pushed = await post_push(http, fake.appid, fake.media_check_push(trace_id, "risky"))
             assert pushed.status_code == 200 and pushed.text == "success"
 
@@ -387,8 +421,26 @@ async def test_a_risky_picture_is_taken_down_everywhere(
             assert event["data"]["messages"] == [
                 {"conversation_id": conversation, "message_id": sent.json()["id"]}
             ]
+            notice = await ben_ws.recv_type("room.media_removed")
+            assert notice == {
+                "type": "room.media_removed",
+                "room": room,
+                "media_id": picture["id"],
+                "message_ids": [room_message["message_id"]],
+                "reason": "risky",
+            }
         finally:
+            await ann_ws.close()
             await ben_ws.close()
+
+        [in_room] = (await http.get(f"/v1/rooms/{room}/messages")).json()["items"]
+        assert in_room["media"]["removed"] is True and in_room["media"]["url"] is None
+
+        async def cover_cleared() -> Any:
+            r = await http.get(f"/v1/books/{book.json()['id']}")
+            return r.json() if r.json()["cover_url"] == "" else None
+
+        assert (await wait_for(cover_cleared))["cover"] is None
 
         gone = await http.get(f"/v1/media/{picture['id']}")
         assert gone.status_code == 410 and gone.json()["code"] == "media_removed"
