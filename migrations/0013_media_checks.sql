@@ -20,7 +20,8 @@ ALTER TABLE media
 -- Messages carry a picture: the inbox's and the rooms' messages tables get a media column
 -- (projections.media). New versions create it from the projections' DDL; versions that exist
 -- already get it here, and the views of the active ones are made again so that they show it
--- (a view's SELECT * is fixed when it is made). Old rows have no picture (NULL).
+-- (a view's SELECT * is fixed when it is made). Old rows have no picture (NULL). The inbox
+-- also gets removed_media (the pictures taken down, which messages projected later check).
 DO $$
 DECLARE
     v record;
@@ -37,6 +38,13 @@ BEGIN
         IF v.projection = 'inbox' THEN
             EXECUTE format('CREATE INDEX IF NOT EXISTS messages_media_idx ON %I.messages '
                            '((media->>''id'')) WHERE media IS NOT NULL', v.schema_name);
+            EXECUTE format('CREATE TABLE IF NOT EXISTS %I.removed_media '
+                           '(media_id text PRIMARY KEY, reason text NOT NULL)', v.schema_name);
+            IF v.active THEN
+                EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', v.projection);
+                EXECUTE format('CREATE OR REPLACE VIEW %I.removed_media AS '
+                               'SELECT * FROM %I.removed_media', v.projection, v.schema_name);
+            END IF;
         END IF;
         IF v.active AND EXISTS (SELECT 1 FROM information_schema.views w
                                 WHERE w.table_schema = v.projection

@@ -18,6 +18,10 @@ Tables (in each version's schema, exposed as views ``inbox.<table>``)::
              hidden_for uuid[], media jsonb)  PRIMARY KEY (conversation_id, seq)
                                               media: the event's {id, width, height}
                                               (+ removed: true), projections.media
+    removed_media(media_id pk, reason)       pictures taken down (Media.Removed): a
+                                              message sent with one, projected after it
+                                              (a rebuild replays the Library log first),
+                                              is stored removed too
     readers(id, nickname, avatar_url), books(id, owner_id, title),
     loans(id, book_id, borrower_id, lender_id)
                                               lookups fed by Library events, so this
@@ -137,6 +141,10 @@ CREATE TABLE {schema}.messages (
 );
 CREATE INDEX IF NOT EXISTS messages_media_idx
     ON {schema}.messages ((media->>'id')) WHERE media IS NOT NULL;
+CREATE TABLE {schema}.removed_media (
+    media_id text PRIMARY KEY,
+    reason text NOT NULL
+);
 """
 
 # The same tables as ``projections.batch`` describes them, for the page folding (``page``).

@@ -94,6 +94,9 @@ CROSS JOIN LATERAL (
     SELECT reader_id FROM {s}.conversations c WHERE c.conversation_id = k.v::uuid OFFSET 0) c
 CROSS JOIN LATERAL (SELECT * FROM {s}.heads h WHERE h.reader_id = c.reader_id OFFSET 0) h
 """
+_REMOVED = """
+SELECT media_id FROM {s}.removed_media WHERE media_id = ANY(%s)
+"""
 _VISIBLE_CANDIDATES = """
 SELECT m.conversation_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at,
        m.hidden_for, m.media, r.id AS r_id, r.nickname AS r_nickname, r.avatar_url AS r_avatar_url
@@ -155,6 +158,9 @@ class InboxPage(Page):
         self.hides: dict[tuple[int, int], list[Any]] = {}
         # book or reader key -> its JSON in loan items (ids are random UUIDs: no clash)
         self._fragments: dict[int, msgspec.Raw] = {}
+        # pictures of this page's messages, and those of them taken down (``load``)
+        self._pictures: set[str] = set()
+        self._removed: set[str] = set()
         if source == "library":
             self._plan_library()
         else:
@@ -214,6 +220,8 @@ class InboxPage(Page):
                 mid, sender = d["message_id"], d["sender_id"]
                 messages[mid.int] = mid
                 readers[sender.int] = sender
+                if d.get("media"):
+                    self._pictures.add(str(d["media"]["id"]))
             elif kind == "Conversation.MessageHidden":
                 mid, reader = d["message_id"], d["reader_id"]
                 messages[mid.int] = mid
@@ -298,6 +306,13 @@ class InboxPage(Page):
             messages = self.messages.load_by(conn, s, "message_id")
             readers = self.readers.load_by(conn, s, "id")
             heads = self.heads.load_by(conn, s, "reader_id")
+            removed = None
+            if self._pictures:
+                removed = conn.cursor(row_factory=dict_row)
+                removed.execute(_sql(_REMOVED, s), (sorted(self._pictures),))
+        if removed is not None:
+            self._removed = {row["media_id"] for row in removed.fetchall()}
+            removed.close()
         if visible is not None:
             candidates = visible.fetchall()
             visible.close()
@@ -495,6 +510,8 @@ class InboxPage(Page):
         mid, sender, seq = d["message_id"], d["sender_id"], d["seq"]
         media = d.get("media")  # events before pictures have none
         media = None if media is None else dict(media)
+        if media is not None and media["id"] in self._removed:
+            media["removed"] = True  # taken down before this was projected
         if mid.int in self.messages:
             return  # a retry beyond the aggregate's window: the first message stands
         self.messages.insert(

@@ -109,7 +109,16 @@ class InboxProjection(ReadModelProjection):
     name = "inbox"
     sources = ("library", "chat")
     ddl = DDL
-    tables = ("heads", "items", "readers", "books", "loans", "conversations", "messages")
+    tables = (
+        "heads",
+        "items",
+        "readers",
+        "books",
+        "loans",
+        "conversations",
+        "messages",
+        "removed_media",
+    )
     records = True
     batch_min = 1  # a live page of one event is folded too: its items reach item_listeners
     deferred_indexes = ("conversations_reader_idx",)
@@ -369,6 +378,13 @@ class InboxProjection(ReadModelProjection):
 
     def _message_sent(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
         media = getattr(e, "media", None)  # events before pictures have none
+        if media is not None:
+            cur.execute(
+                sql.SQL("SELECT 1 FROM {}.removed_media WHERE media_id = %s").format(s),
+                (media["id"],),
+            )
+            if cur.fetchone() is not None:  # taken down before this was projected
+                media = {**dict(media), "removed": True}
         cur.execute(
             sql.SQL(
                 "INSERT INTO {}.messages (conversation_id, seq, message_id, sender_id, text, "
@@ -484,6 +500,13 @@ class InboxProjection(ReadModelProjection):
         ``media`` gets ``removed: true``, and so does a conversation's last message), and
         each member of such a conversation gets one ``media.removed`` item listing the
         messages of theirs that showed it."""
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {}.removed_media (media_id, reason) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING"
+            ).format(s),
+            (e.media_id, e.reason),
+        )
         cur.execute(
             sql.SQL(
                 "UPDATE {}.messages SET media = media || '{{\"removed\": true}}'::jsonb "
