@@ -379,6 +379,11 @@ async def test_a_risky_picture_is_taken_down_everywhere(
         )
         assert book.status_code == 201, book.text
         assert book.json()["cover"]["id"] == picture["id"]
+        avatar = await http.patch(
+            "/v1/me", json={"avatar_media_id": picture["id"]}, headers=auth(ann_token)
+        )
+        assert avatar.status_code == 200, avatar.text
+        assert avatar.json()["avatar_url"].endswith(picture["id"])
         room = f"risky-{uuid4().hex[:8]}"
         created = CliRunner().invoke(
             cli,
@@ -441,6 +446,12 @@ async def test_a_risky_picture_is_taken_down_everywhere(
             return r.json() if r.json()["cover_url"] == "" else None
 
         assert (await wait_for(cover_cleared))["cover"] is None
+
+        async def avatar_cleared() -> Any:
+            r = await http.get("/v1/me", headers=auth(ann_token))
+            return r.json()["avatar_url"] == ""
+
+        await wait_for(avatar_cleared)
 
         gone = await http.get(f"/v1/media/{picture['id']}")
         assert gone.status_code == 410 and gone.json()["code"] == "media_removed"
