@@ -34,7 +34,15 @@ AVAILABLE = "available"
 ON_LOAN = "on_loan"
 WITHDRAWN = "withdrawn"
 
-REVISABLE_FIELDS = ("title", "author", "publisher", "tags", "cover_url", "summary")
+REVISABLE_FIELDS = (
+    "title",
+    "author",
+    "publisher",
+    "tags",
+    "cover_url",
+    "summary",
+    "cover_media_id",
+)
 
 
 class Book(Aggregate):
@@ -45,10 +53,12 @@ class Book(Aggregate):
         """A reader put a copy on their shelf.
 
         Version 2 added ``language`` (ISO 639-1 code, ``""`` when unknown). Version 1
-        events (stored without it) are upcast on read: ``language_of_isbn(isbn)``. The
-        stored topic stays ``domain.book:Book.Published``."""
+        events (stored without it) are upcast on read: ``language_of_isbn(isbn)``. Version 3
+        added ``cover_media_id`` (the uploaded picture the cover shows, ``None`` for an
+        outside URL or none); older events are upcast to ``None``. The stored topic stays
+        ``domain.book:Book.Published``."""
 
-        class_version = 2
+        class_version = 3
 
         owner_id: UUID
         isbn: str
@@ -59,10 +69,15 @@ class Book(Aggregate):
         cover_url: str
         summary: str
         language: str
+        cover_media_id: str | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["language"] = language_of_isbn(str(state.get("isbn", "")))
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["cover_media_id"] = None
 
     @event(Published)
     def __init__(  # noqa: PLR0913
@@ -77,6 +92,7 @@ class Book(Aggregate):
         cover_url: str,
         summary: str,
         language: str = "",
+        cover_media_id: str | None = None,
     ) -> None:
         self.owner_id = owner_id
         self.isbn = isbn
@@ -87,6 +103,7 @@ class Book(Aggregate):
         self.cover_url = cover_url
         self.summary = summary
         self.language = language
+        self.cover_media_id = cover_media_id
         self.status = AVAILABLE
         self.loan_id: UUID | None = None
         self.borrower_id: UUID | None = None
@@ -123,10 +140,14 @@ class Book(Aggregate):
     def revise(self, actor_id: UUID, changes: dict[str, Any]) -> None:
         """Revise details (only the fields of ``REVISABLE_FIELDS``); raises ``NotTheOwner``.
         Fields whose value does not change are ignored; if nothing changes, nothing is
-        recorded."""
+        recorded. ``cover_media_id`` ``""`` means no uploaded cover (stored as ``None``)."""
         self._require_owner(actor_id)
+        if "cover_media_id" in changes:
+            changes = {**changes, "cover_media_id": changes["cover_media_id"] or None}
         effective = {
-            k: v for k, v in changes.items() if k in REVISABLE_FIELDS and getattr(self, k) != v
+            k: v
+            for k, v in changes.items()
+            if k in REVISABLE_FIELDS and getattr(self, k, None) != v
         }
         if effective:
             self._details_revised(changes=effective)

@@ -10,7 +10,7 @@ Aggregates (each one stream of events in the ``chat_events`` table, apart from t
 ``Conversation``
     Two readers. Its id comes from the unordered pair (``conversation_id_for``), so opening
     it twice gives the same conversation. Events: ``Opened(members, loan_id)``,
-    ``MessageSent(message_id, sender_id, text, client_msg_id, seq)``,
+    ``MessageSent(message_id, sender_id, text, client_msg_id, seq, media)``,
     ``MessagesRead(reader_id, up_to_seq)``, ``MessageHidden(reader_id, message_id)``.
     Only its two members may send, read or hide (``NotAMember``).
 
@@ -83,6 +83,7 @@ from domain.chat_errors import (
 )
 from domain.commands import Command, Recorded
 from domain.errors import ConcurrentUpdate, NotFound
+from domain.media import MediaRef, check_media_id
 
 CHAT_NAMESPACE = uuid5(NAMESPACE_URL, "https://liudong.example/chat")
 DEDUPE_WINDOW = 1000
@@ -124,8 +125,12 @@ class SentMessage(NamedTuple):
     created: bool
 
 
-def check_text(text: str) -> None:
-    """Raise ``InvalidMessage`` unless ``text`` has 1..2000 characters and is not blank."""
+def check_text(text: str, *, with_picture: bool = False) -> None:
+    """Raise ``InvalidMessage`` unless ``text`` has 1..2000 characters and is not blank;
+    ``with_picture``: the message carries a picture, so the text may also be empty (a text
+    that is there is held to the same rules)."""
+    if with_picture and text == "":
+        return
     if not 1 <= len(text) <= cc.MAX_TEXT_LENGTH:
         raise InvalidMessage(f"A message has 1 to {cc.MAX_TEXT_LENGTH} characters.")
     if not text.strip():
@@ -172,10 +177,17 @@ class _MessageStream(_StreamBase):
         self._recent: dict[str, list[int]] = {}
 
     def _send(
-        self, event_class: type[Aggregate.Event], sender_id: UUID, text: str, client_msg_id: str
+        self,
+        event_class: type[Aggregate.Event],
+        sender_id: UUID,
+        text: str,
+        client_msg_id: str,
+        media: MediaRef | None = None,
     ) -> SentMessage:
-        check_text(text)
+        check_text(text, with_picture=media is not None)
         check_client_msg_id(client_msg_id)
+        if media is not None:
+            check_media_id(media.id)
         message_id = message_id_for(self.id, sender_id, client_msg_id)
         known = self._recent.get(message_id.hex)
         if known is not None:
@@ -188,6 +200,7 @@ class _MessageStream(_StreamBase):
             text=text,
             client_msg_id=client_msg_id,
             seq=self.last_seq + 1,
+            media=None if media is None else media.as_event_data(),
         )
         return SentMessage(message_id, self.last_seq, self.modified_on, created=True)
 
@@ -207,13 +220,25 @@ class _MessageStream(_StreamBase):
 
 class _MessageSent(Aggregate.Event):
     """Base of ``Conversation.MessageSent`` and ``Room.MessageSent`` (an explicit event class,
-    because applying it needs the event's own timestamp for the retry window)."""
+    because applying it needs the event's own timestamp for the retry window).
+
+    ``text`` is ``""`` for a picture alone. ``media``: the picture, ``{"id", "width",
+    "height"}`` (``domain.media.MediaRef``), or ``None``. Version 2 added ``media``;
+    version 1 events (stored without it) are upcast on read to ``media = None``. The stored
+    topics stay ``domain.chat:Conversation.MessageSent`` / ``…Room.MessageSent``."""
+
+    class_version = 2
 
     message_id: UUID
     sender_id: UUID
     text: str
     client_msg_id: str
     seq: int
+    media: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["media"] = None
 
     def apply(self, aggregate: Any) -> None:
         stream: _MessageStream = aggregate
@@ -281,12 +306,15 @@ class Conversation(_MessageStream, Aggregate):
 
     # -- commands -----------------------------------------------------------------------------
 
-    def send(self, sender_id: UUID, text: str, client_msg_id: str) -> SentMessage:
-        """Send a message. A retry (same sender and ``client_msg_id``) within the last
-        ``dedupe_window`` messages returns the first one and records nothing.
-        Raises ``NotAMember``, ``InvalidMessage``."""
+    def send(
+        self, sender_id: UUID, text: str, client_msg_id: str, media: MediaRef | None = None
+    ) -> SentMessage:
+        """Send a message: a text, a picture (``media``) or both. A retry (same sender and
+        ``client_msg_id``) within the last ``dedupe_window`` messages returns the first one
+        and records nothing. Raises ``NotAMember``, ``InvalidMessage``, ``PictureNotFound``
+        (a malformed picture id)."""
         self._require_member(sender_id)
-        return self._send(self.MessageSent, sender_id, text, client_msg_id)
+        return self._send(self.MessageSent, sender_id, text, client_msg_id, media)
 
     def mark_read(self, reader_id: UUID, up_to: int) -> None:
         """``reader_id`` has read up to ``seq`` ``up_to`` (capped at ``last_seq``). Going
@@ -339,10 +367,13 @@ class Room(_MessageStream, Aggregate):
             raise InvalidRoom(f"A room title has 1 to {cc.MAX_ROOM_TITLE_LENGTH} characters.")
         return cls(id=room_id_for(name), name=name, title=title)
 
-    def send(self, sender_id: UUID, text: str, client_msg_id: str) -> SentMessage:
-        """Send a message (any reader may: being in the room is presence, not history).
-        Same retry window as ``Conversation.send``. Raises ``InvalidMessage``."""
-        return self._send(self.MessageSent, sender_id, text, client_msg_id)
+    def send(
+        self, sender_id: UUID, text: str, client_msg_id: str, media: MediaRef | None = None
+    ) -> SentMessage:
+        """Send a message (any reader may: being in the room is presence, not history):
+        text, picture or both. Same retry window as ``Conversation.send``. Raises
+        ``InvalidMessage``, ``PictureNotFound``."""
+        return self._send(self.MessageSent, sender_id, text, client_msg_id, media)
 
 
 # -- the Application --------------------------------------------------------------------------
@@ -520,10 +551,10 @@ class Chat(Application[UUID]):
             command.conversation_id,
             lambda: self.conversation(command.conversation_id),
             lambda conversation: conversation.send(
-                command.sender_id, command.text, command.client_msg_id
+                command.sender_id, command.text, command.client_msg_id, command.media
             ),
         )
-        return _message_recorded(command.conversation_id, sent, position)
+        return _message_recorded(command.conversation_id, sent, position, command.media)
 
     @handle.register
     def _mark_read(self, command: cc.MarkRead) -> Recorded:
@@ -562,15 +593,18 @@ class Chat(Application[UUID]):
         sent, position = self._update(
             command.room_id,
             lambda: self.room(command.room_id),
-            lambda room: room.send(command.sender_id, command.text, command.client_msg_id),
+            lambda room: room.send(
+                command.sender_id, command.text, command.client_msg_id, command.media
+            ),
         )
-        return _message_recorded(command.room_id, sent, position)
+        return _message_recorded(command.room_id, sent, position, command.media)
 
 
 def _message_recorded(
-    stream_id: UUID, sent: SentMessage, position: int | None
+    stream_id: UUID, sent: SentMessage, position: int | None, media: MediaRef | None = None
 ) -> cc.MessageRecorded:
     return cc.MessageRecorded(
+        media=None if media is None or not sent.created else media.as_event_data(),
         id=stream_id,
         position=position if sent.created else None,
         conversation_id=stream_id,

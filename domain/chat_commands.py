@@ -13,12 +13,13 @@ Each Struct declares ``frozen=True, kw_only=True`` itself: msgspec does not inhe
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 
 from domain.commands import NO_NUL, Command, Recorded
+from domain.media import MediaRef
 
 MAX_TEXT_LENGTH = 2000
 """A message's text is 1..2000 characters (Unicode code points, as ``len(str)``)."""
@@ -28,6 +29,8 @@ ROOM_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 MAX_ROOM_TITLE_LENGTH = 100
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=NO_NUL)]
+MessageText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH, pattern=NO_NUL)]
+"""A message's text: empty only when the message carries a picture."""
 ClientMsgId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID_LENGTH, pattern=NO_NUL)
 ]
@@ -48,13 +51,16 @@ class OpenConversation(Command, frozen=True, kw_only=True):
 
 
 class SendMessage(Command, frozen=True, kw_only=True):
-    """Send ``text`` in a conversation. A retry with the same ``client_msg_id`` by the same
-    sender returns the first message and records nothing."""
+    """Send ``text``, a picture (``media``), or both in a conversation. A retry with the
+    same ``client_msg_id`` by the same sender returns the first message and records
+    nothing. ``media`` must be a picture the sender uploaded: the API checks it and fills
+    its size in before the command reaches ``Chat`` (``domain.media``)."""
 
     conversation_id: UUID
     sender_id: UUID
-    text: Text
+    text: MessageText = ""
     client_msg_id: ClientMsgId
+    media: MediaRef | None = None
 
 
 class MarkRead(Command, frozen=True, kw_only=True):
@@ -81,12 +87,14 @@ class CreateRoom(Command, frozen=True, kw_only=True):
 
 
 class SendRoomMessage(Command, frozen=True, kw_only=True):
-    """Send ``text`` in a public room; same de-duplication as ``SendMessage``."""
+    """Send ``text``, a picture (``media``), or both in a public room; same
+    de-duplication and picture rules as ``SendMessage``."""
 
     room_id: UUID
     sender_id: UUID
-    text: Text
+    text: MessageText = ""
     client_msg_id: ClientMsgId
+    media: MediaRef | None = None
 
 
 class MessageRecorded(Recorded, frozen=True, kw_only=True):
@@ -103,3 +111,5 @@ class MessageRecorded(Recorded, frozen=True, kw_only=True):
     seq: int
     created: bool
     at: datetime
+    media: dict[str, Any] | None = None
+    """The picture this send recorded (``{"id", "width", "height"}``), when ``created``."""

@@ -12,6 +12,8 @@ from uuid import UUID
 
 import msgspec
 
+from domain.media import MediaId
+
 # PostgreSQL text cannot hold NUL, and no legitimate text needs it: refuse it at the edge.
 NO_NUL = r"^[^\x00]*$"
 
@@ -44,9 +46,13 @@ class RegisterReader(Command, frozen=True, kw_only=True):
 
 
 class ChangeProfile(Command, frozen=True, kw_only=True):
+    """``avatar_media_id``: the avatar is that uploaded picture, and ``avatar_url`` its URL
+    (the API checks that the reader uploaded it and fills the URL in)."""
+
     reader_id: UUID
     nickname: Nickname | None = None
     avatar_url: Url | None = None
+    avatar_media_id: MediaId | None = None
 
 
 class PublishBook(Command, frozen=True, kw_only=True):
@@ -59,6 +65,9 @@ class PublishBook(Command, frozen=True, kw_only=True):
     tags: Tags = []
     cover_url: Url = ""
     summary: Summary = ""
+    cover_media_id: MediaId | None = None
+    """The cover is that uploaded picture (``cover_url`` its URL; the API checks the owner
+    uploaded it and fills the URL in)."""
 
 
 class ReviseBook(Command, frozen=True, kw_only=True):
@@ -70,6 +79,8 @@ class ReviseBook(Command, frozen=True, kw_only=True):
     tags: Tags | None = None
     cover_url: Url | None = None
     summary: Summary | None = None
+    cover_media_id: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] | None = None
+    """A new uploaded cover (``cover_url`` its URL), ``""``: none any more."""
 
 
 class WithdrawBook(Command, frozen=True, kw_only=True):
@@ -114,6 +125,14 @@ class StartReturn(Command, frozen=True, kw_only=True):
 class ConfirmReturn(Command, frozen=True, kw_only=True):
     loan_id: UUID
     actor_id: UUID
+
+
+class RemoveMedia(Command, frozen=True, kw_only=True):
+    """Record that picture ``media_id`` was taken down (``reason``: ``"risky"`` for WeChat's
+    image check). The caller deletes the files; recording it twice records nothing."""
+
+    media_id: MediaId
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,6 +43,7 @@ from domain.errors import (
 )
 from domain.isbn import language_of_isbn
 from domain.loan import BOOK_WITHDRAWN, LENT_TO_ANOTHER, Loan
+from domain.media import Media
 from domain.reader import Reader
 
 
@@ -138,8 +139,20 @@ class Library(Application[UUID]):
     @_dispatch.register
     def _change_profile(self, command: c.ChangeProfile) -> c.Recorded:
         reader = self.reader(command.reader_id)
-        reader.change_profile(nickname=command.nickname, avatar_url=command.avatar_url)
+        reader.change_profile(
+            nickname=command.nickname,
+            avatar_url=command.avatar_url,
+            avatar_media_id=command.avatar_media_id,
+        )
         return self._commit(reader.id, reader)
+
+    @_dispatch.register
+    def _remove_media(self, command: c.RemoveMedia) -> c.Recorded:
+        removal = Media.remove(command.media_id, command.reason)
+        try:
+            return self._commit(removal.id, removal)
+        except ConcurrentUpdate:
+            return c.Recorded(id=removal.id, position=None)  # removed before: idempotent
 
     @_dispatch.register
     def _publish(self, command: c.PublishBook) -> c.Recorded:
@@ -155,6 +168,7 @@ class Library(Application[UUID]):
             cover_url=command.cover_url,
             summary=command.summary,
             language=language_of_isbn(command.isbn),
+            cover_media_id=command.cover_media_id,
         )
         return self._commit(book.id, book)
 

@@ -19,21 +19,42 @@ def reader_id_for(open_id: str) -> UUID:
 
 
 class Reader(Aggregate):
-    """A reader. Events: ``Registered``, ``ProfileChanged``."""
+    """A reader. Events: ``Registered``, ``ProfileChanged`` (``avatar_media_id`` since
+    pictures: absent from older events, read as ``None``)."""
 
     @event("Registered")
     def __init__(self, id: UUID, nickname: str, avatar_url: str) -> None:  # noqa: A002
         self.nickname = nickname
         self.avatar_url = avatar_url
 
-    def change_profile(self, nickname: str | None, avatar_url: str | None) -> None:
-        """Change nickname and/or avatar; a change to the same values records nothing."""
+    avatar_media_id: str | None = None
+    """The uploaded picture the avatar shows (``domain.media``), ``None`` for an outside URL."""
+
+    def change_profile(
+        self, nickname: str | None, avatar_url: str | None, avatar_media_id: str | None = None
+    ) -> None:
+        """Change nickname and/or avatar; a change to the same values records nothing.
+        ``avatar_media_id``: the avatar is that uploaded picture (``avatar_url`` is then its
+        URL); a new ``avatar_url`` without it is an outside picture."""
         new_nickname = self.nickname if nickname is None else nickname
         new_avatar = self.avatar_url if avatar_url is None else avatar_url
-        if (new_nickname, new_avatar) != (self.nickname, self.avatar_url):
-            self._profile_changed(nickname=new_nickname, avatar_url=new_avatar)
+        new_media = self.avatar_media_id if avatar_url is None else avatar_media_id
+        if (new_nickname, new_avatar, new_media) != (
+            self.nickname,
+            self.avatar_url,
+            self.avatar_media_id,
+        ):
+            if new_media is None:  # events before pictures have no avatar_media_id
+                self._profile_changed(nickname=new_nickname, avatar_url=new_avatar)
+            else:
+                self._profile_changed(
+                    nickname=new_nickname, avatar_url=new_avatar, avatar_media_id=new_media
+                )
 
     @event("ProfileChanged")
-    def _profile_changed(self, nickname: str, avatar_url: str) -> None:
+    def _profile_changed(
+        self, nickname: str, avatar_url: str, avatar_media_id: str | None = None
+    ) -> None:
         self.nickname = nickname
         self.avatar_url = avatar_url
+        self.avatar_media_id = avatar_media_id

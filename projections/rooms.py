@@ -7,8 +7,14 @@ a room is presence (``realtime.presence``, from NATS), not history, so it is not
 Tables (in each version's schema)::
 
     rooms(id pk, name unique, title, created_at, last_seq, last_message_at)
-    messages(room_id, seq, message_id unique, sender_id, text, client_msg_id, at)
+    messages(room_id, seq, message_id unique, sender_id, text, client_msg_id, at, media)
         PRIMARY KEY (room_id, seq)
+
+``media`` is the event's picture ``{"id", "width", "height"}`` (or null); ``RoomQueries``
+shows it as a picture view (``projections.media``). This read model follows the Chat log
+only, so it never sees ``Media.Removed`` (Library log): the history marks a picture
+``removed`` by looking at the picture's own row (``media.removed_at``, migration
+``0013_media_checks``) when it is read.
 
 A retried send beyond the aggregate's de-duplication window records a second
 ``MessageSent`` with the same ``message_id``: the first one stands (``ON CONFLICT DO
@@ -26,7 +32,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from projections.batch import Page, Rows, Statement, Table, as_json
+from projections.batch import Page, Rows, Statement, Table, as_json, as_jsonb
+from projections.media import PICTURE_VIEW_SQL
 from projections.read_model import Cursor, ReadModelProjection
 from projections.records import event_type
 
@@ -47,6 +54,7 @@ CREATE TABLE {schema}.messages (
     text text NOT NULL,
     client_msg_id text NOT NULL,
     at timestamptz NOT NULL,
+    media jsonb,
     PRIMARY KEY (room_id, seq)
 );
 """
@@ -81,7 +89,7 @@ class RoomsProjection(ReadModelProjection):
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {}.messages (room_id, seq, message_id, sender_id, text, "
-                    "client_msg_id, at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "client_msg_id, at, media) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING RETURNING seq"
                 ).format(schema),
                 (
@@ -92,6 +100,7 @@ class RoomsProjection(ReadModelProjection):
                     event.text,
                     event.client_msg_id,
                     event.timestamp,
+                    _media_param(getattr(event, "media", None)),
                 ),
             )
             if cur.fetchone() is not None:
@@ -107,6 +116,10 @@ class RoomsProjection(ReadModelProjection):
         self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
     ) -> RoomsPage:
         return RoomsPage(schema, source, events, carry)
+
+
+def _media_param(media: Any) -> Any:
+    return None if media is None else as_jsonb(dict(media))
 
 
 _ROOMS = Table(
@@ -131,12 +144,13 @@ _MESSAGES = Table(
         "text": "text",
         "client_msg_id": "text",
         "at": "timestamptz",
+        "media": "jsonb",
     },
     key=("message_id",),
     mutable=(),
 )
 _TAKEN_SEQS = """
-SELECT m.room_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at
+SELECT m.room_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at, m.media
 FROM json_to_recordset(%s::json) AS p(r uuid, s bigint)
 CROSS JOIN LATERAL (
     SELECT * FROM {s}.messages m WHERE m.room_id = p.r AND m.seq = p.s OFFSET 0) m
@@ -222,6 +236,7 @@ class RoomsPage(Page):
                         "text": d["text"],
                         "client_msg_id": d["client_msg_id"],
                         "at": e.timestamp,
+                        "media": None if d.get("media") is None else dict(d["media"]),
                     },
                 )
                 self.seqs[taken] = None
@@ -237,6 +252,16 @@ class RoomsPage(Page):
 
     def remembered(self) -> int:
         return len(self.rooms.carried) + len(self.messages.rows) + len(self.seqs)
+
+
+_ROOM_PICTURE = PICTURE_VIEW_SQL.format(m="p")
+_ROOM_PICTURE = (
+    "(SELECT "
+    + _ROOM_PICTURE
+    + " FROM (SELECT CASE WHEN m.media IS NOT NULL AND EXISTS (SELECT 1 FROM public.media x "
+    "WHERE x.id = m.media->>'id' AND x.removed_at IS NOT NULL) "
+    "THEN m.media || '{{\"removed\": true}}'::jsonb ELSE m.media END AS media) p)"
+)
 
 
 class RoomQueries:
@@ -271,8 +296,10 @@ class RoomQueries:
         self, room_id: UUID, before_seq: int | None = None, limit: int = 30
     ) -> tuple[list[dict[str, Any]], int | None]:
         """``(rows, next_before)``: up to ``limit`` messages with ``seq < before_seq``, newest
-        first, with the sender's ``sender_nickname`` / ``sender_avatar_url`` (from the shelf);
-        ``next_before`` is the ``before_seq`` of the next (older) page or ``None``."""
+        first, with the sender's ``sender_nickname`` / ``sender_avatar_url`` (from the shelf)
+        and ``media``, a picture view or ``None`` (``projections.media``; ``removed`` when
+        the picture was taken down since); ``next_before`` is the ``before_seq`` of the
+        next (older) page or ``None``."""
         params: list[Any] = [room_id]
         where = "m.room_id = %s"
         if before_seq is not None:
@@ -281,13 +308,26 @@ class RoomQueries:
         params.append(limit + 1)
         rows = self._all(
             "SELECT m.room_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at, "
-            "r.nickname AS sender_nickname, r.avatar_url AS sender_avatar_url "
-            "FROM {}.messages m LEFT JOIN shelf.readers r ON r.id = m.sender_id "
+            "r.nickname AS sender_nickname, r.avatar_url AS sender_avatar_url, "
+            + _ROOM_PICTURE
+            + " AS media FROM {}.messages m LEFT JOIN shelf.readers r ON r.id = m.sender_id "
             f"WHERE {where} ORDER BY m.seq DESC LIMIT %s",
             params,
         )
         next_before = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return rows[:limit], next_before
+
+    def messages_with_picture(self, media_id: str) -> dict[str, list[UUID]]:
+        """The messages showing picture ``media_id``, by room name (oldest first)."""
+        rows = self._all(
+            "SELECT r.name, m.message_id FROM {0}.messages m JOIN {0}.rooms r ON r.id = m.room_id "
+            "WHERE m.media IS NOT NULL AND m.media->>'id' = %s ORDER BY r.name, m.seq",
+            (media_id,),
+        )
+        found: dict[str, list[UUID]] = {}
+        for row in rows:
+            found.setdefault(row["name"], []).append(row["message_id"])
+        return found
 
 
 __all__ = ["DDL", "RoomQueries", "RoomsPage", "RoomsProjection"]

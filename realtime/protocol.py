@@ -7,7 +7,7 @@ source of truth.
 Server → client (``ServerFrame``)::
 
     hello, event, ping, pong, ack, error,
-    room.joined, room.left, room.message, room.presence,
+    room.joined, room.left, room.message, room.media_removed, room.presence,
     presence, presence.state
 
 Client → server (``ClientFrame``, decoded by the one ``decode_client_frame``)::
@@ -29,7 +29,8 @@ from uuid import UUID
 
 import msgspec
 
-from domain.chat_commands import ClientMsgId, RoomName, Seq, Text
+from domain.chat_commands import ClientMsgId, MessageText, RoomName, Seq
+from domain.media import MediaId
 
 MAX_FRAME_BYTES = 16 * 1024
 """Largest accepted client frame, in bytes of UTF-8 (larger: ``error`` + close 1009)."""
@@ -152,8 +153,21 @@ class RoomLeft(Frame, frozen=True, kw_only=True, tag="room.left"):
     members: int
 
 
+class Picture(msgspec.Struct, frozen=True, kw_only=True):
+    """A picture in a message (``domain.media.picture_view``): ``url`` / ``thumb_url`` are
+    paths on the API's origin; ``null`` with ``removed`` once it was taken down."""
+
+    id: str
+    url: str | None
+    thumb_url: str | None
+    width: int
+    height: int
+    removed: bool = False
+
+
 class RoomMessage(Frame, frozen=True, kw_only=True, tag="room.message"):
-    """A message in a room this socket joined (also sent to the sender's sockets)."""
+    """A message in a room this socket joined (also sent to the sender's sockets);
+    ``text`` is ``""`` for a picture alone."""
 
     room: str
     message_id: UUID
@@ -161,6 +175,17 @@ class RoomMessage(Frame, frozen=True, kw_only=True, tag="room.message"):
     text: str
     at: datetime
     seq: int
+    media: Picture | None = None
+
+
+class RoomMediaRemoved(Frame, frozen=True, kw_only=True, tag="room.media_removed"):
+    """A picture shown in this room's messages ``message_ids`` was taken down (WeChat's
+    image check found it risky): show a placeholder instead."""
+
+    room: str
+    media_id: str
+    message_ids: list[UUID]
+    reason: str
 
 
 class RoomPresence(Frame, frozen=True, kw_only=True, tag="room.presence"):
@@ -211,6 +236,7 @@ ServerFrame = (
     | RoomJoined
     | RoomLeft
     | RoomMessage
+    | RoomMediaRemoved
     | RoomPresence
     | PresenceChanged
     | PresenceStates
@@ -239,11 +265,13 @@ class ClientPong(ClientFrame, frozen=True, kw_only=True, tag="pong"):
 
 
 class ChatSend(ClientFrame, frozen=True, kw_only=True, tag="chat.send"):
-    """Send a message in a conversation (retry with the same ``client_msg_id``)."""
+    """Send a message in a conversation (retry with the same ``client_msg_id``): a text, a
+    picture (``media_id``: one you uploaded, ``POST /v1/media``) or both."""
 
     conversation_id: UUID
-    text: Text
+    text: MessageText = ""
     client_msg_id: ClientMsgId
+    media_id: MediaId | None = None
 
 
 class Read(ClientFrame, frozen=True, kw_only=True, tag="read"):
@@ -264,9 +292,12 @@ class RoomLeave(ClientFrame, frozen=True, kw_only=True, tag="room.leave"):
 
 
 class RoomSend(ClientFrame, frozen=True, kw_only=True, tag="room.send"):
+    """Send a message in a joined room: a text, a picture (``media_id``) or both."""
+
     room: RoomName
-    text: Text
+    text: MessageText = ""
     client_msg_id: ClientMsgId
+    media_id: MediaId | None = None
 
 
 MAX_PRESENCE_QUERY = 100
@@ -470,7 +501,9 @@ __all__ = [
     "RoomJoined",
     "RoomLeave",
     "RoomLeft",
+    "RoomMediaRemoved",
     "RoomMessage",
+    "Picture",
     "RoomPresence",
     "RoomSend",
     "ServerFrame",

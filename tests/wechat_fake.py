@@ -13,6 +13,10 @@ It serves, over real HTTP on ``127.0.0.1``:
   ``subscribe_templates`` (when that is set), 47003 for a value that is empty or breaks its
   key's length rule (thing ≤ 20, name ≤ 10 CJK / 20, phrase ≤ 5, character_string ≤ 32…),
   43101 for a ``touser`` in ``subscribe_refused``; else ok.
+- ``POST /wxa/media_check_async?access_token=…``: the same token checks; the body must be
+  version 2, ``media_type`` 1 or 2, a scene 1–4, an openid and an http(s) ``media_url``;
+  answers a new ``trace_id`` (kept in ``media_checks``: trace id → body). The verdict is
+  the test's to push (``media_check_push``), as WeChat pushes it later.
 
 ``script[path]`` holds canned answers served before the behaviour above (one per request,
 consumed in order): an HTTP status, a raw body, an errcode, a delay. Every request is
@@ -24,6 +28,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +77,8 @@ class FakeWeChat:
     check_delay: float = 0.0
     current: str | None = None
     current_expires: float = 0.0
+    media_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """mediaCheckAsync submissions: trace id → request body."""
     refused: set[str] = field(default_factory=set)
     """Tokens msgSecCheck refuses (40001) although stable_token may still hand them out."""
     subscribe_templates: set[str] = field(default_factory=set)
@@ -128,7 +135,54 @@ class FakeWeChat:
                 return 200, self._msg_sec_check(query, body), self.check_delay
             if path == SUBSCRIBE_SEND:
                 return 200, self._subscribe_send(query, body), 0.0
+            if path == "/wxa/media_check_async":
+                return 200, self._media_check_async(query, body), 0.0
         return 404, b"not found", 0.0
+
+    def _token_error(self, query: dict[str, list[str]]) -> bytes | None:
+        token = query.get("access_token", [""])[0]
+        if token == self.current and time.time() >= self.current_expires:
+            return _err(42001, "access_token expired")
+        if token != self.current or token in self.refused:
+            return _err(40001, "invalid credential, access_token is invalid or not latest")
+        return None
+
+    def _media_check_async(self, query: dict[str, list[str]], body: dict[str, Any]) -> bytes:
+        refused = self._token_error(query)
+        if refused is not None:
+            return refused
+        if body.get("version") != 2 or body.get("scene") not in (1, 2, 3, 4):
+            return _err(40129, "invalid scene")
+        if body.get("media_type") not in (1, 2):
+            return _err(40097, "invalid media_type")
+        if not body.get("openid"):
+            return _err(40003, "invalid openid")
+        if not str(body.get("media_url") or "").startswith(("http://", "https://")):
+            return _err(40097, "invalid media_url")
+        trace_id = f"media-trace-{next(self._serial)}-{uuid.uuid4().hex[:12]}"
+        self.media_checks[trace_id] = body
+        return msgspec.json.encode({"errcode": 0, "errmsg": "ok", "trace_id": trace_id})
+
+    def media_check_push(
+        self, trace_id: str, suggest: str = "risky", label: int = 20002
+    ) -> dict[str, Any]:
+        """The ``wxa_media_check`` push (version 2) WeChat sends for ``trace_id``."""
+        return {
+            "ToUserName": "gh_liudong",
+            "FromUserName": "o_wechat_platform",
+            "CreateTime": int(time.time()),
+            "MsgType": "event",
+            "Event": "wxa_media_check",
+            "appid": self.appid,
+            "trace_id": trace_id,
+            "version": 2,
+            "detail": [
+                {"strategy": "content_model", "errcode": 0, "suggest": suggest, "label": label}
+            ],
+            "errcode": 0,
+            "errmsg": "ok",
+            "result": {"suggest": suggest, "label": label},
+        }
 
     def _stable_token(self, body: dict[str, Any]) -> bytes:
         if body.get("grant_type") != "client_credential":

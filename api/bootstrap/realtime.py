@@ -28,6 +28,7 @@ from uuid import UUID
 import nats
 from litestar import Litestar
 
+from api.adapters.media.attach import AttachingChat
 from api.adapters.moderation import ModeratedChat
 from api.adapters.subscribe import Notifier
 from api.bootstrap.container import Container
@@ -191,8 +192,12 @@ async def start_realtime(container: Container) -> RealtimeNode:
     gateway = Gateway(
         nc,
         container.inbox,
-        # chat.send / room.send texts pass the content check first (error content_rejected)
-        ModeratedChat(container.chat, lambda: container.wechat and container.wechat.moderation),
+        # chat.send / room.send texts pass the content check first (error content_rejected),
+        # then their picture is attached (only the sender's own uploads: media_not_owned)
+        ModeratedChat(
+            AttachingChat(container.chat, lambda: container.media),
+            lambda: container.wechat and container.wechat.moderation,
+        ),
         presence,
         directory=container.shelf.reader,
         config=GatewayConfig(

@@ -9,17 +9,21 @@ the settings instead of failing the first reader's request. ``attach(pool)`` the
 pieces that use the read-model pool. ``close()`` stops the client's thread.
 
 The server API client is started when something needs it: ``LIUDONG_MODERATION=wechat``
-(the default in production), or subscribe-message templates (``LIUDONG_SUBSCRIBE_TEMPLATES``,
-read and validated here: a bad file stops the start-up with ``TemplateConfigError``).
-``platform.api`` (``call`` from worker threads, ``await acall`` from the event loop). The
-subscribe-message notifier itself runs with the realtime pieces (``api.bootstrap.realtime``:
-it needs the readers' presence); ``platform.grants`` / ``platform.outbox`` are its tables.
+(the default in production), subscribe-message templates (``LIUDONG_SUBSCRIBE_TEMPLATES``,
+read and validated here: a bad file stops the start-up with ``TemplateConfigError``), or the
+image check of uploaded pictures (``LIUDONG_MEDIA_CHECK=wechat``, by default when the text
+check is WeChat's): ``platform.media_check`` (``api.adapters.media.check``) submits each new
+upload to mediaCheckAsync, and the ``wxa_media_check`` push handler (``api.bootstrap.media``)
+takes a ``risky`` picture down. ``platform.api`` (``call`` from worker threads, ``await
+acall`` from the event loop). The subscribe-message notifier itself runs with the realtime
+pieces (``api.bootstrap.realtime``: it needs the readers' presence); ``platform.grants`` /
+``platform.outbox`` are its tables.
 
 Message push (``POST /v1/wechat/push``): ``platform.push`` verifies and decrypts
 (``api.adapters.wechat_push``; ``None`` while ``LIUDONG_WECHAT_PUSH_TOKEN`` is unset) and
 ``PUSH_HANDLERS`` maps an ``Event`` (or ``MsgType``) to its handler, called with the message
-and the container in a worker thread. Adding one is one line there, e.g.
-``"wxa_media_check": media_check_result,`` for the media check's asynchronous verdicts.
+and the container in a worker thread. Adding one is one line there
+(``"wxa_media_check": media_check_result`` is the media check's asynchronous verdicts).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from api.adapters.media.check import WeChatMediaCheck
 from api.adapters.moderation import FlagStore, Moderator, WeChatContentCheck, WordListCheck
 from api.adapters.openids import OpenIdDirectory
 from api.adapters.subscribe import Grants, Outbox, Templates
 from api.adapters.wechat import WeChatConfigError, WeChatError
 from api.adapters.wechat_api import PgTokenStore, WeChatApi, WeChatApiThread
 from api.adapters.wechat_push import PushHandler, PushVerifier
+from api.bootstrap.media import media_check_result
 from api.bootstrap.settings import Settings
 
 __all__ = ["PUSH_HANDLERS", "WeChatPlatform"]
@@ -43,7 +49,8 @@ log = logging.getLogger(__name__)
 
 PUSH_HANDLERS: dict[str, PushHandler] = {
     # Event (or MsgType) → handler(message, container); unknown ones are acknowledged and
-    # logged. e.g. "wxa_media_check": media_check_result,
+    # logged.
+    "wxa_media_check": media_check_result,  # mediaCheckAsync's verdicts (api.bootstrap.media)
 }
 
 
@@ -59,6 +66,7 @@ class WeChatPlatform:
         self._local = local
         self.openids: OpenIdDirectory | None = None
         self.moderation: Moderator | None = None
+        self.media_check: WeChatMediaCheck | None = None
         self.push: PushVerifier | None = PushVerifier.from_settings(settings)
         self.push_handlers: dict[str, PushHandler] = dict(PUSH_HANDLERS)
         self.templates: Templates | None = None
@@ -83,7 +91,11 @@ class WeChatPlatform:
         if provider == "local":
             local = WordListCheck.from_file(settings.moderation_wordlist)
         api: WeChatApiThread | None = None
-        if provider == "wechat" or templates is not None:
+        if (
+            provider == "wechat"
+            or templates is not None
+            or settings.media_check_provider == "wechat"
+        ):
             api = WeChatApiThread(WeChatApi.from_settings(settings, PgTokenStore(database_url)))
             if settings.env == "production":
                 try:
@@ -119,6 +131,11 @@ class WeChatPlatform:
             fields_outage=settings.moderation_outage_fields,
         )
         log.info("moderation: %s", self.moderation.provider)
+        if self.api is not None and settings.media_check_provider == "wechat":
+            self.media_check = WeChatMediaCheck(
+                self.api, self.openids.open_id, timeout=settings.moderation_timeout + 2
+            )
+        log.info("media check: %s", "wechat" if self.media_check else "off (pictures pass)")
         return self
 
     def close(self) -> None:

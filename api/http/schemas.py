@@ -4,6 +4,7 @@ Unknown fields are refused; limits are part of the contract (a violation is a 42
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -11,6 +12,7 @@ from uuid import UUID
 import msgspec
 
 from domain.commands import NO_NUL, Contact, Nickname, Note, Summary, Tags, Url
+from domain.media import MEDIA_ID_PATTERN
 
 Text300 = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
 ISBN_PATTERN = r"^(?:ISBN(?:-1[03])?:? ?)?[0-9０-９XxＸｘ][0-9０-９XxＸｘ \-‐‑‒–—―−﹣－]{9,16}$"
@@ -38,6 +40,10 @@ def _refuse_nul(value: Any, path: str) -> None:
             _refuse_nul(getattr(value, name), f"{path}.{name}" if path else name)
 
 
+MediaIdText = Annotated[str, msgspec.Meta(pattern=MEDIA_ID_PATTERN)]
+"""A picture's id (``POST /v1/media`` answered it): 64 lower-case hex characters."""
+
+
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of request bodies. No string in a body may contain a NUL character."""
 
@@ -50,11 +56,18 @@ class LoginBody(Body, frozen=True):
 
 
 class ProfilePatch(Body, frozen=True):
+    """``avatar_media_id``: a picture you uploaded (``POST /v1/media``) as your avatar
+    (``avatar_url`` is then its URL; do not send both)."""
+
     nickname: Nickname | None = None
     avatar_url: Url | None = None
+    avatar_media_id: MediaIdText | None = None
 
 
 class PublishBody(Body, frozen=True):
+    """``cover_media_id``: a picture you uploaded (``POST /v1/media``) as the cover
+    (``cover_url`` is then its URL)."""
+
     isbn: IsbnInput
     title: Text300 | None = None
     author: Text300 | None = None
@@ -62,15 +75,21 @@ class PublishBody(Body, frozen=True):
     tags: Tags | None = None
     cover_url: Url | None = None
     summary: Summary | None = None
+    cover_media_id: MediaIdText | None = None
 
 
 class RevisePatch(Body, frozen=True):
+    """``cover_media_id``: a picture you uploaded as the new cover (``cover_url`` becomes
+    its URL), ``""`` to drop the uploaded cover (and ``cover_url`` unless one is sent); a
+    ``cover_url`` alone replaces an uploaded cover by that outside picture."""
+
     title: Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)] | None = None
     author: Text300 | None = None
     publisher: Text300 | None = None
     tags: Tags | None = None
     cover_url: Url | None = None
     summary: Summary | None = None
+    cover_media_id: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] | None = None
 
 
 class LoanRequestBody(Body, frozen=True):
@@ -124,6 +143,20 @@ class SubscriptionsOut(Out, frozen=True):
     items: list[SubscriptionOut]
 
 
+class PictureOut(Out, frozen=True):
+    """A picture attached to a message (``domain.media.picture_view``): ``url`` and
+    ``thumb_url`` are paths on this API's origin (``/v1/media/{id}``, ``…/thumb``), both
+    ``null`` with ``removed: true`` once the picture was taken down (show a placeholder);
+    ``width`` / ``height`` in pixels (0: unknown)."""
+
+    id: str
+    url: str | None
+    thumb_url: str | None
+    width: int
+    height: int
+    removed: bool = False
+
+
 class LoginOut(Out, frozen=True):
     token: str
     expires_at: datetime
@@ -150,6 +183,11 @@ class BookOut(Out, frozen=True):
     updated_at: datetime
     borrower: ReaderOut | None = None  # shown to the owner only
     loan_id: UUID | None = None  # shown to the owner only
+    cover: PictureOut | None = None
+    """The cover when it is a picture uploaded here (``cover_media_id``): its ``url`` is
+    ``cover_url``, ``thumb_url`` the thumbnail's (size 0: see the picture itself). ``null``
+    for an outside ``cover_url`` or none. A cover taken down (WeChat's image check) is
+    cleared: ``cover_url`` ``""``."""
 
 
 class BookRef(Out, frozen=True):
@@ -240,6 +278,19 @@ def reader_out(row: dict[str, Any], prefix: str = "") -> ReaderOut:
     )
 
 
+_UPLOADED = re.compile(r"/v1/media/([0-9a-f]{64})$")
+
+
+def uploaded_cover(cover_url: str) -> PictureOut | None:
+    """The ``cover`` of a book whose ``cover_url`` is a picture uploaded here."""
+    match = _UPLOADED.search(cover_url or "")
+    if match is None:
+        return None
+    return PictureOut(
+        id=match.group(1), url=cover_url, thumb_url=cover_url + "/thumb", width=0, height=0
+    )
+
+
 def book_out(row: dict[str, Any], viewer: UUID | None) -> BookOut:
     is_owner = viewer is not None and viewer == row["owner_id"]
     borrower = None
@@ -257,6 +308,7 @@ def book_out(row: dict[str, Any], viewer: UUID | None) -> BookOut:
         publisher=row["publisher"],
         tags=list(row["tags"]),
         cover_url=row["cover_url"],
+        cover=uploaded_cover(row["cover_url"]),
         summary=row["summary"],
         status=row["status"],
         owner=ReaderOut(

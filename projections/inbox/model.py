@@ -15,7 +15,13 @@ Tables (in each version's schema, exposed as views ``inbox.<table>``)::
                   last_seq, read_up_to, unread, opened_at, updated_at, activity)
         PRIMARY KEY (reader_id, conversation_id): one row per member
     messages(conversation_id, seq, message_id unique, sender_id, text, client_msg_id, at,
-             hidden_for uuid[])               PRIMARY KEY (conversation_id, seq)
+             hidden_for uuid[], media jsonb)  PRIMARY KEY (conversation_id, seq)
+                                              media: the event's {id, width, height}
+                                              (+ removed: true), projections.media
+    removed_media(media_id pk, reason)       pictures taken down (Media.Removed): a
+                                              message sent with one, projected after it
+                                              (a rebuild replays the Library log first),
+                                              is stored removed too
     readers(id, nickname, avatar_url), books(id, owner_id, title),
     loans(id, book_id, borrower_id, lender_id)
                                               lookups fed by Library events, so this
@@ -37,11 +43,14 @@ Item kinds and recipients (``data`` shapes; ids are strings, times ISO 8601 UTC)
     loan.returning   lender             loan fields (the borrower says it is back)
     loan.returned    borrower           loan fields (the lender confirmed)
     chat.message     both members       conversation_id, message_id, seq, text,
-                     (the sender too:   client_msg_id, at, sender {id, nickname, avatar_url}
-                     their other devices)
+                     (the sender too:   client_msg_id, at, sender {id, nickname, avatar_url},
+                     their other devices) media (a picture view, projections.media, or null)
     chat.read        both members       conversation_id, reader_id, up_to (the reader's own
                                          devices clear their badge; the peer sees a receipt)
     chat.hidden      the hiding reader  conversation_id, message_id (their other devices)
+    media.removed    the members of     media_id, reason, messages [{conversation_id,
+                     conversations that  message_id}]: a picture was taken down
+                     showed it           (Media.Removed; one item per reader)
 
     loan fields: loan_id, status, book {id, title},
                  borrower {id, nickname, avatar_url}, lender {id, nickname, avatar_url}
@@ -127,7 +136,14 @@ CREATE TABLE {schema}.messages (
     client_msg_id text NOT NULL,
     at timestamptz NOT NULL,
     hidden_for uuid[] NOT NULL DEFAULT '{{}}',
+    media jsonb,
     PRIMARY KEY (conversation_id, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_media_idx
+    ON {schema}.messages ((media->>'id')) WHERE media IS NOT NULL;
+CREATE TABLE {schema}.removed_media (
+    media_id text PRIMARY KEY,
+    reason text NOT NULL
 );
 """
 
@@ -180,9 +196,10 @@ MESSAGES = Table(
         "client_msg_id": "text",
         "at": "timestamptz",
         "hidden_for": "uuid[]",
+        "media": "jsonb",
     },
     key=("message_id",),
-    mutable=("hidden_for",),
+    mutable=("hidden_for", "media"),
 )
 
 LOAN_KINDS = {

@@ -59,6 +59,7 @@ from projections.inbox.model import (
     READERS,
     as_uuid,
 )
+from projections.media import picture_view
 
 ITEMS_COPY_TYPES = tuple("bytea" if t == "jsonb" else t for t in ITEMS.types)
 """How the items' ``COPY`` sends its values: ``data`` as the bytes of jsonb's binary
@@ -84,7 +85,7 @@ def _sql(query: str, schema: sql.Identifier) -> sql.Composed:
 
 
 _READ_RANGE = """
-SELECT conversation_id, seq, message_id, sender_id, text, client_msg_id, at, hidden_for
+SELECT conversation_id, seq, message_id, sender_id, text, client_msg_id, at, hidden_for, media
 FROM {s}.messages WHERE conversation_id = %s AND seq > %s AND seq <= %s AND sender_id <> %s
 """
 _MEMBERS_HEADS = """
@@ -93,9 +94,12 @@ CROSS JOIN LATERAL (
     SELECT reader_id FROM {s}.conversations c WHERE c.conversation_id = k.v::uuid OFFSET 0) c
 CROSS JOIN LATERAL (SELECT * FROM {s}.heads h WHERE h.reader_id = c.reader_id OFFSET 0) h
 """
+_REMOVED = """
+SELECT media_id FROM {s}.removed_media WHERE media_id = ANY(%s)
+"""
 _VISIBLE_CANDIDATES = """
 SELECT m.conversation_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, m.at,
-       m.hidden_for, r.id AS r_id, r.nickname AS r_nickname, r.avatar_url AS r_avatar_url
+       m.hidden_for, m.media, r.id AS r_id, r.nickname AS r_nickname, r.avatar_url AS r_avatar_url
 FROM json_to_recordset(%s::json) AS p(c uuid, r uuid, k integer)
 CROSS JOIN LATERAL (
     SELECT * FROM {s}.messages m
@@ -154,6 +158,9 @@ class InboxPage(Page):
         self.hides: dict[tuple[int, int], list[Any]] = {}
         # book or reader key -> its JSON in loan items (ids are random UUIDs: no clash)
         self._fragments: dict[int, msgspec.Raw] = {}
+        # pictures of this page's messages, and those of them taken down (``load``)
+        self._pictures: set[str] = set()
+        self._removed: set[str] = set()
         if source == "library":
             self._plan_library()
         else:
@@ -213,6 +220,8 @@ class InboxPage(Page):
                 mid, sender = d["message_id"], d["sender_id"]
                 messages[mid.int] = mid
                 readers[sender.int] = sender
+                if d.get("media"):
+                    self._pictures.add(str(d["media"]["id"]))
             elif kind == "Conversation.MessageHidden":
                 mid, reader = d["message_id"], d["reader_id"]
                 messages[mid.int] = mid
@@ -297,6 +306,13 @@ class InboxPage(Page):
             messages = self.messages.load_by(conn, s, "message_id")
             readers = self.readers.load_by(conn, s, "id")
             heads = self.heads.load_by(conn, s, "reader_id")
+            removed = None
+            if self._pictures:
+                removed = conn.cursor(row_factory=dict_row)
+                removed.execute(_sql(_REMOVED, s), (sorted(self._pictures),))
+        if removed is not None:
+            self._removed = {row["media_id"] for row in removed.fetchall()}
+            removed.close()
         if visible is not None:
             candidates = visible.fetchall()
             visible.close()
@@ -492,6 +508,10 @@ class InboxPage(Page):
         conversation = e.originator_id
         cid = conversation.int
         mid, sender, seq = d["message_id"], d["sender_id"], d["seq"]
+        media = d.get("media")  # events before pictures have none
+        media = None if media is None else dict(media)
+        if media is not None and media["id"] in self._removed:
+            media["removed"] = True  # taken down before this was projected
         if mid.int in self.messages:
             return  # a retry beyond the aggregate's window: the first message stands
         self.messages.insert(
@@ -505,6 +525,7 @@ class InboxPage(Page):
                 "client_msg_id": d["client_msg_id"],
                 "at": e.timestamp,
                 "hidden_for": [],
+                "media": media,
             },
         )
         self.by_conversation.setdefault(cid, []).append(mid.int)
@@ -522,6 +543,7 @@ class InboxPage(Page):
             "text": d["text"],
             "client_msg_id": d["client_msg_id"],
             "at": e.timestamp,
+            "media": picture_view(media),
         }
         members = []
         for k in self.members.get(cid, ()):
@@ -641,6 +663,7 @@ class InboxPage(Page):
             "text": m["text"],
             "client_msg_id": m["client_msg_id"],
             "at": _sql_time(m["at"]),
+            "media": picture_view(m.get("media")),
         }
 
     def _reader(self, reader: UUID) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from projections.batch import Page
 from projections.inbox.model import DDL, LOAN_KINDS, as_uuid
 from projections.inbox.page import InboxPage
+from projections.media import PICTURE_VIEW_SQL, picture_view
 from projections.read_model import Cursor, ReadModelProjection
 from projections.records import event_type
 
@@ -108,7 +109,16 @@ class InboxProjection(ReadModelProjection):
     name = "inbox"
     sources = ("library", "chat")
     ddl = DDL
-    tables = ("heads", "items", "readers", "books", "loans", "conversations", "messages")
+    tables = (
+        "heads",
+        "items",
+        "readers",
+        "books",
+        "loans",
+        "conversations",
+        "messages",
+        "removed_media",
+    )
     records = True
     batch_min = 1  # a live page of one event is folded too: its items reach item_listeners
     deferred_indexes = ("conversations_reader_idx",)
@@ -128,6 +138,7 @@ class InboxProjection(ReadModelProjection):
             "Conversation.MessageSent": self._message_sent,
             "Conversation.MessagesRead": self._messages_read,
             "Conversation.MessageHidden": self._message_hidden,
+            "Media.Removed": self._media_removed,
         }
         for name in LOAN_KINDS:
             self._handlers[name] = self._loan_changed
@@ -149,9 +160,12 @@ class InboxProjection(ReadModelProjection):
 
     def fold_page(
         self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
-    ) -> Page:
+    ) -> Page | None:
         """The page folded in memory (``projections.inbox.page``): the same rows as
-        ``apply`` event by event, in a few statements."""
+        ``apply`` event by event, in a few statements. ``None`` (event by event) for a page
+        holding a ``Media.Removed``."""
+        if any(e.type == "Media.Removed" for e in events):
+            return None  # rare: such a page is applied event by event
         page = InboxPage(schema, source, events, carry)
         if events and (self.item_listeners or self._folded):
             self._forget(schema.as_string(None), source, events[0].position, events[-1].position)
@@ -363,10 +377,18 @@ class InboxProjection(ReadModelProjection):
         )
 
     def _message_sent(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
+        media = getattr(e, "media", None)  # events before pictures have none
+        if media is not None:
+            cur.execute(
+                sql.SQL("SELECT 1 FROM {}.removed_media WHERE media_id = %s").format(s),
+                (media["id"],),
+            )
+            if cur.fetchone() is not None:  # taken down before this was projected
+                media = {**dict(media), "removed": True}
         cur.execute(
             sql.SQL(
                 "INSERT INTO {}.messages (conversation_id, seq, message_id, sender_id, text, "
-                "client_msg_id, at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "client_msg_id, at, media) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (message_id) DO NOTHING RETURNING seq"
             ).format(s),
             (
@@ -377,6 +399,7 @@ class InboxProjection(ReadModelProjection):
                 e.text,
                 e.client_msg_id,
                 e.timestamp,
+                None if media is None else _json(dict(media)),
             ),
         )
         if cur.fetchone() is None:
@@ -398,6 +421,7 @@ class InboxProjection(ReadModelProjection):
             "text": e.text,
             "client_msg_id": e.client_msg_id,
             "at": e.timestamp,
+            "media": picture_view(media),
         }
         cur.execute(
             sql.SQL(
@@ -456,7 +480,8 @@ class InboxProjection(ReadModelProjection):
                 "      'id', m.sender_id, 'nickname', coalesce(r.nickname, ''), "
                 "      'avatar_url', coalesce(r.avatar_url, '')), "
                 "    'text', m.text, 'client_msg_id', m.client_msg_id, 'at', "
-                "    to_char(m.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
+                "    to_char(m.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+                "    'media', " + PICTURE_VIEW_SQL.format(m="m") + ") "
                 "  FROM {0}.messages m LEFT JOIN {0}.readers r ON r.id = m.sender_id "
                 "  WHERE m.conversation_id = c.conversation_id "
                 "  AND NOT c.reader_id = ANY(m.hidden_for) ORDER BY m.seq DESC LIMIT 1"
@@ -467,6 +492,59 @@ class InboxProjection(ReadModelProjection):
         )
         data = {"conversation_id": e.originator_id, "message_id": e.message_id}
         deliver(cur, s, [e.reader_id], "chat.hidden", e.timestamp, data, src, pos)
+
+    # -- pictures ---------------------------------------------------------------------------
+
+    def _media_removed(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
+        """A picture was taken down: every message showing it shows a placeholder (its
+        ``media`` gets ``removed: true``, and so does a conversation's last message), and
+        each member of such a conversation gets one ``media.removed`` item listing the
+        messages of theirs that showed it."""
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {}.removed_media (media_id, reason) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING"
+            ).format(s),
+            (e.media_id, e.reason),
+        )
+        cur.execute(
+            sql.SQL(
+                "UPDATE {}.messages SET media = media || '{{\"removed\": true}}'::jsonb "
+                "WHERE media->>'id' = %s AND media IS NOT NULL "
+                "AND NOT coalesce((media->>'removed')::boolean, false) "
+                "RETURNING conversation_id, message_id, seq"
+            ).format(s),
+            (e.media_id,),
+        )
+        changed = cur.fetchall()
+        seen: dict[UUID, list[dict[str, Any]]] = {}
+        for row in sorted(changed, key=lambda r: (str(r["conversation_id"]), r["seq"])):
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {}.conversations SET last_message = jsonb_set(last_message, "
+                    "'{{media}}', (last_message->'media') || %s::jsonb) "
+                    "WHERE conversation_id = %s AND (last_message->>'message_id') = %s "
+                    "AND jsonb_typeof(last_message->'media') = 'object'"
+                ).format(s),
+                (_PLACEHOLDER, row["conversation_id"], str(row["message_id"])),
+            )
+            cur.execute(
+                sql.SQL(
+                    "SELECT reader_id FROM {}.conversations WHERE conversation_id = %s "
+                    "ORDER BY reader_id"
+                ).format(s),
+                (row["conversation_id"],),
+            )
+            for member in cur.fetchall():
+                seen.setdefault(member["reader_id"], []).append(
+                    {"conversation_id": row["conversation_id"], "message_id": row["message_id"]}
+                )
+        for reader, messages in seen.items():
+            data = {"media_id": e.media_id, "reason": e.reason, "messages": messages}
+            deliver(cur, s, [reader], "media.removed", e.timestamp, data, src, pos)
+
+
+_PLACEHOLDER = '{"url": null, "thumb_url": null, "removed": true}'
 
 
 def _position_seq(item: dict[str, Any]) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from domain.chat import message_id_for
+from projections.media import PICTURE_VIEW_SQL
 from projections.paging import decode_cursor, encode_cursor
 
 
@@ -128,8 +129,9 @@ class InboxQueries:
 
     _MESSAGE = (
         "SELECT m.conversation_id, m.seq, m.message_id, m.sender_id, m.text, m.client_msg_id, "
-        "m.at, m.hidden_for, r.nickname AS sender_nickname, r.avatar_url AS sender_avatar_url "
-        "FROM {0}.messages m LEFT JOIN {0}.readers r ON r.id = m.sender_id "
+        "m.at, m.hidden_for, r.nickname AS sender_nickname, r.avatar_url AS sender_avatar_url, "
+        + PICTURE_VIEW_SQL.format(m="m")
+        + " AS media FROM {0}.messages m LEFT JOIN {0}.readers r ON r.id = m.sender_id "
     )
 
     def messages(

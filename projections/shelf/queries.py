@@ -55,6 +55,19 @@ class ShelfQueries:
         rows = self._all(query, params)
         return rows[0] if rows else None
 
+    def using_picture(self, media_id: str) -> tuple[list[dict[str, Any]], list[UUID]]:
+        """``(books, readers)`` showing the uploaded picture ``media_id``: the books whose
+        ``cover_url`` is its URL (``{"id", "owner_id"}``) and the readers whose avatar it is
+        (``…/v1/media/<id>``, whatever the URL prefix)."""
+        suffix = "%/v1/media/" + _like_pattern(media_id).strip("%")
+        books = self._all(
+            "SELECT id, owner_id FROM shelf.books WHERE cover_url LIKE %s ORDER BY id", (suffix,)
+        )
+        readers = self._all(
+            "SELECT id FROM shelf.readers WHERE avatar_url LIKE %s ORDER BY id", (suffix,)
+        )
+        return books, [r["id"] for r in readers]
+
     def reader(self, reader_id: UUID) -> dict[str, Any] | None:
         return self._one(
             "SELECT id, nickname, avatar_url FROM shelf.readers WHERE id = %s", (reader_id,)

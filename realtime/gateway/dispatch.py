@@ -28,6 +28,7 @@ from limits import parse, storage, strategies
 
 from domain import chat_commands as cc
 from domain.errors import DomainError
+from domain.media import MediaRef
 from realtime.gateway.config import GatewayConfig, GatewayStats
 from realtime.gateway.ports import ChatPort
 from realtime.gateway.replay import Replay
@@ -167,6 +168,7 @@ class Dispatcher:
             sender_id=session.reader.id,
             text=frame.text,
             client_msg_id=frame.client_msg_id,
+            media=None if frame.media_id is None else MediaRef(id=frame.media_id),
         )
         try:
             recorded = await in_thread(self.chat.handle, command)

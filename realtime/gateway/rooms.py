@@ -18,12 +18,14 @@ from uuid import UUID
 from domain import chat_commands as cc
 from domain.chat import room_id_for
 from domain.errors import DomainError
+from domain.media import MediaRef, picture_view
 from realtime.gateway.ports import ChatPort
 from realtime.gateway.session import Session
 from realtime.presence import Presence
 from realtime.protocol import (
     Ack,
     Error,
+    Picture,
     ReaderRef,
     RoomJoined,
     RoomLeft,
@@ -120,6 +122,7 @@ class Rooms:
             sender_id=session.reader.id,
             text=frame.text,
             client_msg_id=frame.client_msg_id,
+            media=None if frame.media_id is None else MediaRef(id=frame.media_id),
         )
         try:
             recorded = await in_thread(self.chat.handle, command)
@@ -140,11 +143,20 @@ class Rooms:
             ),
         )
         if recorded.created:
-            await self._publish(frame.room, room_id, session.reader, frame.text, recorded)
+            await self._publish(
+                frame.room, room_id, session.reader, frame.text, recorded, recorded.media
+            )
 
     async def _publish(
-        self, name: str, room_id: UUID, sender: ReaderRef, text: str, recorded: Any
+        self,
+        name: str,
+        room_id: UUID,
+        sender: ReaderRef,
+        text: str,
+        recorded: Any,
+        media: dict[str, Any] | None = None,
     ) -> None:
+        view = picture_view(media)
         message = RoomMessage(
             room=name,
             message_id=recorded.message_id,
@@ -152,6 +164,7 @@ class Rooms:
             text=text,
             at=recorded.at,
             seq=recorded.seq,
+            media=None if view is None else Picture(**view),
         )
         try:
             await self.nc.publish(f"{ROOM_SUBJECT_PREFIX}{room_id}", encode(message))

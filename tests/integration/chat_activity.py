@@ -1,6 +1,7 @@
 """Realistic Chat traffic for projection tests: every Chat event type and the awkward cases
 the read models must handle (hiding the last message, hiding twice or an unknown id, a
-retry beyond the de-duplication window, reads that move backwards)."""
+retry beyond the de-duplication window, reads that move backwards, pictures alone and with a
+text, a hidden last message with a picture)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from uuid import UUID, uuid4
 
 from domain import chat_commands as cc
 from domain.chat import Chat, Conversation, Room
+from domain.media import MediaRef
+
+
+def picture(tag: str, i: int) -> MediaRef:
+    """A picture reference (the domain does not look it up)."""
+    return MediaRef(id=f"{abs(hash((tag, i))):064x}"[-64:], width=640 + i, height=480)
 
 
 def conversation(chat: Chat, a: UUID, b: UUID, tag: str, loan_id: UUID | None = None) -> UUID:
@@ -22,8 +29,9 @@ def conversation(chat: Chat, a: UUID, b: UUID, tag: str, loan_id: UUID | None = 
                 cc.SendMessage(
                     conversation_id=cid,
                     sender_id=sender,
-                    text=f"{tag} 消息 {i}",
+                    text="" if i == 5 else f"{tag} 消息 {i}",  # 5: a picture alone
                     client_msg_id=f"{tag}-{i}",
+                    media=picture(tag, i) if i in (2, 4, 5) else None,
                 )
             )
         )
@@ -73,6 +81,10 @@ def chat_story(chat: Chat, readers: list[UUID], tag: str) -> None:
     for i, sender in enumerate(readers):
         chat.send(
             cc.SendRoomMessage(
-                room_id=room, sender_id=sender, text=f"hi {i}", client_msg_id=f"{tag}-{i}"
+                room_id=room,
+                sender_id=sender,
+                text=f"hi {i}",
+                client_msg_id=f"{tag}-{i}",
+                media=picture(tag, 100 + i) if i % 2 else None,
             )
         )

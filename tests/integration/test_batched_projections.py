@@ -30,7 +30,7 @@ from projections.shelf import ShelfProjection
 from projections.source import Source
 from projections.versions import create_version
 from tests.integration.activity import reader, story
-from tests.integration.chat_activity import chat_story
+from tests.integration.chat_activity import chat_story, picture
 from tests.integration.test_upcasting import insert_golden_v1
 
 PROJECTIONS = {"shelf": ShelfProjection, "inbox": InboxProjection, "rooms": RoomsProjection}
@@ -50,6 +50,8 @@ def traffic(database_url: str, library: Library, chat: Chat) -> dict[str, int]:
     for i in range(4):
         story(library, f"fold{i}")
         chat_story(chat, readers, f"fold{i}")
+        # a picture of those messages taken down (replayed before them: the Library first)
+        library.handle(c.RemoveMedia(media_id=picture(f"fold{i}-ab", 4).id, reason="risky"))
     for source in ("library", "chat"):
         assert head_of(database_url, source) > 0
     return {s: head_of(database_url, s) for s in ("library", "chat")}

@@ -20,6 +20,7 @@ from domain import chat_commands as cc
 from domain import commands as c
 from domain.chat import Chat, Conversation, conversation_id_for
 from domain.library import Library
+from domain.media import MediaRef
 from domain.reader import reader_id_for
 from projections.board import PositionBoard
 from projections.inbox import InboxProjection, InboxQueries
@@ -215,6 +216,7 @@ def test_messages_reach_both_members_with_unread_and_read_receipts(inbox: Harnes
         "text": "你好 0",
         "client_msg_id": "a0",
         "at": first["at"],
+        "media": None,
     }
     assert h.q.unread(b) == 3 and h.q.unread(a) == 1
     b_row = h.q.conversation(cid, b)
@@ -413,3 +415,61 @@ def test_a_failing_listener_does_not_stop_the_others(inbox: Harness) -> None:
         assert h.runner.status.state == "running"
     finally:
         del h.projection.listeners[:]
+
+
+# -- pictures ---------------------------------------------------------------------------------
+
+
+def _picture() -> MediaRef:
+    return MediaRef(id=uuid4().hex * 2, width=800, height=600)
+
+
+def test_a_removed_picture_shows_a_placeholder_and_the_members_are_told(inbox: Harness) -> None:
+    h = inbox
+    a, b = h.reader("pic-a"), h.reader("pic-b")
+    cid = h.talk(cc.OpenConversation(reader_id=a, peer_id=b)).id
+    picture = _picture()
+    sent = h.talk(
+        cc.SendMessage(conversation_id=cid, sender_id=a, client_msg_id="p", media=picture)
+    )
+    [item] = [i for i in h.feed(b) if i["kind"] == "chat.message"]
+    assert item["data"]["text"] == "" and item["data"]["media"] == {
+        "id": picture.id,
+        "url": f"/v1/media/{picture.id}",
+        "thumb_url": f"/v1/media/{picture.id}/thumb",
+        "width": 800,
+        "height": 600,
+        "removed": False,
+    }
+    h.lib(c.RemoveMedia(media_id=picture.id, reason="risky"))
+    for reader in (a, b):
+        [removed] = [i for i in assert_gap_free(h, reader) if i["kind"] == "media.removed"]
+        assert removed["data"] == {
+            "media_id": picture.id,
+            "reason": "risky",
+            "messages": [{"conversation_id": str(cid), "message_id": str(sent.message_id)}],
+        }
+    [row], _ = h.q.messages(cid, b)
+    assert row["media"]["removed"] is True and row["media"]["url"] is None
+    conversation = h.q.conversation(cid, b)
+    assert conversation is not None
+    assert conversation["last_message"]["media"]["removed"] is True
+    assert conversation["last_message"]["media"]["thumb_url"] is None
+
+
+def test_a_message_projected_after_its_pictures_removal_is_shown_removed(inbox: Harness) -> None:
+    """A rebuild replays the Library log before the Chat log: the removal comes first."""
+    h = inbox
+    a, b = h.reader("late-a"), h.reader("late-b")
+    cid = h.talk(cc.OpenConversation(reader_id=a, peer_id=b)).id
+    picture = _picture()
+    h.lib(c.RemoveMedia(media_id=picture.id, reason="risky"))
+    h.talk(
+        cc.SendMessage(
+            conversation_id=cid, sender_id=a, text="看", client_msg_id="late", media=picture
+        )
+    )
+    [item] = [i for i in h.feed(b) if i["kind"] == "chat.message"]
+    assert item["data"]["media"]["removed"] is True and item["data"]["media"]["url"] is None
+    [row], _ = h.q.messages(cid, b)
+    assert row["media"]["removed"] is True

@@ -169,3 +169,32 @@ def test_the_app_on_s3_stores_in_the_bucket_and_redirects_to_presigned_urls(
         assert gone.status_code == 404
         assert gone.json()["code"] == "media_not_found"
         http.close()
+
+
+def test_forget_owner_deletes_the_readers_objects(
+    s3: S3Server, bucket: str, database_url: str
+) -> None:
+    from api.adapters.media import MediaConfig, MediaStore
+    from api.bootstrap.db import make_pool
+
+    pool = make_pool(database_url, size=1, name="test-media-s3-forget")
+    store = MediaStore(
+        pool, S3Storage(bucket, endpoint_url=s3.endpoint_url, region=s3.region), MediaConfig()
+    )
+    try:
+        alice, bob = uuid4(), uuid4()
+        hers = store.upload(alice, unique_png(), "avatar").media
+        store.mark_attached(hers.id, alice)
+        his = store.upload(bob, unique_png(), "chat").media
+
+        def keys() -> set[str]:
+            listed = s3.client().list_objects_v2(Bucket=bucket)
+            return {o["Key"] for o in listed.get("Contents", [])}
+
+        assert {hers.key, hers.thumb_key, his.key, his.thumb_key} == keys()
+        assert store.forget_owner(alice) == 1
+        assert keys() == {his.key, his.thumb_key}
+        assert store.get(hers.id) is None and store.get(his.id) is not None
+    finally:
+        store.close()
+        pool.close()

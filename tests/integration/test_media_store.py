@@ -24,6 +24,7 @@ from api.adapters.media import (
     MediaConfig,
     MediaNotFound,
     MediaNotOwned,
+    MediaRemoved,
     MediaStorageUnavailable,
     MediaStore,
 )
@@ -287,3 +288,94 @@ def test_forgetting_a_reader_while_the_storage_fails_keeps_the_rest_sweepable(
     age(pool, info.id, 2)
     assert info.id in store.sweep().ids
     assert store.get(info.id) is None and not (tmp_path / "flaky" / info.key).exists()
+
+
+# -- forget_owner, remove, the check's bookkeeping (issue 12, parts 5 and 6) -------------------
+
+
+def test_forget_owner_deletes_every_upload_of_the_reader_attached_or_not(
+    store: MediaStore, pool: ConnectionPool, root: Path
+) -> None:
+    alice, bob = uuid4(), uuid4()
+    attached = store.upload(alice, unique_png(), "avatar").media
+    store.mark_attached(attached.id, alice)
+    loose_bytes = unique_png()
+    loose = store.upload(alice, loose_bytes, "chat").media
+    shared_bytes = unique_png()
+    shared = store.upload(alice, shared_bytes, "cover").media
+    store.upload(bob, shared_bytes, "cover")  # Bob uploaded the same picture: his too
+    bobs = store.upload(bob, unique_png(), "chat").media
+    before = files(root)
+
+    assert store.forget_owner(alice) == 2
+    for gone in (attached, loose):
+        assert store.get(gone.id) is None
+        assert not {gone.key, gone.thumb_key} & files(root)
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1 FROM media WHERE id = %s", (gone.id,)).fetchone() is None
+    with pool.connection() as conn:
+        left = conn.execute(
+            "SELECT count(*) AS n FROM media_uploads WHERE reader_id = %s", (alice,)
+        ).fetchone()
+    assert left is not None and left["n"] == 0
+    assert store.owners(shared.id) == [bob]  # kept: Bob's upload
+    assert store.get(bobs.id) is not None
+    assert {shared.key, shared.thumb_key, bobs.key, bobs.thumb_key} <= files(root) < before
+    assert store.forget_owner(alice) == 0  # nothing left: idempotent
+    # the same bytes uploaded again are a new picture of whoever uploads them
+    again = store.upload(bob, loose_bytes, None)
+    assert again.created and again.media.id == loose.id and store.owners(loose.id) == [bob]
+
+
+def test_forget_owner_keeps_everything_when_a_file_cannot_be_deleted(
+    pool: ConnectionPool, tmp_path: Path
+) -> None:
+    class Failing(DiskStorage):
+        def delete(self, key: str) -> None:
+            raise MediaStorageUnavailable("disk gone")
+
+    store = MediaStore(pool, Failing(tmp_path / "m"), MediaConfig())
+    alice = uuid4()
+    info = store.upload(alice, unique_png(), None).media
+    with pytest.raises(MediaStorageUnavailable):
+        store.forget_owner(alice)
+    assert store.owners(info.id) == [alice]  # a retry finishes the work
+    assert store.get(info.id) is not None
+
+
+def test_remove_deletes_the_files_for_good(
+    store: MediaStore, pool: ConnectionPool, root: Path
+) -> None:
+    alice = uuid4()
+    data = unique_png()
+    info = store.upload(alice, data, "chat").media
+    store.mark_attached(info.id, alice)
+    assert not store.is_removed(info.id)
+
+    assert store.remove(info.id, "risky") == [alice]
+    assert store.get(info.id) is None and store.is_removed(info.id)
+    assert store.removed_ids([info.id, "0" * 64, "bad"]) == {info.id}
+    assert not {info.key, info.thumb_key} & files(root)
+    assert row(pool, info.id)["removed_reason"] == "risky"
+    assert store.remove(info.id, "risky") is None  # idempotent
+    with pytest.raises(MediaNotFound):
+        store.mark_attached(info.id, alice)
+    with pytest.raises(MediaRemoved):
+        store.upload(alice, data, "chat")  # the same bytes stay down
+    assert not {info.key, info.thumb_key} & files(root)
+
+
+def test_the_check_is_recorded_by_trace_id(store: MediaStore, pool: ConnectionPool) -> None:
+    info = store.upload(uuid4(), unique_png(), "cover").media
+    assert store.check_status(info.id) is None
+    trace = f"trace-{uuid4().hex}"
+    store.submitted(info.id, trace)
+    assert store.check_status(info.id) == "pending"
+    assert store.checked(trace, "pass") == info.id
+    assert store.check_status(info.id) == "pass"
+    assert store.checked("unknown-trace", "risky") is None
+    with pytest.raises(ValueError, match="unknown check result"):
+        store.checked(trace, "maybe")
+    other = store.upload(uuid4(), unique_png(), None).media
+    store.submitted(other.id, None)
+    assert store.check_status(other.id) == "failed"

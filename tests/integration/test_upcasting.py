@@ -126,7 +126,7 @@ def test_v1_published_events_are_upcast_everywhere(
     assert shown.exit_code == 0 and "language: zh" in shown.output
 
 
-def test_new_published_events_are_stored_as_version_2(database_url: str, library: Library) -> None:
+def test_new_published_events_are_stored_as_version_3(database_url: str, library: Library) -> None:
     owner = reader(library, "v2-owner")
     book_id = uuid4()
     library.handle(
@@ -139,5 +139,6 @@ def test_new_published_events_are_stored_as_version_2(database_url: str, library
         ).fetchone()
     stored = json.loads(bytes(state))
     assert topic == TOPIC
-    assert (stored["class_version"], stored["language"]) == (2, "zh")
+    assert (stored["class_version"], stored["language"]) == (3, "zh")
+    assert stored["cover_media_id"] is None
     assert library.book(book_id).language == "zh"

@@ -86,7 +86,8 @@ def test_the_v1_published_event_is_upcast_on_the_fast_path() -> None:
     assert event == reader.decode_with_mapper(v1)
     assert event.event_type == "Book.Published" and event.data["language"] == "zh"
     assert "class_version" not in event.data and "originator_topic" not in event.data
-    assert list(event.data)[-1] == "language"  # added by the upcaster, after the stored keys
+    # added by the upcasters, after the stored keys
+    assert list(event.data)[-2:] == ["language", "cover_media_id"]
     assert event.recorded_at.isoformat() == "2024-05-04T08:30:00.123456+00:00"
 
 

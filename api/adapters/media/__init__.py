@@ -6,6 +6,9 @@ The service the rest of the app calls is ``MediaStore`` (``container.media``)::
     info = store.get(media_id)                      # MediaInfo | None
     info = store.check_attachable(media_id, reader) # MediaNotFound / MediaNotOwned
     info = store.mark_attached(media_id, reader)    # never swept from then on
+    store.submitted(media_id, trace_id) / store.checked(trace_id, status)  # WeChat's check
+    info = store.remove(media_id, reason)           # taken down: files gone, id answers 410
+    n = store.forget_owner(reader)                  # a forgotten reader's uploads, all gone
 """
 
 from api.adapters.media.errors import (
@@ -14,6 +17,7 @@ from api.adapters.media.errors import (
     MediaError,
     MediaNotFound,
     MediaNotOwned,
+    MediaRemoved,
     MediaStorageUnavailable,
     MediaTooLarge,
     UnsupportedMediaType,
@@ -46,6 +50,7 @@ __all__ = [
     "MediaInfo",
     "MediaNotFound",
     "MediaNotOwned",
+    "MediaRemoved",
     "MediaStorageUnavailable",
     "MediaStore",
     "MediaTooLarge",

@@ -9,6 +9,8 @@ layer maps them to statuses (``api.http.controllers.media.MEDIA_STATUS``)::
     ├── InvalidImage           "invalid_image"              (422) says it is an image, is not
     ├── MediaNotFound          "media_not_found"            (404) no such media (or swept)
     ├── MediaNotOwned          "media_not_owned"            (403) the reader never uploaded it
+    ├── MediaRemoved           "media_removed"              (410) taken down (WeChat's image
+    │                                                             check: risky), for good
     └── MediaStorageUnavailable "media_storage_unavailable" (503) disk or S3 failed
 """
 
@@ -49,6 +51,10 @@ class MediaNotOwned(MediaError):
     code = "media_not_owned"
 
 
+class MediaRemoved(MediaError):
+    code = "media_removed"
+
+
 class MediaStorageUnavailable(MediaError):
     code = "media_storage_unavailable"
 
@@ -59,6 +65,7 @@ __all__ = [
     "MediaError",
     "MediaNotFound",
     "MediaNotOwned",
+    "MediaRemoved",
     "MediaStorageUnavailable",
     "MediaTooLarge",
     "UnsupportedMediaType",

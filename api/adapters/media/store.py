@@ -49,6 +49,7 @@ from api.adapters.media import images
 from api.adapters.media.errors import (
     MediaNotFound,
     MediaNotOwned,
+    MediaRemoved,
     MediaStorageUnavailable,
     MediaTooLarge,
 )
@@ -148,8 +149,13 @@ class SweepResult(msgspec.Struct, frozen=True, kw_only=True):
 
 _COLUMNS = (
     "id, content_type, width, height, bytes, thumb_width, thumb_height, thumb_bytes, "
-    "created_at, attached_at, deleted_at"
+    "created_at, attached_at, deleted_at, removed_at"
 )
+CHECK_STATUSES = frozenset({"pending", "pass", "review", "risky", "failed"})
+
+
+class _Retry(Exception):
+    """The picture's row vanished between the insert and the lock (``forget_owner``)."""
 
 
 class MediaStore:
@@ -205,12 +211,23 @@ class MediaStore:
 
     def upload(self, reader_id: UUID, data: bytes, purpose: str | None = None) -> Uploaded:
         """Clean ``data`` and store it as ``reader_id``'s upload (``purpose``: cover, avatar,
-        chat, room or None). Raises the ``images`` errors, ``MediaTooLarge`` and
+        chat, room or None). Raises the ``images`` errors, ``MediaTooLarge``,
+        ``MediaRemoved`` (the same picture was taken down before) and
         ``MediaStorageUnavailable``; ``ValueError`` for an unknown purpose."""
         if purpose is not None and purpose not in PURPOSES:
             raise ValueError(f"unknown purpose {purpose!r}")
         cleaned = self.clean(data)
         media_id = hashlib.sha256(cleaned.data).hexdigest()
+        for _ in range(3):
+            try:
+                return self._store_cleaned(reader_id, cleaned, media_id, purpose)
+            except _Retry:
+                continue
+        raise MediaStorageUnavailable(f"media {media_id} changed under three uploads in a row")
+
+    def _store_cleaned(
+        self, reader_id: UUID, cleaned: images.CleanedImage, media_id: str, purpose: str | None
+    ) -> Uploaded:
         written: list[str] = []
         try:
             with self._connection() as conn, conn.transaction():
@@ -235,7 +252,10 @@ class MediaStore:
                     row = conn.execute(
                         f"SELECT {_COLUMNS} FROM media WHERE id = %s FOR UPDATE", (media_id,)
                     ).fetchone()
-                    assert row is not None  # rows are never deleted, only marked deleted_at
+                    if row is None:  # forget_owner deleted it meanwhile: a rare retry
+                        raise _Retry
+                    if row["removed_at"] is not None:
+                        raise MediaRemoved(f"media {media_id} was taken down")
                     if row["deleted_at"] is not None:  # swept: store it again
                         created = True
                         row = conn.execute(
@@ -470,6 +490,126 @@ class MediaStore:
             # the uploads are forgotten; the pictures left are swept like any unattached one
             raise failure
         return len(done)
+
+    def forget_owner(self, reader_id: UUID) -> int:
+        """Delete every upload of ``reader_id`` (a forgotten reader, ``DELETE /v1/me``): the
+        reader's upload rows, and each picture no other reader uploaded too, attached or not:
+        its file and thumbnail (disk or S3) and its row. A picture another reader uploaded
+        as well is theirs too and stays. Returns how many pictures were deleted. Raises
+        ``MediaStorageUnavailable`` (the database, or a file that could not be deleted:
+        nothing of that picture is forgotten then, so a retry finishes the work).
+
+        What still refers to a deleted picture (a message, a cover) shows what a missing
+        picture shows: ``GET /v1/media/{id}`` answers 404."""
+        with self._connection() as conn, conn.transaction():
+            rows = conn.execute(
+                f"""SELECT {_COLUMNS} FROM media m
+                    WHERE id IN (SELECT media_id FROM media_uploads WHERE reader_id = %s)
+                      AND NOT EXISTS (SELECT 1 FROM media_uploads u
+                                      WHERE u.media_id = m.id AND u.reader_id <> %s)
+                    ORDER BY id FOR UPDATE""",
+                (reader_id, reader_id),
+            ).fetchall()
+            live = [r for r in rows if r["deleted_at"] is None]
+            done, failure = self._delete_files(live)
+            if failure is not None:
+                raise failure
+            if rows:
+                conn.execute("DELETE FROM media WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+            conn.execute("DELETE FROM media_uploads WHERE reader_id = %s", (reader_id,))
+        return len(done)
+
+    # -- WeChat's image check (part 5) ---------------------------------------------------
+
+    def submitted(self, media_id: str, trace_id: str | None) -> None:
+        """``media_id`` was submitted to WeChat's ``mediaCheckAsync``, which answered
+        ``trace_id`` (``None``: the submission failed; the picture stays, status
+        ``failed``). The result arrives later by ``trace_id`` (``checked``)."""
+        with self._connection() as conn:
+            conn.execute(
+                """UPDATE media SET check_trace_id = %s,
+                          check_status = CASE WHEN %s::text IS NULL THEN 'failed'
+                                              ELSE 'pending' END,
+                          checked_at = NULL
+                   WHERE id = %s AND check_status IS DISTINCT FROM 'risky'""",
+                (trace_id, trace_id, media_id),
+            )
+
+    def checked(self, trace_id: str, status: str) -> str | None:
+        """Record the result of the check ``trace_id`` (``pass``, ``review`` or ``risky``);
+        returns the picture's id, ``None`` for an unknown trace id. A result for a picture
+        already found risky changes nothing. ``ValueError`` for another status."""
+        if status not in CHECK_STATUSES or status in ("pending", "failed"):
+            raise ValueError(f"unknown check result {status!r}")
+        with self._connection() as conn:
+            row = conn.execute(
+                """UPDATE media SET check_status = CASE WHEN check_status = 'risky'
+                                                      THEN check_status ELSE %s END,
+                          checked_at = now()
+                   WHERE check_trace_id = %s RETURNING id""",
+                (status, trace_id),
+            ).fetchone()
+        return None if row is None else str(row["id"])
+
+    def check_status(self, media_id: str) -> str | None:
+        """The picture's check status (``None``: never submitted, or unknown)."""
+        if not is_media_id(media_id):
+            return None
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT check_status FROM media WHERE id = %s", (media_id,)
+            ).fetchone()
+        return None if row is None else row["check_status"]
+
+    def remove(self, media_id: str, reason: str) -> list[UUID] | None:
+        """Take picture ``media_id`` down for good (``reason``: ``"risky"``): its file and
+        thumbnail are deleted, its row kept with ``removed_at`` (``GET`` answers 410 and the
+        same bytes cannot be uploaded again), and its uploads forgotten. Returns the readers
+        who had uploaded it; ``None`` when it was removed before (idempotent) or is
+        unknown. Raises ``MediaStorageUnavailable`` (nothing is marked then: retry)."""
+        if not is_media_id(media_id):
+            return None
+        with self._connection() as conn, conn.transaction():
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM media WHERE id = %s FOR UPDATE", (media_id,)
+            ).fetchone()
+            if row is None or row["removed_at"] is not None:
+                return None
+            if row["deleted_at"] is None:
+                _, failure = self._delete_files([row])
+                if failure is not None:
+                    raise failure
+            owners = [
+                r["reader_id"]
+                for r in conn.execute(
+                    "DELETE FROM media_uploads WHERE media_id = %s RETURNING reader_id",
+                    (media_id,),
+                ).fetchall()
+            ]
+            conn.execute(
+                """UPDATE media SET removed_at = now(), removed_reason = %s,
+                          deleted_at = coalesce(deleted_at, now()),
+                          check_status = CASE WHEN %s = 'risky' THEN 'risky'
+                                              ELSE check_status END
+                   WHERE id = %s""",
+                (reason, reason, media_id),
+            )
+        return owners
+
+    def is_removed(self, media_id: str) -> bool:
+        """True when ``media_id`` was taken down (``remove``)."""
+        return bool(self.removed_ids([media_id]))
+
+    def removed_ids(self, media_ids: list[str]) -> set[str]:
+        """Those of ``media_ids`` that were taken down (one query)."""
+        wanted = sorted({m for m in media_ids if is_media_id(m)})
+        if not wanted:
+            return set()
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM media WHERE id = ANY(%s) AND removed_at IS NOT NULL", (wanted,)
+            ).fetchall()
+        return {str(r["id"]) for r in rows}
 
     def close(self) -> None:
         self.storage.close()

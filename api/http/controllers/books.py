@@ -21,6 +21,7 @@ from api.http.controllers.common import (
     position_headers,
     shelf_includes,
 )
+from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
 from api.http.idempotency import Committed, after_commit, derived_id, run_idempotent
 from api.http.moderation import Scene, check_texts
@@ -130,7 +131,12 @@ class BookController(Controller):
         status_code=201,
         sync_to_thread=True,
         opt=contract(
-            *MODERATED, ReaderNotFound, INVALID_ISBN, Code(422, "title_required"), command="library"
+            *MODERATED,
+            ReaderNotFound,
+            INVALID_ISBN,
+            Code(422, "title_required"),
+            *ATTACH_PROBLEMS,
+            command="library",
         ),
     )
     def publish(
@@ -141,7 +147,9 @@ class BookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[BookOut]:
         """Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
-        with no title after that is a 422 ``title_required``."""
+        with no title after that is a 422 ``title_required``. ``cover_media_id``: a picture
+        you uploaded as the cover (``cover_url`` becomes its URL; 404 ``media_not_found`` /
+        403 ``media_not_owned``)."""
         container = container_of(request)
         check_texts(container, reader_id, book_texts(data), Scene.FORUM)
         isbn = valid_isbn(data.isbn)
@@ -157,6 +165,11 @@ class BookController(Controller):
                 )
             except PublishRefused as exc:
                 raise ApiError(422, exc.code, str(exc)) from exc
+            if data.cover_media_id is not None:
+                cover = attach_media(container, data.cover_media_id, reader_id)
+                command = msgspec.structs.replace(
+                    command, cover_url=cover.url, cover_media_id=cover.id
+                )
             recorded, consistent = execute(container, command)
             if not consistent:
                 return accepted(recorded)
@@ -277,7 +290,7 @@ class BookController(Controller):
         "/{book_id:uuid}",
         operation_id="reviseBook",
         sync_to_thread=True,
-        opt=contract(*MODERATED, BookNotFound, NotTheOwner, command="library"),
+        opt=contract(*MODERATED, BookNotFound, NotTheOwner, *ATTACH_PROBLEMS, command="library"),
     )
     def revise(
         self,
@@ -287,7 +300,8 @@ class BookController(Controller):
         reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[BookOut]:
-        """Revise a book's details (owner only)."""
+        """Revise a book's details (owner only). ``cover_media_id``: a picture you uploaded
+        as the new cover, ``""`` for none; a ``cover_url`` alone is an outside cover."""
         check_texts(
             container_of(request),
             reader_id,
@@ -296,6 +310,17 @@ class BookController(Controller):
             subject=f"book:{book_id}",
         )
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        if data.cover_media_id:
+            container = container_of(request)
+            book = container.shelf.book(book_id)
+            if book is not None and book["owner_id"] != reader_id:
+                raise NotTheOwner  # before attaching: only the owner changes the cover
+            cover = attach_media(container, data.cover_media_id, reader_id)
+            fields["cover_url"], fields["cover_media_id"] = cover.url, cover.id
+        elif data.cover_media_id == "":
+            fields.setdefault("cover_url", "")
+        elif data.cover_url is not None:
+            fields["cover_media_id"] = ""  # an outside cover replaces an uploaded one
         return self._change(
             request,
             book_id,

@@ -20,6 +20,7 @@ from litestar import Controller, Request, Response, get, post
 from api.bootstrap.container import Container, ReadModelLag
 from api.bootstrap.realtime import realtime_of
 from api.http.controllers.common import POSITION_HEADER, container_of
+from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
 from api.http.idempotency import Committed, after_commit, run_idempotent
 from api.http.moderation import Scene, check_texts
@@ -34,7 +35,7 @@ from api.http.params import (
     next_seq_cursor,
     seq_cursor,
 )
-from api.http.schemas import Accepted, Body, NextCursor, Out, ReaderOut
+from api.http.schemas import Accepted, Body, NextCursor, Out, PictureOut, ReaderOut
 from domain import chat_commands as cc
 from domain.chat_errors import (
     CannotChatWithSelf,
@@ -44,6 +45,7 @@ from domain.chat_errors import (
 )
 from domain.commands import Command, Recorded
 from domain.errors import NotFound, ReaderNotFound
+from domain.media import MediaId, MediaRef
 from projections.paging import InvalidCursor
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,11 @@ class OpenConversationBody(Body, frozen=True):
 
 
 class SendMessageBody(Body, frozen=True):
-    text: cc.Text
+    """A text, a picture (``media_id``: one you uploaded, ``POST /v1/media``) or both."""
+
     client_msg_id: cc.ClientMsgId
+    text: cc.MessageText = ""
+    media_id: MediaId | None = None
 
 
 class ReadBody(Body, frozen=True):
@@ -77,8 +82,10 @@ class MessageOut(Out, frozen=True):
     seq: int
     sender: ReaderOut
     text: str
+    """``""`` for a picture alone."""
     client_msg_id: str
     at: datetime
+    media: PictureOut | None = None
 
 
 class ConversationOut(Out, frozen=True):
@@ -120,6 +127,7 @@ def message_out(row: dict[str, Any]) -> MessageOut:
         text=row["text"],
         client_msg_id=row["client_msg_id"],
         at=row["at"],
+        media=None if row.get("media") is None else PictureOut(**row["media"]),
     )
 
 
@@ -154,6 +162,15 @@ def conversation_out(row: dict[str, Any], peer_online: bool | None = None) -> Co
         loan_id=row["loan_id"],
         peer_online=peer_online,
     )
+
+
+# -- pictures -----------------------------------------------------------------------------------
+
+
+def attach_picture(container: Container, media_id: str, reader_id: UUID) -> MediaRef:
+    """``attach_media`` as a message's picture reference (id and size)."""
+    info = attach_media(container, media_id, reader_id)
+    return MediaRef(id=info.id, width=info.width, height=info.height)
 
 
 # -- command execution ----------------------------------------------------------------------------
@@ -380,6 +397,7 @@ class ConversationController(Controller):
             NotAMember,
             InvalidMessage,
             Code(429, "rate_limited"),
+            *ATTACH_PROBLEMS,
             command="chat",
             also=(200,),
         ),
@@ -392,8 +410,11 @@ class ConversationController(Controller):
         reader_id: ReaderId,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[MessageOut]:
-        """Send a message (201). A retry with the same ``client_msg_id`` returns the first
-        message (200) and sends nothing, even if its text differs."""
+        """Send a message (201): a text, a picture you uploaded (``media_id``) or both. A
+        retry with the same ``client_msg_id`` returns the first message (200) and sends
+        nothing, even if its text differs. 404 ``media_not_found`` / 403 ``media_not_owned``
+        for a picture you cannot attach; 422 ``invalid_message`` for neither text nor
+        picture."""
         container = container_of(request)
         check_texts(
             container,
@@ -410,11 +431,16 @@ class ConversationController(Controller):
             )
             if known is not None:
                 return Response(message_out(known), status_code=200)
+            media = None
+            if data.media_id is not None:
+                require_member(container, conversation_id, reader_id)
+                media = attach_picture(container, data.media_id, reader_id)
             command = cc.SendMessage(
                 conversation_id=conversation_id,
                 sender_id=reader_id,
                 text=data.text,
                 client_msg_id=data.client_msg_id,
+                media=media,
             )
             recorded, consistent = execute_chat(container, command)
             assert isinstance(recorded, cc.MessageRecorded)
@@ -431,6 +457,7 @@ class ConversationController(Controller):
                     "text": data.text,
                     "client_msg_id": data.client_msg_id,
                     "at": recorded.at,
+                    "media": None,  # the first send's picture: in the history once shown
                 }
             status = 201 if recorded.created else 200
             return Response(message_out(row), status_code=status, headers=chat_headers(recorded))

@@ -9,6 +9,7 @@ from litestar.params import QueryParameter
 
 from api.http.controllers.books import page_or_422
 from api.http.controllers.common import accepted, container_of, execute, position_headers
+from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
@@ -51,16 +52,25 @@ class MeController(Controller):
         "/",
         operation_id="updateMe",
         sync_to_thread=True,
-        opt=contract(*MODERATED, ReaderNotFound, command="library"),
+        opt=contract(*MODERATED, ReaderNotFound, *ATTACH_PROBLEMS, command="library"),
     )
     def update(
         self, request: Request[Any, Any, Any], data: JSONBody[ProfilePatch], reader_id: ReaderId
     ) -> Response[ReaderOut]:
-        """Change nickname and/or avatar (the mini-program's 头像昵称填写 components)."""
+        """Change nickname and/or avatar (the mini-program's 头像昵称填写 components). The
+        avatar is an outside ``avatar_url``, or a picture you uploaded (``avatar_media_id``:
+        ``avatar_url`` becomes its URL; 404 ``media_not_found`` / 403 ``media_not_owned``)."""
         container = container_of(request)
         check_texts(container, reader_id, {"nickname": data.nickname}, Scene.PROFILE)
+        avatar_url, avatar_media_id = data.avatar_url, None
+        if data.avatar_media_id is not None:
+            info = attach_media(container, data.avatar_media_id, reader_id)
+            avatar_url, avatar_media_id = info.url, info.id
         command = c.ChangeProfile(
-            reader_id=reader_id, nickname=data.nickname, avatar_url=data.avatar_url
+            reader_id=reader_id,
+            nickname=data.nickname,
+            avatar_url=avatar_url,
+            avatar_media_id=avatar_media_id,
         )
         recorded, consistent = execute(container, command)
         if not consistent:

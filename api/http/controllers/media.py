@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, Router, get, post
@@ -33,6 +34,7 @@ from api.adapters.media import (
     MediaInfo,
     MediaNotFound,
     MediaNotOwned,
+    MediaRemoved,
     MediaStorageUnavailable,
     MediaStore,
     MediaTooLarge,
@@ -40,6 +42,7 @@ from api.adapters.media import (
 )
 from api.adapters.media.images import THUMB_CONTENT_TYPE
 from api.adapters.media.s3 import IMMUTABLE
+from api.bootstrap.media import check_upload
 from api.bootstrap.settings import Settings
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError
@@ -47,7 +50,15 @@ from api.http.openapi import REF, Code, contract
 from api.http.params import ReaderId
 from api.http.uploads import MULTIPART_OVERHEAD, read_upload
 
-__all__ = ["MEDIA_STATUS", "MediaController", "MediaOut", "media_api_error", "media_router"]
+__all__ = [
+    "ATTACH_PROBLEMS",
+    "MEDIA_STATUS",
+    "MediaController",
+    "MediaOut",
+    "attach_media",
+    "media_api_error",
+    "media_router",
+]
 
 MEDIA_STATUS: dict[type[MediaError], int] = {
     UnsupportedMediaType: 415,
@@ -56,6 +67,7 @@ MEDIA_STATUS: dict[type[MediaError], int] = {
     InvalidImage: 422,
     MediaNotFound: 404,
     MediaNotOwned: 403,
+    MediaRemoved: 410,
     MediaStorageUnavailable: 503,
 }
 
@@ -66,6 +78,31 @@ def media_api_error(exc: MediaError) -> ApiError:
         if isinstance(exc, kind):
             return ApiError(status, exc.code, exc.message)
     return ApiError(400, exc.code, exc.message)
+
+
+ATTACH_PROBLEMS = (
+    Code(404, "media_not_found"),
+    Code(403, "media_not_owned"),
+    Code(503, "media_storage_unavailable"),
+)
+"""What attaching a picture to something (``attach_media``) may answer."""
+
+
+def attach_media(container: Any, media_id: str, reader_id: UUID) -> MediaInfo:
+    """Attach the picture ``media_id`` that ``reader_id`` uploaded, before the command that
+    refers to it is recorded (``MediaStore.mark_attached``: only the same reader's uploads;
+    never swept from then on). Returns the picture. Problem+json: 404 ``media_not_found``
+    (unknown, swept, taken down, or pictures not configured), 403 ``media_not_owned``, 503
+    ``media_storage_unavailable``. Blocking: call it from a worker thread."""
+    store: MediaStore | None = container.media
+    if store is None:
+        raise ApiError(404, "media_not_found", "Pictures are not configured on this server.")
+    try:
+        return store.mark_attached(media_id, reader_id)
+    except MediaRemoved as exc:
+        raise ApiError(404, "media_not_found", exc.message) from exc
+    except MediaError as exc:
+        raise media_api_error(exc) from exc
 
 
 MediaId = Annotated[
@@ -134,11 +171,13 @@ UPLOAD_PROBLEMS = (
     Code(415, "unsupported_media_type"),
     Code(422, "image_too_large"),
     Code(422, "invalid_image"),
+    Code(410, "media_removed"),
     Code(503, "unavailable"),
     Code(503, "media_storage_unavailable"),
 )
 SERVE_PROBLEMS = (
     Code(404, "media_not_found"),
+    Code(410, "media_removed"),
     Code(503, "unavailable"),
     Code(503, "media_storage_unavailable"),
 )
@@ -227,6 +266,11 @@ class MediaController(Controller):
             )
         except MediaError as exc:
             raise media_api_error(exc) from exc
+        # WeChat's image check (when on): submitted now, its verdict pushed later
+        await loop.run_in_executor(
+            None,
+            functools.partial(check_upload, container_of(request), uploaded, reader_id, chosen),
+        )
         out = media_out(request, uploaded.media)
         if uploaded.created:
             return Response(out, status_code=201, headers={"Location": out.url})
@@ -258,6 +302,8 @@ def _serve(request: Request[Any, Any, Any], media_id: str, *, thumb: bool) -> Re
     try:
         info = store.get(media_id)
         if info is None:
+            if store.is_removed(media_id):
+                raise MediaRemoved(f"media {media_id} was taken down")
             raise MediaNotFound(f"no media {media_id!r}")
         etag_value = f"{info.id}.thumb" if thumb else info.id
         etag = f'"{etag_value}"'

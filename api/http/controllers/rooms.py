@@ -20,7 +20,7 @@ from api.http.controllers.common import container_of
 from api.http.errors import ApiError
 from api.http.openapi import Code, contract
 from api.http.params import Cursor, FromPath, PageSize, ViewerId, next_seq_cursor, seq_cursor
-from api.http.schemas import NextCursor, Out, ReaderOut
+from api.http.schemas import NextCursor, Out, PictureOut, ReaderOut
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound
 from projections.rooms import RoomQueries
@@ -45,7 +45,9 @@ class RoomMessageOut(Out, frozen=True):
     seq: int
     sender: ReaderOut
     text: str
+    """``""`` for a picture alone."""
     at: datetime
+    media: PictureOut | None = None
 
 
 class RoomPage(Out, frozen=True):
@@ -152,6 +154,7 @@ class RoomController(Controller):
                     seq=r["seq"],
                     text=r["text"],
                     at=r["at"],
+                    media=None if r.get("media") is None else PictureOut(**r["media"]),
                     sender=ReaderOut(
                         id=r["sender_id"],
                         nickname=r.get("sender_nickname") or "",
