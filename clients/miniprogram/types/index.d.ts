@@ -57,6 +57,8 @@ export interface RealtimeOptions {
   start?: 'all' | 'head'
   /** Follow wx.onAppShow / onAppHide / onNetworkStatusChange (default true). */
   lifecycle?: boolean
+  /** The jitter's random source (default Math.random). */
+  random?: () => number
 }
 
 export interface ClientOptions {
@@ -179,10 +181,15 @@ export interface Realtime {
   readonly head: number | null
   /** Seconds between server pings (from hello). */
   readonly heartbeat: number | null
+  /** Consecutive failed attempts since the last hello. */
+  readonly attempt: number
+  /** The last back-off wait chosen, ms. */
+  readonly nextDelay: number | null
   readonly pending: ReadonlyArray<Record<string, unknown>>
   on(kind: 'chat.message', handler: (event: InboxEvent<ChatMessageData>) => void): () => void
   on(kind: InboxKind | '*', handler: (event: InboxEvent) => void): () => void
-  on(name: 'state', handler: (change: { state: RealtimeState; code?: number; reason?: string }) => void): () => void
+  /** `delay`: ms until the next connection attempt (while `connecting` after a close). */
+  on(name: 'state', handler: (change: { state: RealtimeState; code?: number; reason?: string; delay?: number }) => void): () => void
   on(name: 'stopped', handler: (why: { code: number; reason: string }) => void): () => void
   on(name: 'hello' | 'error' | 'resync' | 'room.message' | 'room.presence' | 'room.joined' | 'room.left' | 'presence' | 'presence.state', handler: (frame: any) => void): () => void
   connect(): Promise<void>
