@@ -308,9 +308,11 @@ export class Realtime {
   _event(frame) {
     if (typeof frame.seq !== 'number') return
     if (this.lastSeq !== null && frame.seq <= this.lastSeq) return // seen: once each
-    this._storeSeq(frame.seq)
+    this.lastSeq = frame.seq
     this._events.emit(frame.kind, frame, this.client._reportError)
     this._events.emit('*', frame, this.client._reportError)
+    // stored once the handlers have run: an app killed in a handler gets the event again
+    this._storeSeq(frame.seq)
   }
 
   _ack(frame) {
