@@ -290,6 +290,9 @@ export interface LiudongClient {
 }
 
 export function createClient(options: ClientOptions): LiudongClient
+/** The classes behind `createClient` and `client.realtime` (for `instanceof`, subclassing). */
+export declare const LiudongClient: { new (options: ClientOptions): LiudongClient }
+export declare const Realtime: { new (client: LiudongClient, options?: RealtimeOptions): Realtime }
 
 export function wxStorage(wx: WxAdapter): StorageLike
 export function memoryStorage(initial?: Record<string, string>): StorageLike & { dump(): Record<string, string> }
