@@ -13,7 +13,8 @@ export interface paths {
         /**
          * Login
          * @description Exchange a ``wx.login`` code (or ``dev:<name>`` outside production) for a session
-         *     token. The openId stays on the server.
+         *     token. The openId stays on the server. With ``LIUDONG_SINGLE_DEVICE`` the reader's
+         *     other sessions end: their sockets get ``error`` ``session_replaced`` and close 4409.
          */
         post: operations["login"];
         delete?: never;
@@ -102,9 +103,41 @@ export interface paths {
         head?: never;
         /**
          * Update
-         * @description Change nickname and/or avatar (the mini-program's 头像昵称填写 components).
+         * @description Change nickname and/or avatar (the mini-program's 头像昵称填写 components). The
+         *     avatar is an outside ``avatar_url``, or a picture you uploaded (``avatar_media_id``:
+         *     ``avatar_url`` becomes its URL; 404 ``media_not_found`` / 403 ``media_not_owned``).
          */
         patch: operations["updateMe"];
+        trace?: never;
+    };
+    "/v1/me/subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * GrantsLeft
+         * @description Every subscribe-message template the server uses, the inbox kinds it announces
+         *     and your grants left (0: ask again with ``wx.requestSubscribeMessage`` before you
+         *     need it). Empty when the server sends no subscribe messages.
+         */
+        get: operations["getSubscriptions"];
+        put?: never;
+        /**
+         * AddGrants
+         * @description Report what ``wx.requestSubscribeMessage`` answered: ``count`` one-time grants
+         *     per template the reader accepted (leave out the ones answered ``reject``/``ban``).
+         *     Each away-from-the-app inbox item of that template's kinds then sends one subscribe
+         *     message and uses one grant. 422 ``unknown_template`` (nothing added) for a template
+         *     the server does not use.
+         */
+        post: operations["addSubscriptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/books/{book_id}": {
@@ -126,13 +159,15 @@ export interface paths {
         /**
          * Withdraw
          * @description Withdraw a book from the shelf (owner only; 409 ``book_on_loan`` while lent).
+         *     Its open loan requests are declined (reason ``book_withdrawn``).
          */
         delete: operations["withdrawBook"];
         options?: never;
         head?: never;
         /**
          * Revise
-         * @description Revise a book's details (owner only).
+         * @description Revise a book's details (owner only). ``cover_media_id``: a picture you uploaded
+         *     as the new cover, ``""`` for none; a ``cover_url`` alone is an outside cover.
          */
         patch: operations["reviseBook"];
         trace?: never;
@@ -174,7 +209,9 @@ export interface paths {
         /**
          * Publish
          * @description Publish a book on your shelf. Missing fields come from the ISBN catalog; a book
-         *     with no title after that is a 422 ``title_required``.
+         *     with no title after that is a 422 ``title_required``. ``cover_media_id``: a picture
+         *     you uploaded as the cover (``cover_url`` becomes its URL; 404 ``media_not_found`` /
+         *     403 ``media_not_owned``).
          */
         post: operations["publishBook"];
         delete?: never;
@@ -215,7 +252,10 @@ export interface paths {
         /**
          * RequestLoan
          * @description Ask to borrow a book (the body is optional: every field of it is).
-         *     422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``.
+         *     422 ``cannot_borrow_own_book``, 409 ``book_withdrawn``; 409 ``request_pending`` when
+         *     you already have an open request (or loan) of this book: its id is the problem's
+         *     ``loan_id``. One open request per borrower per book; when the lender approves one,
+         *     the others are declined (reason ``lent_to_another``).
          */
         post: operations["requestLoan"];
         delete?: never;
@@ -424,8 +464,11 @@ export interface paths {
         put?: never;
         /**
          * Send
-         * @description Send a message (201). A retry with the same ``client_msg_id`` returns the first
-         *     message (200) and sends nothing, even if its text differs.
+         * @description Send a message (201): a text, a picture you uploaded (``media_id``) or both. A
+         *     retry with the same ``client_msg_id`` returns the first message (200) and sends
+         *     nothing, even if its text differs. 404 ``media_not_found`` / 403 ``media_not_owned``
+         *     for a picture you cannot attach; 422 ``invalid_message`` for neither text nor
+         *     picture.
          */
         post: operations["sendMessage"];
         delete?: never;
@@ -728,6 +771,23 @@ export interface components {
             text: string;
             client_msg_id: string;
             at: string;
+            media?: components["schemas"]["PictureOut"] | null;
+        };
+        /**
+         * PictureOut
+         * @description A picture attached to a message (``domain.media.picture_view``): ``url`` and
+         *     ``thumb_url`` are paths on this API's origin (``/v1/media/{id}``, ``…/thumb``), both
+         *     ``null`` with ``removed: true`` once the picture was taken down (show a placeholder);
+         *     ``width`` / ``height`` in pixels (0: unknown).
+         */
+        PictureOut: {
+            id: string;
+            url: string | null;
+            thumb_url: string | null;
+            width: number;
+            height: number;
+            /** @default false */
+            removed: boolean;
         };
         /** ConversationPage */
         ConversationPage: {
@@ -750,10 +810,15 @@ export interface components {
         ReadBody: {
             up_to: number;
         };
-        /** SendMessageBody */
+        /**
+         * SendMessageBody
+         * @description A text, a picture (``media_id``: one you uploaded, ``POST /v1/media``) or both.
+         */
         SendMessageBody: {
-            text: string;
             client_msg_id: string;
+            /** @default  */
+            text: string;
+            media_id?: string | null;
         };
         /** HealthOut */
         HealthOut: {
@@ -805,6 +870,7 @@ export interface components {
             sender: components["schemas"]["ReaderOut"];
             text: string;
             at: string;
+            media?: components["schemas"]["PictureOut"] | null;
         };
         /** RoomPage */
         RoomPage: {
@@ -835,7 +901,8 @@ export interface components {
         /**
          * Problem
          * @description An RFC 9457 problem (``application/problem+json``). ``code`` is stable: the API
-         *     contract; ``errors`` (only on some 422s) names the offending fields.
+         *     contract; ``errors`` (only on some 422s) names the offending fields; ``loan_id`` (only
+         *     on a 409 ``request_pending``) is the borrower's open loan of that book.
          */
         Problem: {
             type: string;
@@ -844,6 +911,8 @@ export interface components {
             detail: string;
             code: string;
             errors?: Record<string, never>[];
+            /** Format: uuid */
+            loan_id?: string;
         };
         /**
          * Accepted
@@ -879,6 +948,7 @@ export interface components {
             updated_at: string;
             borrower?: components["schemas"]["ReaderOut"] | null;
             loan_id?: string | null;
+            cover?: components["schemas"]["PictureOut"] | null;
         };
         /** BookPage */
         BookPage: {
@@ -890,6 +960,20 @@ export interface components {
         DeclineBody: {
             /** @default  */
             reason: string;
+        };
+        /** GrantsBody */
+        GrantsBody: {
+            grants: components["schemas"]["Grant"][];
+        };
+        /**
+         * Grant
+         * @description One-time grants of one template the reader accepted in ``wx.requestSubscribeMessage``
+         *     (one per ``accept`` answer; a client may add them up).
+         */
+        Grant: {
+            template_id: string;
+            /** @default 1 */
+            count: number;
         };
         /** HistoryEvent */
         HistoryEvent: {
@@ -977,12 +1061,21 @@ export interface components {
             expires_at: string;
             reader: components["schemas"]["ReaderOut"];
         };
-        /** ProfilePatch */
+        /**
+         * ProfilePatch
+         * @description ``avatar_media_id``: a picture you uploaded (``POST /v1/media``) as your avatar
+         *     (``avatar_url`` is then its URL; do not send both).
+         */
         ProfilePatch: {
             nickname?: string | null;
             avatar_url?: string | null;
+            avatar_media_id?: string | null;
         };
-        /** PublishBody */
+        /**
+         * PublishBody
+         * @description ``cover_media_id``: a picture you uploaded (``POST /v1/media``) as the cover
+         *     (``cover_url`` is then its URL).
+         */
         PublishBody: {
             isbn: string;
             title?: string | null;
@@ -991,8 +1084,14 @@ export interface components {
             tags?: string[] | null;
             cover_url?: string | null;
             summary?: string | null;
+            cover_media_id?: string | null;
         };
-        /** RevisePatch */
+        /**
+         * RevisePatch
+         * @description ``cover_media_id``: a picture you uploaded as the new cover (``cover_url`` becomes
+         *     its URL), ``""`` to drop the uploaded cover (and ``cover_url`` unless one is sent); a
+         *     ``cover_url`` alone replaces an uploaded cover by that outside picture.
+         */
         RevisePatch: {
             title?: string | null;
             author?: string | null;
@@ -1000,6 +1099,22 @@ export interface components {
             tags?: string[] | null;
             cover_url?: string | null;
             summary?: string | null;
+            cover_media_id?: string | null;
+        };
+        /** SubscriptionsOut */
+        SubscriptionsOut: {
+            items: components["schemas"]["SubscriptionOut"][];
+        };
+        /**
+         * SubscriptionOut
+         * @description A configured template: the inbox kinds it announces and the grants left (each
+         *     subscribe message uses one; ask the reader again with ``wx.requestSubscribeMessage``
+         *     when it reaches 0).
+         */
+        SubscriptionOut: {
+            template_id: string;
+            kinds: string[];
+            remaining: number;
         };
         /** BookAsOfOut */
         BookAsOfOut: {
@@ -1019,6 +1134,7 @@ export interface components {
             updated_at: string;
             borrower?: components["schemas"]["ReaderOut"] | null;
             loan_id?: string | null;
+            cover?: components["schemas"]["PictureOut"] | null;
             as_of: components["schemas"]["AsOf"];
         };
         /** AsOf */
@@ -1059,6 +1175,7 @@ export interface components {
 export type ConversationOut = components['schemas']['ConversationOut'];
 export type ReaderOut = components['schemas']['ReaderOut'];
 export type MessageOut = components['schemas']['MessageOut'];
+export type PictureOut = components['schemas']['PictureOut'];
 export type ConversationPage = components['schemas']['ConversationPage'];
 export type MessagePage = components['schemas']['MessagePage'];
 export type OpenConversationBody = components['schemas']['OpenConversationBody'];
@@ -1079,6 +1196,8 @@ export type Accepted = components['schemas']['Accepted'];
 export type BookOut = components['schemas']['BookOut'];
 export type BookPage = components['schemas']['BookPage'];
 export type DeclineBody = components['schemas']['DeclineBody'];
+export type GrantsBody = components['schemas']['GrantsBody'];
+export type Grant = components['schemas']['Grant'];
 export type HistoryEvent = components['schemas']['HistoryEvent'];
 export type IsbnOut = components['schemas']['IsbnOut'];
 export type Availability = components['schemas']['Availability'];
@@ -1092,6 +1211,8 @@ export type LoginOut = components['schemas']['LoginOut'];
 export type ProfilePatch = components['schemas']['ProfilePatch'];
 export type PublishBody = components['schemas']['PublishBody'];
 export type RevisePatch = components['schemas']['RevisePatch'];
+export type SubscriptionsOut = components['schemas']['SubscriptionsOut'];
+export type SubscriptionOut = components['schemas']['SubscriptionOut'];
 export type BookAsOfOut = components['schemas']['BookAsOfOut'];
 export type AsOf = components['schemas']['AsOf'];
 export type LoanAsOfOut = components['schemas']['LoanAsOfOut'];
@@ -1608,7 +1729,21 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Not Found. `code`: `reader_not_found`. */
+            /** @description Forbidden. `code`: `media_not_owned`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 403;
+                        /** @enum {unknown} */
+                        code?: "media_not_owned";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `media_not_found`, `reader_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1618,7 +1753,7 @@ export interface operations {
                         /** @constant */
                         status?: 404;
                         /** @enum {unknown} */
-                        code?: "reader_not_found";
+                        code?: "media_not_found" | "reader_not_found";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -1664,7 +1799,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `wechat_quota_exceeded`. */
+            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `media_storage_unavailable`, `wechat_quota_exceeded`. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -1676,7 +1811,171 @@ export interface operations {
                         /** @constant */
                         status?: 503;
                         /** @enum {unknown} */
-                        code?: "content_check_unavailable" | "database_unavailable" | "wechat_quota_exceeded";
+                        code?: "content_check_unavailable" | "database_unavailable" | "media_storage_unavailable" | "wechat_quota_exceeded";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getSubscriptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionsOut"];
+                };
+            };
+            /** @description Unauthorized. `code`: `invalid_token`, `missing_token`, `token_expired`, `token_revoked`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "invalid_token" | "missing_token" | "token_expired" | "token_revoked";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    addSubscriptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GrantsBody"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionsOut"];
+                };
+            };
+            /** @description Bad Request. `code`: `malformed_json`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 400;
+                        /** @enum {unknown} */
+                        code?: "malformed_json";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthorized. `code`: `invalid_token`, `missing_token`, `token_expired`, `token_revoked`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "invalid_token" | "missing_token" | "token_expired" | "token_revoked";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 413;
+                        /** @enum {unknown} */
+                        code?: "payload_too_large";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `unknown_template`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "unknown_template" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -1770,7 +2069,10 @@ export interface operations {
     withdrawBook: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 book_id: string;
             };
@@ -1783,6 +2085,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1794,6 +2098,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1819,6 +2125,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_owner`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1833,6 +2141,8 @@ export interface operations {
             /** @description Not Found. `code`: `book_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1844,9 +2154,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `book_on_loan`, `concurrent_update`. */
+            /** @description Conflict. `code`: `book_on_loan`, `concurrent_update`, `idempotency_in_progress`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1854,11 +2166,11 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "book_on_loan" | "concurrent_update";
+                        code?: "book_on_loan" | "concurrent_update" | "idempotency_in_progress";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1868,7 +2180,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -1893,7 +2205,10 @@ export interface operations {
     reviseBook: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 book_id: string;
             };
@@ -1910,6 +2225,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1921,6 +2238,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1957,9 +2276,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Forbidden. `code`: `not_the_owner`. */
+            /** @description Forbidden. `code`: `media_not_owned`, `not_the_owner`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1967,13 +2288,15 @@ export interface operations {
                         /** @constant */
                         status?: 403;
                         /** @enum {unknown} */
-                        code?: "not_the_owner";
+                        code?: "media_not_owned" | "not_the_owner";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Not Found. `code`: `book_not_found`, `not_found`. */
+            /** @description Not Found. `code`: `book_not_found`, `media_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1981,13 +2304,15 @@ export interface operations {
                         /** @constant */
                         status?: 404;
                         /** @enum {unknown} */
-                        code?: "book_not_found" | "not_found";
+                        code?: "book_not_found" | "media_not_found" | "not_found";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `concurrent_update`. */
+            /** @description Conflict. `code`: `concurrent_update`, `idempotency_in_progress`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1995,7 +2320,7 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "concurrent_update";
+                        code?: "concurrent_update" | "idempotency_in_progress";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2013,9 +2338,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `content_rejected`, `unknown_parameter`, `validation_failed`. */
+            /** @description Unprocessable Entity. `code`: `content_rejected`, `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2023,15 +2350,17 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "content_rejected" | "unknown_parameter" | "validation_failed";
+                        code?: "content_rejected" | "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `wechat_quota_exceeded`. */
+            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `media_storage_unavailable`, `wechat_quota_exceeded`. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
                     "Retry-After": string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2039,7 +2368,7 @@ export interface operations {
                         /** @constant */
                         status?: 503;
                         /** @enum {unknown} */
-                        code?: "content_check_unavailable" | "database_unavailable" | "wechat_quota_exceeded";
+                        code?: "content_check_unavailable" | "database_unavailable" | "media_storage_unavailable" | "wechat_quota_exceeded";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2226,7 +2555,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes the POST safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -2294,7 +2623,23 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Not Found. `code`: `reader_not_found`. */
+            /** @description Forbidden. `code`: `media_not_owned`. */
+            403: {
+                headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 403;
+                        /** @enum {unknown} */
+                        code?: "media_not_owned";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `media_not_found`, `reader_not_found`. */
             404: {
                 headers: {
                     /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
@@ -2306,7 +2651,7 @@ export interface operations {
                         /** @constant */
                         status?: 404;
                         /** @enum {unknown} */
-                        code?: "reader_not_found";
+                        code?: "media_not_found" | "reader_not_found";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2356,7 +2701,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `wechat_quota_exceeded`. */
+            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `media_storage_unavailable`, `wechat_quota_exceeded`. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -2370,7 +2715,7 @@ export interface operations {
                         /** @constant */
                         status?: 503;
                         /** @enum {unknown} */
-                        code?: "content_check_unavailable" | "database_unavailable" | "wechat_quota_exceeded";
+                        code?: "content_check_unavailable" | "database_unavailable" | "media_storage_unavailable" | "wechat_quota_exceeded";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2379,7 +2724,10 @@ export interface operations {
     relistBook: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 book_id: string;
             };
@@ -2392,6 +2740,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2403,6 +2753,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2428,6 +2780,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_owner`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2442,6 +2796,8 @@ export interface operations {
             /** @description Not Found. `code`: `book_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2453,9 +2809,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `book_not_withdrawn`, `concurrent_update`. */
+            /** @description Conflict. `code`: `book_not_withdrawn`, `concurrent_update`, `idempotency_in_progress`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2463,11 +2821,11 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "book_not_withdrawn" | "concurrent_update";
+                        code?: "book_not_withdrawn" | "concurrent_update" | "idempotency_in_progress";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2477,7 +2835,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2503,7 +2861,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes the POST safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -2589,7 +2947,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `book_withdrawn`, `concurrent_update`, `idempotency_in_progress`. */
+            /** @description Conflict. `code`: `book_withdrawn`, `concurrent_update`, `idempotency_in_progress`, `request_pending`. */
             409: {
                 headers: {
                     /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
@@ -2601,7 +2959,7 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "book_withdrawn" | "concurrent_update" | "idempotency_in_progress";
+                        code?: "book_withdrawn" | "concurrent_update" | "idempotency_in_progress" | "request_pending";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2742,7 +3100,10 @@ export interface operations {
     approveLoan: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 loan_id: string;
             };
@@ -2755,6 +3116,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2766,6 +3129,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2791,6 +3156,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_lender`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2805,6 +3172,8 @@ export interface operations {
             /** @description Not Found. `code`: `loan_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2816,9 +3185,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `book_on_loan`, `book_withdrawn`, `concurrent_update`, `invalid_loan_transition`. */
+            /** @description Conflict. `code`: `book_on_loan`, `book_withdrawn`, `concurrent_update`, `idempotency_in_progress`, `invalid_loan_transition`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2826,11 +3197,11 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "book_on_loan" | "book_withdrawn" | "concurrent_update" | "invalid_loan_transition";
+                        code?: "book_on_loan" | "book_withdrawn" | "concurrent_update" | "idempotency_in_progress" | "invalid_loan_transition";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2840,7 +3211,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2865,7 +3236,10 @@ export interface operations {
     cancelLoan: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 loan_id: string;
             };
@@ -2878,6 +3252,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2889,6 +3265,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2914,6 +3292,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_borrower`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2928,6 +3308,8 @@ export interface operations {
             /** @description Not Found. `code`: `loan_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2939,9 +3321,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `concurrent_update`, `invalid_loan_transition`. */
+            /** @description Conflict. `code`: `concurrent_update`, `idempotency_in_progress`, `invalid_loan_transition`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2949,11 +3333,11 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "concurrent_update" | "invalid_loan_transition";
+                        code?: "concurrent_update" | "idempotency_in_progress" | "invalid_loan_transition";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2963,7 +3347,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2988,7 +3372,10 @@ export interface operations {
     confirmReturn: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 loan_id: string;
             };
@@ -3001,6 +3388,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3012,6 +3401,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3037,6 +3428,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_lender`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3051,6 +3444,8 @@ export interface operations {
             /** @description Not Found. `code`: `loan_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3062,9 +3457,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `book_on_loan`, `concurrent_update`, `invalid_loan_transition`. */
+            /** @description Conflict. `code`: `book_on_loan`, `concurrent_update`, `idempotency_in_progress`, `invalid_loan_transition`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3072,11 +3469,11 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "book_on_loan" | "concurrent_update" | "invalid_loan_transition";
+                        code?: "book_on_loan" | "concurrent_update" | "idempotency_in_progress" | "invalid_loan_transition";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3086,7 +3483,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -3111,7 +3508,10 @@ export interface operations {
     declineLoan: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 loan_id: string;
             };
@@ -3128,6 +3528,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3139,6 +3541,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3178,6 +3582,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_lender`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3192,6 +3598,8 @@ export interface operations {
             /** @description Not Found. `code`: `loan_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3203,9 +3611,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `concurrent_update`, `invalid_loan_transition`. */
+            /** @description Conflict. `code`: `concurrent_update`, `idempotency_in_progress`, `invalid_loan_transition`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3213,7 +3623,7 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "concurrent_update" | "invalid_loan_transition";
+                        code?: "concurrent_update" | "idempotency_in_progress" | "invalid_loan_transition";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -3231,9 +3641,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `content_rejected`, `unknown_parameter`, `validation_failed`. */
+            /** @description Unprocessable Entity. `code`: `content_rejected`, `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3241,7 +3653,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "content_rejected" | "unknown_parameter" | "validation_failed";
+                        code?: "content_rejected" | "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -3250,6 +3662,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before trying again. */
                     "Retry-After": string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3365,7 +3779,10 @@ export interface operations {
     startReturn: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 loan_id: string;
             };
@@ -3378,6 +3795,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3389,6 +3808,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3414,6 +3835,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_the_borrower`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3428,6 +3851,8 @@ export interface operations {
             /** @description Not Found. `code`: `loan_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3439,9 +3864,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `concurrent_update`, `invalid_loan_transition`. */
+            /** @description Conflict. `code`: `concurrent_update`, `idempotency_in_progress`, `invalid_loan_transition`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3449,11 +3876,11 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "concurrent_update" | "invalid_loan_transition";
+                        code?: "concurrent_update" | "idempotency_in_progress" | "invalid_loan_transition";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3463,7 +3890,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -3808,7 +4235,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes the POST safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -3891,7 +4318,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Forbidden. `code`: `not_a_member`. */
+            /** @description Forbidden. `code`: `media_not_owned`, `not_a_member`. */
             403: {
                 headers: {
                     /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
@@ -3903,11 +4330,11 @@ export interface operations {
                         /** @constant */
                         status?: 403;
                         /** @enum {unknown} */
-                        code?: "not_a_member";
+                        code?: "media_not_owned" | "not_a_member";
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Not Found. `code`: `conversation_not_found`, `not_found`. */
+            /** @description Not Found. `code`: `conversation_not_found`, `media_not_found`, `not_found`. */
             404: {
                 headers: {
                     /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
@@ -3919,7 +4346,7 @@ export interface operations {
                         /** @constant */
                         status?: 404;
                         /** @enum {unknown} */
-                        code?: "conversation_not_found" | "not_found";
+                        code?: "conversation_not_found" | "media_not_found" | "not_found";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -3987,7 +4414,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `wechat_quota_exceeded`. */
+            /** @description Service Unavailable. `code`: `content_check_unavailable`, `database_unavailable`, `media_storage_unavailable`, `wechat_quota_exceeded`. */
             503: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -4001,7 +4428,7 @@ export interface operations {
                         /** @constant */
                         status?: 503;
                         /** @enum {unknown} */
-                        code?: "content_check_unavailable" | "database_unavailable" | "wechat_quota_exceeded";
+                        code?: "content_check_unavailable" | "database_unavailable" | "media_storage_unavailable" | "wechat_quota_exceeded";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -4082,7 +4509,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes the POST safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -4246,7 +4673,10 @@ export interface operations {
     markRead: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key (same reader, same request) gets the first response again, with `Idempotent-Replayed: true`, and acts once, even after a crash between the command's commit and its stored response. The same key for a different request is a 422 `idempotency_key_reused`; a retry while the first is still running is a 409 `idempotency_in_progress`. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 conversation_id: string;
             };
@@ -4263,6 +4693,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4274,6 +4706,8 @@ export interface operations {
                 headers: {
                     /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
                     "Liudong-Position"?: string;
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4313,6 +4747,8 @@ export interface operations {
             /** @description Forbidden. `code`: `not_a_member`. */
             403: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4327,6 +4763,8 @@ export interface operations {
             /** @description Not Found. `code`: `conversation_not_found`, `not_found`. */
             404: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4338,9 +4776,11 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict. `code`: `concurrent_update`. */
+            /** @description Conflict. `code`: `concurrent_update`, `idempotency_in_progress`. */
             409: {
                 headers: {
+                    /** @description `true` on the stored response of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4348,7 +4788,7 @@ export interface operations {
                         /** @constant */
                         status?: 409;
                         /** @enum {unknown} */
-                        code?: "concurrent_update";
+                        code?: "concurrent_update" | "idempotency_in_progress";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -4366,7 +4806,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            /** @description Unprocessable Entity. `code`: `idempotency_key_reused`, `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4376,7 +4816,7 @@ export interface operations {
                         /** @constant */
                         status?: 422;
                         /** @enum {unknown} */
-                        code?: "unknown_parameter" | "validation_failed";
+                        code?: "idempotency_key_reused" | "unknown_parameter" | "validation_failed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -4863,6 +5303,20 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
+            /** @description Gone. `code`: `media_removed`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 410;
+                        /** @enum {unknown} */
+                        code?: "media_removed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
             /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
             422: {
                 headers: {
@@ -4949,6 +5403,20 @@ export interface operations {
                         status?: 404;
                         /** @enum {unknown} */
                         code?: "media_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone. `code`: `media_removed`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 410;
+                        /** @enum {unknown} */
+                        code?: "media_removed";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -5057,6 +5525,20 @@ export interface operations {
                         status?: 401;
                         /** @enum {unknown} */
                         code?: "invalid_token" | "missing_token" | "token_expired" | "token_revoked";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone. `code`: `media_removed`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 410;
+                        /** @enum {unknown} */
+                        code?: "media_removed";
                     } & components["schemas"]["Problem"];
                 };
             };
