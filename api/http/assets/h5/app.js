@@ -380,7 +380,11 @@ async function showChat(id) {
     list.append(messageBubble(m, me.id));
     window.scrollTo(0, document.body.scrollHeight);
   };
-  const page = await api.get(`/v1/conversations/${id}/messages`, { limit: 50 });
+  const [page, conversations] = await Promise.all([
+    api.get(`/v1/conversations/${id}/messages`, { limit: 50 }),
+    api.get("/v1/conversations", { limit: 100 }),
+  ]);
+  const peer = conversations.items.find((c) => c.id === id)?.peer;
   const text = h("input", { type: "text", id: "chat-text", placeholder: "说点什么…", maxlength: 2000 });
   const file = h("input", { type: "file", accept: "image/*", hidden: true, id: "chat-file" });
   const send = async (extra) => {
@@ -397,7 +401,7 @@ async function showChat(id) {
     } catch (x) { toast(errorText(x)); }
     file.value = "";
   });
-  view.replaceChildren(h("h2", {}, "对话"), list, h("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); send(); } },
+  view.replaceChildren(h("h2", {}, peer ? `与 ${peer.nickname} 的对话` : "对话"), list, h("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); send(); } },
     h("button", { type: "button", class: "pick", onclick: () => file.click(), title: "发图片" }, "图片"), file, text,
     h("button", { type: "submit", id: "chat-send" }, "发送")));
   page.items.slice().reverse().forEach(add);
