@@ -351,4 +351,25 @@ def _drop_null(schema: dict[str, Any]) -> None:
         schema["enum"] = [v for v in schema["enum"] if v is not None]
 
 
-__all__ = ["MODERATED", "OPERATOR", "Code", "Contract", "code_of", "contract", "document"]
+def dump() -> str:
+    """The document the server serves at ``/schema/openapi.json``, as indented JSON text
+    (UTF-8, keys in the served order), built from the app without starting it: no database,
+    NATS or network is touched. ``python -m api.http.openapi > openapi.json`` prints it; the
+    mini-program SDK generates its types from it (``clients/miniprogram``, ``npm run
+    gen-types``)."""
+    import json
+
+    from api.bootstrap.settings import Settings
+    from api.http.app import create_app
+
+    app = create_app(Settings(env="test"))
+    return json.dumps(app.openapi_schema.to_schema(), ensure_ascii=False, indent=2) + "\n"
+
+
+__all__ = ["MODERATED", "OPERATOR", "Code", "Contract", "code_of", "contract", "document", "dump"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(dump())
