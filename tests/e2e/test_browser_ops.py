@@ -85,7 +85,7 @@ def test_the_operator_console(  # noqa: PLR0915
     page.wait_for_selector("#projections tr[data-projection=shelf] .state.running", timeout=30_000)
     for name in ("shelf", "inbox", "rooms"):
         row = page.wait_for_selector(f"#projections tr[data-projection={name}]")
-        assert re.search(r"library [\d,]+ / [\d,]+", row.inner_text()), row.inner_text()
+        assert re.search(r"(library|chat) [\d,]+ / [\d,]+", row.inner_text()), row.inner_text()
     page.wait_for_selector(f"#online li:has-text('{reader['nickname']}')", timeout=10_000)
     shots(page, "console")
 

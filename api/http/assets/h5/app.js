@@ -88,7 +88,7 @@ let current = "";
 
 async function route() {
   const [name, arg] = location.hash.replace(/^#\/?/, "").split("/");
-  if (!api.reader || !localStorage.getItem("liudong.h5.token")) {
+  if (!api.reader) {
     if (name !== "login") { location.hash = "#/login"; return; }
   }
   const screen = routes[name] || (api.reader ? showDrift : showLogin);
@@ -223,7 +223,7 @@ async function showPublish() {
     if (tags.length) body.tags = tags;
     try {
       if (coverInput.files[0]) body.cover_url = (await api.upload(coverInput.files[0], "cover")).url;
-      const book = await api.post("/v1/books", body);
+      const book = await api.publish(body); // follows a 202 to the book
       toast("发布成功");
       location.hash = `#/book/${book.id}`;
     } catch (x) { err.textContent = errorText(x); }
@@ -253,7 +253,7 @@ async function showBook(id) {
       try {
         const body = { note: note.value.trim() };
         if (wx.value.trim()) body.contact = { wechat_id: wx.value.trim() };
-        await api.post(`/v1/books/${id}/loans`, body);
+        await api.requestLoan(id, body);
         toast("已发送借阅请求");
         location.hash = "#/loans";
       } catch (x) { err.textContent = errorText(x); }
@@ -266,7 +266,7 @@ async function showBook(id) {
   if (!mine) {
     box.append(h("div", { class: "actions" }, h("button", {
       type: "button", class: "secondary", onclick: async () => {
-        const c = await api.post("/v1/conversations", { peer_id: book.owner.id });
+        const c = await api.openConversation(book.owner.id);
         location.hash = `#/chat/${c.id}`;
       },
     }, "联系书主")));
@@ -300,7 +300,7 @@ function loanCard(loan, role, reload) {
     type: "button", class: cls || "", dataset: { action: verb },
     onclick: async (e) => {
       e.target.disabled = true;
-      try { await api.post(`/v1/loans/${loan.id}/${verb}`, verb === "decline" ? { reason: "" } : undefined); toast(`已${label}`); }
+      try { await api.loanStep(loan.id, verb); toast(`已${label}`); }
       catch (x) { toast(errorText(x)); }
       reload();
     },
@@ -456,7 +456,7 @@ async function showRoom(name) {
     api.on("room.presence", (f) => { if (f.room === name) count.textContent = `${f.members} 人在线`; }),
     api.on("room.message", (f) => { if (f.room === name) add({ id: f.message_id, seq: f.seq, text: f.text, sender: f.sender, media: f.media }); }),
   ];
-  api.joinRoom(name);
+  api.joinRoom(name).then((joined) => { count.textContent = `${joined.members} 人在线`; }, () => {});
   leaving = () => { offs.forEach((off) => off()); api.leaveRoom(name); };
 }
 
@@ -484,5 +484,4 @@ api.on("state", (s) => {
 });
 
 window.addEventListener("hashchange", route);
-api.start();
-route();
+api.start().then(route, route);
