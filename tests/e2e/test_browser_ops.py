@@ -28,7 +28,7 @@ from tests.e2e.test_multinode import Node
 
 pytestmark = pytest.mark.slow
 
-SEEDED_BOOKS = 1500
+SEEDED_BOOKS = 600
 
 
 def _login(node: Node, name: str) -> tuple[str, dict[str, Any]]:
@@ -90,7 +90,7 @@ def test_the_operator_console(  # noqa: PLR0915
     shots(page, "console")
 
     # rebuild the shelf from the console with small pages: the bar moves, then it is done
-    page.fill("#page-size", "5")
+    page.fill("#page-size", "2")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#projections tr[data-projection=shelf] button[data-action=rebuild]")
     seen: list[int] = []
