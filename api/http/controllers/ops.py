@@ -60,6 +60,8 @@ from projections.source import Source
 
 PROJECTION_NOT_FOUND = Code(404, "projection_not_found")
 FLAG_NOT_FOUND = Code(404, "flag_not_found")
+NO_ROUTE = Code(404, "not_found")
+"""A path parameter that is not an integer matches no route."""
 SESSION_NOT_FOUND = Code(404, "session_not_found")
 CONTEXTS = ("library", "chat")
 
@@ -545,7 +547,7 @@ class OpsController(Controller):
         operation_id="ops_approve_flag",
         status_code=200,
         sync_to_thread=True,
-        opt=contract(FLAG_NOT_FOUND, auth="operator"),
+        opt=contract(FLAG_NOT_FOUND, NO_ROUTE, auth="operator"),
     )
     def approve(
         self,
@@ -561,7 +563,7 @@ class OpsController(Controller):
         operation_id="ops_remove_flag",
         status_code=200,
         sync_to_thread=True,
-        opt=contract(FLAG_NOT_FOUND, auth="operator"),
+        opt=contract(FLAG_NOT_FOUND, NO_ROUTE, auth="operator"),
     )
     def remove(
         self,
