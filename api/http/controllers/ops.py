@@ -226,9 +226,10 @@ def _sources(container: Container) -> dict[str, Source]:
 
 def _jobs(container: Container) -> RebuildJobs:
     jobs = container.extras.get("rebuild_jobs")
-    if jobs is None:
-        jobs = RebuildJobs(container.database_url, lambda: _sources(container))
-        container.extras["rebuild_jobs"] = jobs
+    if jobs is None:  # setdefault: two first requests at once share one registry
+        jobs = container.extras.setdefault(
+            "rebuild_jobs", RebuildJobs(container.database_url, lambda: _sources(container))
+        )
     return jobs  # type: ignore[no-any-return]
 
 
