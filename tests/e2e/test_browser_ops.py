@@ -90,7 +90,7 @@ def test_the_operator_console(  # noqa: PLR0915
     shots(page, "console")
 
     # rebuild the shelf from the console with small pages: the bar moves, then it is done
-    page.fill("#page-size", "2")
+    page.fill("#page-size", "1")  # many small pages: the bar has time to move
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#projections tr[data-projection=shelf] button[data-action=rebuild]")
     seen: list[int] = []
@@ -101,7 +101,7 @@ def test_the_operator_console(  # noqa: PLR0915
             width = re.search(r"width:\s*(\d+)%", bar.get_attribute("style") or "")
             if width:
                 seen.append(int(width.group(1)))
-                if len(seen) == 2:
+                if 0 < seen[-1] < 100 and len([w for w in seen if 0 < w < 100]) == 1:
                     shots(page, "rebuild-running", full_page=False)
         return page.query_selector("tr[data-projection=shelf] .rebuild.done") is not None
 
@@ -109,7 +109,7 @@ def test_the_operator_console(  # noqa: PLR0915
     done = page.inner_text("tr[data-projection=shelf] .rebuild.done")
     events = int(re.search(r"([\d,]+) 事件", done).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert events >= SEEDED_BOOKS, done
-    assert seen and min(seen) < 100, seen  # the bar was seen before the end
+    assert any(0 < w < 100 for w in seen), seen  # the bar was seen moving
     shots(page, "rebuild-done", full_page=False)
 
     # the event tail shows a new event live, and filters by type
@@ -153,7 +153,8 @@ def test_the_operator_console(  # noqa: PLR0915
     shots(page, "flags")
     first.query_selector("button[data-action=approve]").click()  # type: ignore[union-attr]
     page.click("#flags tr:has-text('九成新') button[data-action=remove]")
-    page.wait_for_selector("#flags tr:has-text('没有待审内容')", timeout=10_000)
+    for text in ("代购正品", "九成新"):  # (other tests of the session may leave open flags)
+        page.wait_for_selector(f"#flags tr:has-text('{text}')", state="detached", timeout=10_000)
     listed = httpx.get(
         serve.url + "/v1/ops/moderation",
         params={"state": "all"},
