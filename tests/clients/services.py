@@ -15,6 +15,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -27,7 +28,13 @@ from api.bootstrap.db import migrate
 from api.bootstrap.embedded import EmbeddedNats, start_postgres
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # the finally below drops the database and stops nats-server
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGHUP, _exit)
     work = Path(tempfile.mkdtemp(prefix="liudong-sdk-services-"))
     # atexit is LIFO: registered before pgserver's own hook, this runs after it stopped
     atexit.register(shutil.rmtree, work, True)

@@ -209,7 +209,8 @@ export class LiudongClient {
     await this.ready()
     method = method.toUpperCase()
     const auth = opts.auth !== false
-    const key = opts.idempotencyKey || (UNSAFE.has(method) ? newId('k') : undefined)
+    // keys are scoped to the reader on the server: none for anonymous calls (login)
+    const key = opts.idempotencyKey || (UNSAFE.has(method) && auth ? newId('k') : undefined)
     const retries = opts.retries ?? this.options.retries
     const url = this.baseURL + path + queryString(opts.query)
     let attempt = 0

@@ -54,6 +54,7 @@ export class Realtime {
       auth: client.wx.socketAuth || 'header', // 'ticket' where a socket cannot carry headers (browsers)
       start: 'all', // without a stored seq: 'all' replays the whole inbox, 'head' starts at the newest
       lifecycle: true, // follow wx.onAppShow / onAppHide / onNetworkStatusChange
+      random: Math.random, // the jitter's source (tests fix it)
       ...options,
     }
     this.state = 'disconnected'
@@ -61,6 +62,7 @@ export class Realtime {
     this.head = null
     this.heartbeat = null
     this.attempt = 0
+    this.nextDelay = null
     this._events = new Emitter()
     this._want = false // the app wants a socket (connect() called, disconnect() not)
     this._hidden = false
@@ -84,7 +86,8 @@ export class Realtime {
   /**
    * Subscribe. `name` is an inbox `kind` (`loan.requested`, `chat.message`, …, or `*` for
    * all), a server frame type (`room.message`, `room.presence`, `presence`, `hello`,
-   * `error`), or a lifecycle event: `state` (`{ state, code?, reason? }`), `resync`
+   * `error`), or a lifecycle event: `state` (`{ state, code?, reason?, delay? }`: `delay`
+   * is the wait in ms before the next attempt), `resync`
    * (the inbox was rebuilt: reload from `GET /v1/inbox`), `stopped` (`{ code, reason }`).
    * Returns the function that unsubscribes.
    */
@@ -305,9 +308,11 @@ export class Realtime {
   _event(frame) {
     if (typeof frame.seq !== 'number') return
     if (this.lastSeq !== null && frame.seq <= this.lastSeq) return // seen: once each
-    this._storeSeq(frame.seq)
+    this.lastSeq = frame.seq
     this._events.emit(frame.kind, frame, this.client._reportError)
     this._events.emit('*', frame, this.client._reportError)
+    // stored once the handlers have run: an app killed in a handler gets the event again
+    this._storeSeq(frame.seq)
   }
 
   _ack(frame) {
@@ -418,9 +423,11 @@ export class Realtime {
   _scheduleReconnect(code, delay) {
     clearTimeout(this._timer)
     if (!this._want || this._hidden) return
-    const wait = delay !== undefined ? delay : fullJitter(this.attempt, this.options.minDelay, this.options.maxDelay)
+    const wait =
+      delay !== undefined ? delay : fullJitter(this.attempt, this.options.minDelay, this.options.maxDelay, this.options.random)
     this.attempt += 1
-    this._setState('connecting', code)
+    this.nextDelay = wait
+    this._setState('connecting', code, undefined, wait)
     this._timer = setTimeout(() => this._open(), wait)
   }
 
@@ -504,10 +511,10 @@ export class Realtime {
     if (typeof this.wx.offNetworkStatusChange === 'function') this.wx.offNetworkStatusChange(this._onNetwork)
   }
 
-  _setState(state, code, reason) {
-    if (this.state === state && code === undefined) return
+  _setState(state, code, reason, delay) {
+    if (this.state === state && code === undefined && delay === undefined) return
     this.state = state
-    this._events.emit('state', { state, code, reason }, this.client._reportError)
+    this._events.emit('state', { state, code, reason, delay }, this.client._reportError)
   }
 
   // -- the last seq, per reader ----------------------------------------------------------

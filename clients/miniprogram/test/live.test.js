@@ -19,27 +19,32 @@ import os from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 
-import { LiudongError } from '../src/index.js'
+import WebSocket from 'ws'
+
+import { LiudongError, memoryStorage, webAdapter } from '../src/index.js'
 import { LiudongServer, startServices } from './support/server.js'
 import { makeClient, waitFor } from './support/wx-node.js'
 
+const HEARTBEAT = 2
 let services
 let server
 const clients = []
 
 before(async () => {
   services = await startServices()
-  server = await LiudongServer.start(services)
+  // pings every 2 s: a client that does not answer is closed (4012) after 3 s
+  server = await LiudongServer.start(services, { LIUDONG_WS_HEARTBEAT: String(HEARTBEAT) })
 })
 
 after(async () => {
   for (const { client } of clients) client.realtime.destroy()
   if (server) await server.stop()
   if (services) await services.stop()
+  console.error('# services stopped')
 })
 
-function reader(name) {
-  const made = makeClient(server.url, `${name}-${randomUUID().slice(0, 8)}`)
+function reader(name, options) {
+  const made = makeClient(server.url, `${name}-${randomUUID().slice(0, 8)}`, options)
   clients.push(made)
   return made
 }
@@ -152,20 +157,27 @@ test('server SIGKILLed and restarted mid-stream: nothing lost, nothing twice', a
 
   const texts = Array.from({ length: 60 }, (_, i) => `崩溃 ${i}`)
   const acks = []
-  let downAt
-  let upAt
-  for (let i = 0; i < texts.length; i += 1) {
-    acks.push(sender.client.realtime.sendChat(conversation.id, texts[i]))
-    if (i === 20) {
-      await server.kill()
-      downAt = Date.now()
-    }
-    if (i === 40) {
-      await server.start()
-      upAt = Date.now()
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10))
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 10))
+  for (const text of texts.slice(0, 20)) {
+    acks.push(sender.client.realtime.sendChat(conversation.id, text))
+    await pause()
   }
+  // a burst, and the kill while it is in flight (what the server recorded without answering
+  // is sent again after the restart and acknowledged with created: false)
+  let ackedBeforeKill = 0
+  for (const text of texts.slice(20, 40)) {
+    acks.push(sender.client.realtime.sendChat(conversation.id, text).then((ack) => ((ackedBeforeKill += 1), ack)))
+  }
+  await waitFor(() => ackedBeforeKill >= 1, 15000, 'the first ack of the burst') // the rest in flight
+  await server.kill()
+  const downAt = Date.now()
+  const burstAckedBeforeKill = ackedBeforeKill
+  for (const text of texts.slice(40)) {
+    acks.push(sender.client.realtime.sendChat(conversation.id, text)) // queued while down
+    await pause()
+  }
+  await server.start()
+  const upAt = Date.now()
   const results = await Promise.all(acks)
   const ackedMs = Date.now() - upAt
   await waitFor(() => got.length >= texts.length, 30000, `${texts.length} messages after the restart`)
@@ -178,7 +190,8 @@ test('server SIGKILLed and restarted mid-stream: nothing lost, nothing twice', a
   const storedTexts = stored.items.map((m) => m.text).sort()
   assert.deepEqual(storedTexts, [...texts].sort(), 'stored once each')
   console.log(
-    `# server down ${upAt - downAt} ms; all ${texts.length} acks ${ackedMs} ms after it was ready; ` +
+    `# server down ${upAt - downAt} ms; ${burstAckedBeforeKill} of the 20-message burst acknowledged ` +
+      `before the kill; all ${texts.length} acks ${ackedMs} ms after it was ready; ` +
       `${results.filter((a) => a.created === false).length} acks were for retried sends (created: false)`,
   )
 })
@@ -232,4 +245,88 @@ test('a picture uploaded through wx.uploadFile', async () => {
   assert.ok(media.id)
   const res = await fetch(client.media.url(media.id))
   assert.equal(res.status, 200)
+})
+
+test('the heartbeat is answered: one socket stays up across several server pings', async () => {
+  const { client, wx } = reader('beat')
+  let hellos = 0
+  client.realtime.on('hello', () => (hellos += 1))
+  await client.realtime.connect()
+  assert.equal(client.realtime.heartbeat, HEARTBEAT)
+  // unanswered, the server closes a socket with 4012 after 1.5 × 2 s
+  await waitFor(() => wx.pings >= 3, 15000, 'three server pings')
+  assert.equal(client.realtime.state, 'connected')
+  assert.equal(hellos, 1, 'never reconnected')
+})
+
+test('an app restarted with the same storage resumes after its last seq, nothing twice', async () => {
+  const storage = memoryStorage()
+  const name = `restart-${randomUUID().slice(0, 8)}`
+  const first = makeClient(server.url, name, { storage })
+  const peer = reader('restart-peer')
+  const [{ reader: me }] = await Promise.all([first.client.login(), peer.client.login()])
+  const conversation = await peer.client.conversations.open(me.id)
+  const before = collect(first.client, 'chat.message')
+  await Promise.all([first.client.realtime.connect(), peer.client.realtime.connect()])
+  await peer.client.realtime.sendChat(conversation.id, '关闭之前')
+  await waitFor(() => before.length === 1, 15000, 'the first message')
+  first.client.realtime.destroy() // the app is killed
+  const sentWhileClosed = ['关闭时 1', '关闭时 2', '关闭时 3']
+  for (const text of sentWhileClosed) await peer.client.realtime.sendChat(conversation.id, text)
+
+  const second = makeClient(server.url, name, { storage }) // a new process, the same storage
+  clients.push(second)
+  const after = collect(second.client, 'chat.message')
+  await second.client.realtime.connect()
+  assert.equal(second.client.reader.id, me.id, 'the stored session')
+  await waitFor(() => after.length >= 3, 15000, 'the three missed messages')
+  assert.match(second.wx.urls[0], /after=\d+$/)
+  const rest = await second.client.inbox.list({ after: second.client.realtime.lastSeq })
+  assert.equal(rest.items.length, 0)
+  assert.deepEqual(
+    after.map((e) => e.data.text),
+    sentWhileClosed,
+  )
+})
+
+test('a socket without headers (a browser) connects with a single-use ticket, never the token', async () => {
+  const name = `ticket-${randomUUID().slice(0, 8)}`
+  const urls = []
+  const wx = webAdapter({
+    login: () => `dev:${name}`,
+    WebSocket: class extends WebSocket {
+      constructor(url) {
+        urls.push(url)
+        super(url)
+      }
+    },
+  })
+  assert.equal(wx.socketAuth, 'ticket')
+  const { client } = reader('ticket', { wx })
+  const heard = collect(client, 'loan.requested')
+  await client.realtime.connect()
+  assert.match(urls[0], /\/v1\/ws\?ticket=lt_[^&]+&after=0$/)
+  assert.ok(!urls[0].includes(client.token))
+  const other = reader('ticket-peer')
+  const book = await client.books.publish({ isbn: isbn13(), title: '围城' })
+  const loan = await other.client.books.requestLoan(book.id, {})
+  await waitFor(() => heard.find((e) => e.data.loan_id === loan.id), 15000, 'loan.requested over the ticket socket')
+})
+
+test('network lost then back: reconnects at once, not after the back-off, and catches up', async () => {
+  // back-off of at least minutes: only the network event can bring it back within the test
+  const away = reader('net', { realtime: { minDelay: 120000, maxDelay: 120000 } })
+  const peer = reader('net-peer')
+  const [{ reader: me }] = await Promise.all([away.client.login(), peer.client.login()])
+  const conversation = await peer.client.conversations.open(me.id)
+  const got = collect(away.client, 'chat.message')
+  await Promise.all([away.client.realtime.connect(), peer.client.realtime.connect()])
+  away.wx.goOffline()
+  await waitFor(() => away.client.realtime.state === 'connecting', 5000, 'the loss noticed')
+  await peer.client.realtime.sendChat(conversation.id, '断网时')
+  const started = Date.now()
+  away.wx.goOnline()
+  await waitFor(() => got.length === 1, 10000, 'the message sent while offline')
+  assert.equal(got[0].data.text, '断网时')
+  assert.ok(Date.now() - started < 10000)
 })

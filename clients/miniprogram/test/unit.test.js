@@ -167,3 +167,20 @@ test('full jitter stays within [0, min(max, min·2^attempt)) and Retry-After par
   assert.equal(parseRetryAfter('Thu, 01 Jan 2026 00:00:30 GMT', now), 30)
   assert.equal(parseRetryAfter('soon'), undefined)
 })
+
+test('subscribe(): wx.requestSubscribeMessage, then one grant per accepted template', async () => {
+  const wx = scriptedWx(routed(() => ({ status: 201, body: { grants: [] } })))
+  const asked = []
+  wx.requestSubscribeMessage = ({ tmplIds, success }) => {
+    asked.push(tmplIds)
+    success({ errMsg: 'requestSubscribeMessage:ok', T1: 'accept', T2: 'reject', T3: 'accept' })
+  }
+  const client = createClient({ baseURL: 'http://api.test', wx, storage: memoryStorage() })
+  const answer = await client.me.subscribe(['T1', 'T2', 'T3'])
+  assert.equal(answer.T2, 'reject')
+  assert.deepEqual(asked, [['T1', 'T2', 'T3']])
+  const post = wx.calls.find((c) => c.url === 'http://api.test/v1/me/subscriptions')
+  assert.equal(post.method, 'POST')
+  assert.deepEqual(post.body, { grants: [{ template_id: 'T1', count: 1 }, { template_id: 'T3', count: 1 }] })
+  assert.ok(post.header['Idempotency-Key'])
+})

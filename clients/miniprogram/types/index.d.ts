@@ -57,6 +57,8 @@ export interface RealtimeOptions {
   start?: 'all' | 'head'
   /** Follow wx.onAppShow / onAppHide / onNetworkStatusChange (default true). */
   lifecycle?: boolean
+  /** The jitter's random source (default Math.random). */
+  random?: () => number
 }
 
 export interface ClientOptions {
@@ -179,10 +181,15 @@ export interface Realtime {
   readonly head: number | null
   /** Seconds between server pings (from hello). */
   readonly heartbeat: number | null
+  /** Consecutive failed attempts since the last hello. */
+  readonly attempt: number
+  /** The last back-off wait chosen, ms. */
+  readonly nextDelay: number | null
   readonly pending: ReadonlyArray<Record<string, unknown>>
   on(kind: 'chat.message', handler: (event: InboxEvent<ChatMessageData>) => void): () => void
   on(kind: InboxKind | '*', handler: (event: InboxEvent) => void): () => void
-  on(name: 'state', handler: (change: { state: RealtimeState; code?: number; reason?: string }) => void): () => void
+  /** `delay`: ms until the next connection attempt (while `connecting` after a close). */
+  on(name: 'state', handler: (change: { state: RealtimeState; code?: number; reason?: string; delay?: number }) => void): () => void
   on(name: 'stopped', handler: (why: { code: number; reason: string }) => void): () => void
   on(name: 'hello' | 'error' | 'resync' | 'room.message' | 'room.presence' | 'room.joined' | 'room.left' | 'presence' | 'presence.state', handler: (frame: any) => void): () => void
   connect(): Promise<void>
@@ -283,6 +290,9 @@ export interface LiudongClient {
 }
 
 export function createClient(options: ClientOptions): LiudongClient
+/** The classes behind `createClient` and `client.realtime` (for `instanceof`, subclassing). */
+export declare const LiudongClient: { new (options: ClientOptions): LiudongClient }
+export declare const Realtime: { new (client: LiudongClient, options?: RealtimeOptions): Realtime }
 
 export function wxStorage(wx: WxAdapter): StorageLike
 export function memoryStorage(initial?: Record<string, string>): StorageLike & { dump(): Record<string, string> }

@@ -19,12 +19,18 @@ export function nodeWx(name) {
     createSocket: (url, headers) => {
       const socket = new WebSocket(offline ? 'ws://127.0.0.1:9/' : url, { headers })
       sockets.add(socket)
+      wx.urls.push(url)
+      socket.on('message', (data) => {
+        if (String(data).startsWith('{"type":"ping"')) wx.pings += 1
+      })
       socket.on('close', () => sockets.delete(socket))
       socket.on('error', () => {})
       return socket
     },
   })
   wx.sockets = sockets
+  wx.urls = [] // every socket URL asked for
+  wx.pings = 0 // server pings received
   wx.goOffline = () => {
     offline = true
     for (const socket of sockets) socket.terminate()
@@ -38,8 +44,7 @@ export function nodeWx(name) {
 }
 
 /** A client of a fresh dev reader `name` (storage in memory unless given). */
-export function makeClient(baseURL, name, { storage = memoryStorage(), realtime } = {}) {
-  const wx = nodeWx(name)
+export function makeClient(baseURL, name, { storage = memoryStorage(), realtime, wx = nodeWx(name) } = {}) {
   const client = createClient({
     baseURL,
     wx,
