@@ -155,6 +155,18 @@ class ReaderPresence:
     def online(self, readers: Iterable[UUID]) -> dict[UUID, bool]:
         return {reader: self.is_online(reader) for reader in readers}
 
+    def online_readers(self, limit: int = 200) -> list[tuple[UUID, bool]]:
+        """Up to ``limit`` readers online on all live nodes (for an operator), each with
+        whether they have a socket on this node; those on this node first."""
+        local = list(self._local)
+        found: dict[UUID, bool] = {reader: True for reader in local[:limit]}
+        for readers in list(self._remote.values()):
+            for reader in list(readers):
+                if len(found) >= limit:
+                    return list(found.items())
+                found.setdefault(reader, False)
+        return list(found.items())
+
     def local_count(self) -> int:
         """Readers with a socket on this node."""
         return len(self._local)

@@ -353,6 +353,57 @@ class SessionStore:
 
         return self._run(work)
 
+    def sessions_of(self, reader_id: UUID, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The sessions of ``reader_id``, newest first (at most ``limit``), for an operator:
+        ``{"session_id", "created_at", "last_seen_at", "expires_at", "revoked_at", "live"}``
+        (``session_id`` as ``session_id()`` names it; neither the token nor its hash)."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT token_hash, created_at, last_seen_at, expires_at, revoked_at, "
+                "revoked_at IS NULL AND expires_at > now() AS live FROM sessions "
+                "WHERE reader_id = %s ORDER BY created_at DESC, token_hash LIMIT %s",
+                (reader_id, limit),
+            ).fetchall()
+            return [
+                {
+                    "session_id": session_id(bytes(r["token_hash"])),
+                    "created_at": r["created_at"],
+                    "last_seen_at": r["last_seen_at"],
+                    "expires_at": r["expires_at"],
+                    "revoked_at": r["revoked_at"],
+                    "live": bool(r["live"]),
+                }
+                for r in rows
+            ]
+
+        return self._run(work)
+
+    def revoke_session(self, reader_id: UUID, sid: str) -> bool:
+        """Revoke the live session of ``reader_id`` named ``sid`` (``session_id``), as an
+        operator does. True if it was live and is now revoked; False for no such live session.
+        (The id is a one-way name: the reader's sessions are matched one by one, at most
+        ``LIUDONG_MAX_SESSIONS`` live ones.)"""
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            rows = conn.execute(
+                "SELECT token_hash FROM sessions WHERE reader_id = %s AND revoked_at IS NULL "
+                "AND expires_at > now()",
+                (reader_id,),
+            ).fetchall()
+            for r in rows:
+                digest = bytes(r["token_hash"])
+                if session_id(digest) == sid:
+                    cur = conn.execute(
+                        "UPDATE sessions SET revoked_at = now() "
+                        "WHERE token_hash = %s AND revoked_at IS NULL",
+                        (digest,),
+                    )
+                    return cur.rowcount == 1
+            return False
+
+        return self._run(work)
+
     def purge_expired(self, older_than: timedelta = timedelta(0)) -> int:
         """Delete sessions expired or revoked more than ``older_than`` ago (a grace period in
         which a client still gets "expired"/"revoked" instead of "unknown"). Returns how many

@@ -293,8 +293,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _var(
             "LIUDONG_OPERATOR_TOKEN",
-            "bearer token that shows `/readyz`'s details "
-            "(unset: nobody sees them; the public body says only ready or not)",
+            "bearer token of operators: `/readyz`'s details, the console at `/ops` and its "
+            "API `/v1/ops` (unset: nobody sees them; the public `/readyz` says only ready or not)",
         ),
     ] = ""
     handler_threads: Annotated[

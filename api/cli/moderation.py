@@ -61,7 +61,8 @@ def list_command(include_resolved: bool, limit: int, as_json: bool) -> None:
         click.echo("no flagged texts" + ("" if include_resolved else " to review"))
         return
     for row in rows:
-        state = f"resolved by {row['resolved_by']}" if row["resolved_at"] else "open"
+        decision = f" ({row['resolution']})" if row.get("resolution") else ""
+        state = f"resolved by {row['resolved_by']}{decision}" if row["resolved_at"] else "open"
         click.echo(
             f"#{row['id']}  {row['flagged_at']:%Y-%m-%d %H:%M:%S%z}  {state}\n"
             f"    {Scene(row['scene']).label}/{row['field']}  {row['subject'] or '-'}  "
@@ -73,12 +74,19 @@ def list_command(include_resolved: bool, limit: int, as_json: bool) -> None:
 @moderation.command("resolve")
 @click.argument("flag_id", type=int)
 @click.option("--by", default=None, help="Who handled it (default: the login name).")
-def resolve_command(flag_id: int, by: str | None) -> None:
+@click.option(
+    "--as",
+    "resolution",
+    type=click.Choice(["approved", "removed"]),
+    default=None,
+    help="The decision (as the console's approve / remove); default: none recorded.",
+)
+def resolve_command(flag_id: int, by: str | None, resolution: str | None) -> None:
     """Mark flag FLAG_ID handled."""
     from api.adapters.moderation import FlagStore
 
     with _pool() as pool:
-        done = FlagStore(pool).resolve(flag_id, by=by or getpass.getuser())
+        done = FlagStore(pool).resolve(flag_id, by=by or getpass.getuser(), resolution=resolution)
     if not done:
         raise click.ClickException(f"no open flag #{flag_id}")
     click.echo(f"resolved #{flag_id}")

@@ -27,12 +27,14 @@ from api.http.controllers.loans import LoanController
 from api.http.controllers.me import MeController, SubscriptionsController
 from api.http.controllers.media import media_router
 from api.http.controllers.metrics import metrics
+from api.http.controllers.ops import OpsController
 from api.http.controllers.rooms import RoomController
 from api.http.controllers.wechat_push import receive_push, verify_push
 from api.http.controllers.ws import create_ws_ticket, ws_endpoint
 from api.http.errors import EXCEPTION_HANDLERS
 from api.http.openapi import document
 from api.http.params import check_query
+from api.http.web import web_routers
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -48,6 +50,8 @@ API_DESCRIPTION = """The API of 流动图书馆 (the drifting library): lending 
   `Liudong-Position`; if a read model lags past the consistency timeout, 202 `Accepted`.
   POSTs that create take an `Idempotency-Key`.
 - Realtime: the WebSocket `GET /v1/ws` (not an OpenAPI operation), see docs/REALTIME.md.
+- Operators: `/v1/ops/…` with `Authorization: Bearer <LIUDONG_OPERATOR_TOKEN>` (the console
+  at `/ops`; docs/OPERATIONS.md).
 """
 
 
@@ -92,6 +96,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             media_router(settings),  # its own body limit (LIUDONG_MEDIA_MAX_BYTES)
             verify_push,
             receive_push,
+            OpsController,  # the operator console's API (LIUDONG_OPERATOR_TOKEN)
+            *web_routers(),  # the H5 at /, the console at /ops, the SDK at /sdk
         ],
         dependencies=AUTH_DEPENDENCIES,
         before_request=check_query,
@@ -110,7 +116,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                         type="http",
                         scheme="bearer",
                         description="Session token from /v1/auth/login",
-                    )
+                    ),
+                    "OperatorToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="LIUDONG_OPERATOR_TOKEN (the operator console, /v1/ops)",
+                    ),
                 }
             ),
             security=[{"BearerToken": []}],

@@ -9,7 +9,9 @@ handler's signature and its ``contract(...)`` (``opt=contract(...)`` on the rout
 
 - **security**: ``[]`` for a public operation (no token needed; a token that is sent is still
   checked), the bearer scheme for the others (``reader_id`` in the signature, or
-  ``auth="reader"`` for a handler that resolves its reader in its own thread);
+  ``auth="reader"`` for a handler that resolves its reader in its own thread), the
+  ``OperatorToken`` scheme for the operator console's operations (``auth="operator"``:
+  ``Authorization: Bearer <LIUDONG_OPERATOR_TOKEN>``, else 401 ``operator_token_required``);
 - **problems**: one response per possible error status, ``application/problem+json``, the one
   shared ``Problem`` schema, with that status and the possible ``code`` values as an ``enum``
   (also listed in the description). They come from the contract (domain errors, whose
@@ -62,7 +64,8 @@ CONTRACT = "contract"
 BEARER = "BearerToken"
 REF = "#/components/schemas/{name}"
 
-Auth = Literal["reader", "optional", "none"]
+Auth = Literal["reader", "optional", "none", "operator"]
+OPERATOR = "OperatorToken"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,9 @@ TOKEN_REFUSED = (
     DATABASE_UNAVAILABLE,
 )
 TOKEN_REQUIRED = (Code(401, "missing_token"), *TOKEN_REFUSED)
+OPERATOR_REQUIRED = (Code(401, "operator_token_required"),)
+"""An operator operation (``auth="operator"``, ``/v1/ops``) without
+``Authorization: Bearer <LIUDONG_OPERATOR_TOKEN>`` (or with the token unset on the server)."""
 BODY = (Code(400, "malformed_json"), Code(413, "payload_too_large"), Code(422, "validation_failed"))
 IDEMPOTENT = (Code(409, "idempotency_in_progress"), Code(422, "idempotency_key_reused"))
 MODERATED = (  # the content check of readers' texts (api.http.moderation)
@@ -223,7 +229,9 @@ def _auth(handler: Any, declared: Auth | None) -> Auth:
 def _complete(operation: dict[str, Any], handler: Any) -> None:
     promised: Contract = handler.opt.get(CONTRACT) or Contract()
     auth = _auth(handler, promised.auth)
-    operation["security"] = [{BEARER: []}] if auth == "reader" else []
+    operation["security"] = (
+        [{BEARER: []}] if auth == "reader" else [{OPERATOR: []}] if auth == "operator" else []
+    )
     parameters = operation.get("parameters") or []
     for parameter in parameters:
         if parameter["in"] in ("query", "header"):
@@ -237,6 +245,8 @@ def _complete(operation: dict[str, Any], handler: Any) -> None:
         codes += TOKEN_REQUIRED
     elif auth == "optional":
         codes += TOKEN_REFUSED
+    elif auth == "operator":
+        codes += OPERATOR_REQUIRED
     if any(p["in"] in ("query", "header") or "pattern" in p["schema"] for p in parameters):
         codes.append(Code(422, "validation_failed"))  # a path's pattern is checked the same way
     if any(p["in"] == "path" and p["schema"].get("format") == "uuid" for p in parameters):
@@ -356,7 +366,7 @@ def dump() -> str:
     return json.dumps(app.openapi_schema.to_schema(), ensure_ascii=False, indent=2) + "\n"
 
 
-__all__ = ["MODERATED", "Code", "Contract", "code_of", "contract", "document", "dump"]
+__all__ = ["MODERATED", "OPERATOR", "Code", "Contract", "code_of", "contract", "document", "dump"]
 
 
 if __name__ == "__main__":

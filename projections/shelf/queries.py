@@ -73,6 +73,20 @@ class ShelfQueries:
             "SELECT id, nickname, avatar_url FROM shelf.readers WHERE id = %s", (reader_id,)
         )
 
+    def readers_named(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Readers whose nickname contains ``text`` (case-insensitive), or whose id is
+        ``text``; at most ``limit``, by nickname (an operator looking someone up)."""
+        try:
+            exact: UUID | None = UUID(text.strip())
+        except ValueError:
+            exact = None
+        return self._all(
+            "SELECT id, nickname, avatar_url FROM shelf.readers "
+            "WHERE id = %s OR nickname ILIKE %s "
+            "ORDER BY nickname, id LIMIT %s",
+            (exact, _like_pattern(text.strip()), limit),
+        )
+
     def book(self, book_id: UUID) -> dict[str, Any] | None:
         return self._one(f"SELECT {_BOOK_COLUMNS} {_BOOK_FROM} WHERE b.id = %s", (book_id,))
 

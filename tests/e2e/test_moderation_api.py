@@ -96,9 +96,11 @@ def test_a_message_for_review_is_sent_and_flagged(
     as_json = CliRunner().invoke(cli, ["moderation", "list", "--json", "--limit", "1000"], env=env)
     assert any(json.loads(line)["id"] == flag["id"] for line in as_json.output.splitlines())
     done = CliRunner().invoke(
-        cli, ["moderation", "resolve", str(flag["id"]), "--by", "ops"], env=env
+        cli, ["moderation", "resolve", str(flag["id"]), "--by", "ops", "--as", "removed"], env=env
     )
     assert done.exit_code == 0 and "resolved" in done.output
+    every = CliRunner().invoke(cli, ["moderation", "list", "--all", "--limit", "1000"], env=env)
+    assert "resolved by ops (removed)" in every.output
     again = CliRunner().invoke(cli, ["moderation", "resolve", str(flag["id"])], env=env)
     assert again.exit_code != 0 and "no open flag" in again.output
     checked = CliRunner().invoke(cli, ["moderation", "check", ABUSE], env=env)

@@ -13,12 +13,15 @@ from psycopg_pool import ConnectionPool
 
 from domain.moderation import ContentFlagged
 
-__all__ = ["FlagStore"]
+__all__ = ["RESOLUTIONS", "FlagStore"]
 
 _COLUMNS = (
     "id, flagged_at, reader_id, scene, field, subject, label, provider, text, resolved_at, "
-    "resolved_by"
+    "resolved_by, resolution"
 )
+RESOLUTIONS = ("approved", "removed")
+"""What an operator decided (``resolution``, migration ``0017_moderation_resolution``):
+``approved`` (the text may stay) or ``removed`` (it must go; see docs/OPERATIONS.md)."""
 
 
 class FlagStore:
@@ -58,13 +61,28 @@ class FlagStore:
             ).fetchall()
         return [dict(row) if isinstance(row, dict) else _as_dict(row) for row in rows]
 
-    def resolve(self, flag_id: int, *, by: str) -> bool:
-        """Mark flag ``flag_id`` handled; False when there is no such open flag."""
+    def get(self, flag_id: int) -> dict[str, Any] | None:
+        """One flag, or None."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM moderation_flags WHERE id = %s",  # noqa: S608
+                (flag_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return dict(row) if isinstance(row, dict) else _as_dict(row)
+
+    def resolve(self, flag_id: int, *, by: str, resolution: str | None = None) -> bool:
+        """Mark flag ``flag_id`` handled, with the operator's ``resolution`` (one of
+        ``RESOLUTIONS``, or None: just handled); False when there is no such open flag.
+        Raises ``ValueError`` for another resolution."""
+        if resolution is not None and resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution is one of {RESOLUTIONS}, not {resolution!r}")
         with self.pool.connection() as conn:
             cursor = conn.execute(
-                "UPDATE moderation_flags SET resolved_at = now(), resolved_by = %s "
-                "WHERE id = %s AND resolved_at IS NULL",
-                (by, flag_id),
+                "UPDATE moderation_flags SET resolved_at = now(), resolved_by = %s, "
+                "resolution = %s WHERE id = %s AND resolved_at IS NULL",
+                (by, resolution, flag_id),
             )
             return int(cursor.rowcount) == 1
 

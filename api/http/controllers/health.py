@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any, Literal
 
@@ -11,6 +10,7 @@ from litestar import Request, Response, get
 
 from api.http.controllers.common import container_of
 from api.http.openapi import contract
+from api.http.operator import is_operator
 
 
 class HealthOut(msgspec.Struct, frozen=True):
@@ -99,17 +99,5 @@ def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
         checks[name] = result
         ready = ready and bool(result.get("ok"))
     status: Literal["ready", "not_ready"] = "ready" if ready else "not_ready"
-    body = ReadyOut(status=status, checks=checks) if _operator(request) else ReadyOut(status)
+    body = ReadyOut(status=status, checks=checks) if is_operator(request) else ReadyOut(status)
     return Response(body, status_code=200 if ready else 503)
-
-
-def _operator(request: Request[Any, Any, Any]) -> bool:
-    """The request carries the operator token (constant-time comparison)."""
-    expected = container_of(request).settings.operator_token
-    header = request.headers.get("authorization") or ""
-    scheme, _, given = header.partition(" ")
-    return (
-        bool(expected)
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(given.strip().encode(), expected.encode())
-    )

@@ -735,6 +735,266 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/ops/moderation/{flag_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve
+         * @description The flagged text may stay: the flag is resolved ``approved``. 404
+         *     ``flag_not_found`` when there is no such open flag.
+         */
+        post: operations["ops_approve_flag"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Events
+         * @description The newest events of both logs (a log without ``after_*``: its last ``limit``
+         *     positions, filtered), oldest first; then pass ``after_library`` / ``after_chat``
+         *     back for only newer ones (what ``liudong events tail`` prints). Contact details of
+         *     loan requests are left out.
+         */
+        get: operations["ops_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/moderation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Flags
+         * @description Texts the content check accepted with a ``review`` verdict, newest first
+         *     (``liudong moderation list``).
+         */
+        get: operations["ops_flags"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/projections": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Projections
+         * @description Every read model: state, active version, position / head / lag per log, failures
+         *     blocking it, and a rebuild with its progress (``liudong projections status``).
+         */
+        get: operations["ops_projections"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/readers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Readers
+         * @description Readers whose nickname contains ``q`` (or whose id is ``q``).
+         */
+        get: operations["ops_find_readers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/realtime": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Realtime
+         * @description Readers online now on all nodes (at most ``limit``; ``here``: on the node that
+         *     answered), every room with its member count (presence over NATS), this node's
+         *     sockets.
+         */
+        get: operations["ops_realtime"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/projections/{name}/rebuild": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rebuild
+         * @description Rebuild the read model ``name`` into a new version while the active one serves,
+         *     then switch atomically (``liudong projections rebuild --page-size``). Answers at once
+         *     (202) with the projection; its ``rebuild`` shows the progress. 409
+         *     ``rebuild_in_progress`` when one runs already (here or, seen in the database,
+         *     anywhere).
+         */
+        post: operations["ops_rebuild_projection"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/moderation/{flag_id}/remove": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Remove
+         * @description The flagged text must go: the flag is resolved ``removed`` (who and when are
+         *     kept; docs/OPERATIONS.md says what that does and does not take down yet). 404
+         *     ``flag_not_found`` when there is no such open flag.
+         */
+        post: operations["ops_remove_flag"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/projections/{name}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry
+         * @description Clear the recorded failures of ``name`` so its runner tries those events again
+         *     within 5 s (after a fix is deployed; ``liudong projections retry``).
+         */
+        post: operations["ops_retry_projection"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/readers/{reader}/sessions/{session_id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke
+         * @description End one live session of the reader: its token stops working at once and its
+         *     WebSockets, on every node, get ``error`` ``session_ended`` and close 4401. 404
+         *     ``session_not_found`` when the reader has no such live session.
+         */
+        post: operations["ops_revoke_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/readers/{reader}/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Sessions
+         * @description The reader's login sessions, newest first (live, expired and revoked ones), by
+         *     ``session_id`` (a one-way name: never the token).
+         */
+        get: operations["ops_reader_sessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ops/projections/{name}/skip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Skip
+         * @description Skip the failed event at ``position`` of ``source`` explicitly, with a reason
+         *     (kept with the failure, with who and when; ``liudong projections skip``). 409
+         *     ``nothing_to_skip`` when no unskipped failure is recorded there.
+         */
+        post: operations["ops_skip_event"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -854,6 +1114,150 @@ export interface components {
             height: number;
             bytes: number;
             content_type: string;
+        };
+        /** EventTail */
+        EventTail: {
+            items: components["schemas"]["EventOut"][];
+            after_library: number;
+            after_chat: number;
+        };
+        /** EventOut */
+        EventOut: {
+            context: string;
+            position: number;
+            recorded_at: string;
+            /** Format: uuid */
+            aggregate_id: string;
+            aggregate_version: number;
+            event_type: string;
+            data: Record<string, never>;
+        };
+        /** FlagList */
+        FlagList: {
+            items: components["schemas"]["FlagOut"][];
+        };
+        /** FlagOut */
+        FlagOut: {
+            id: number;
+            flagged_at: string;
+            reader: components["schemas"]["ReaderOut"];
+            scene: string;
+            field: string;
+            subject: string | null;
+            label: string;
+            provider: string;
+            text: string;
+            resolved_at: string | null;
+            resolved_by: string | null;
+            resolution: string | null;
+        };
+        /** ProjectionList */
+        ProjectionList: {
+            items: components["schemas"]["ProjectionOut"][];
+        };
+        /** ProjectionOut */
+        ProjectionOut: {
+            name: string;
+            state: string;
+            version: number | null;
+            schema: string | null;
+            holder: string | null;
+            lag_events: number;
+            lag_seconds: number;
+            sources: components["schemas"]["SourceOut"][];
+            failures: components["schemas"]["FailureOut"][];
+            rebuild: components["schemas"]["RebuildOut"] | null;
+        };
+        /** SourceOut */
+        SourceOut: {
+            source: string;
+            position: number;
+            head: number;
+            lag_events: number;
+            lag_seconds: number;
+        };
+        /** FailureOut */
+        FailureOut: {
+            source: string;
+            position: number;
+            error: string;
+            failed_at: string;
+        };
+        /**
+         * RebuildOut
+         * @description A rebuild: the version being filled (from the database) and, when this process runs
+         *     it, its job (``state`` running / done / failed, ``done`` of ``total`` events).
+         */
+        RebuildOut: {
+            running: boolean;
+            progress: number;
+            version?: number | null;
+            schema?: string | null;
+            positions?: {
+                [key: string]: number;
+            } | null;
+            state?: ("done" | "failed" | "running") | null;
+            done?: number | null;
+            total?: number | null;
+            error?: string | null;
+            result?: Record<string, never> | null;
+            started_at?: string | null;
+            finished_at?: string | null;
+        };
+        /** ReaderList */
+        ReaderList: {
+            items: components["schemas"]["ReaderOut"][];
+        };
+        /** RealtimeOut */
+        RealtimeOut: {
+            node: string | null;
+            sockets_here: number;
+            readers_online: number;
+            readers: components["schemas"]["OnlineReaderOut"][];
+            rooms: components["schemas"]["RoomCountOut"][];
+        };
+        /** OnlineReaderOut */
+        OnlineReaderOut: {
+            reader: components["schemas"]["ReaderOut"];
+            here: boolean;
+        };
+        /** RoomCountOut */
+        RoomCountOut: {
+            name: string;
+            title: string;
+            members: number;
+        };
+        /** RetryOut */
+        RetryOut: {
+            projection: string;
+            cleared: number;
+        };
+        /** SessionList */
+        SessionList: {
+            reader: components["schemas"]["ReaderOut"];
+            items: components["schemas"]["SessionOut"][];
+        };
+        /** SessionOut */
+        SessionOut: {
+            session_id: string;
+            created_at: string;
+            last_seen_at: string;
+            expires_at: string;
+            revoked_at: string | null;
+            live: boolean;
+        };
+        /** SkipBody */
+        SkipBody: {
+            source: string;
+            position: number;
+            reason: string;
+        };
+        /** SkipOut */
+        SkipOut: {
+            projection: string;
+            source: string;
+            position: number;
+            schemas: string[];
         };
         /** RoomMessagePage */
         RoomMessagePage: {
@@ -1186,6 +1590,24 @@ export type ReadyOut = components['schemas']['ReadyOut'];
 export type InboxOut = components['schemas']['InboxOut'];
 export type InboxItemOut = components['schemas']['InboxItemOut'];
 export type MediaOut = components['schemas']['MediaOut'];
+export type EventTail = components['schemas']['EventTail'];
+export type EventOut = components['schemas']['EventOut'];
+export type FlagList = components['schemas']['FlagList'];
+export type FlagOut = components['schemas']['FlagOut'];
+export type ProjectionList = components['schemas']['ProjectionList'];
+export type ProjectionOut = components['schemas']['ProjectionOut'];
+export type SourceOut = components['schemas']['SourceOut'];
+export type FailureOut = components['schemas']['FailureOut'];
+export type RebuildOut = components['schemas']['RebuildOut'];
+export type ReaderList = components['schemas']['ReaderList'];
+export type RealtimeOut = components['schemas']['RealtimeOut'];
+export type OnlineReaderOut = components['schemas']['OnlineReaderOut'];
+export type RoomCountOut = components['schemas']['RoomCountOut'];
+export type RetryOut = components['schemas']['RetryOut'];
+export type SessionList = components['schemas']['SessionList'];
+export type SessionOut = components['schemas']['SessionOut'];
+export type SkipBody = components['schemas']['SkipBody'];
+export type SkipOut = components['schemas']['SkipOut'];
 export type RoomMessagePage = components['schemas']['RoomMessagePage'];
 export type RoomMessageOut = components['schemas']['RoomMessageOut'];
 export type RoomPage = components['schemas']['RoomPage'];
@@ -5597,6 +6019,998 @@ export interface operations {
                         status?: 503;
                         /** @enum {unknown} */
                         code?: "database_unavailable" | "media_storage_unavailable" | "unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_approve_flag: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                flag_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FlagOut"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `flag_not_found`, `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "flag_not_found" | "not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_events: {
+        parameters: {
+            query?: {
+                /** @description Only events after this position of that log. */
+                after_library?: number;
+                /** @description Only events after this position of that log. */
+                after_chat?: number;
+                /** @description Only this log. */
+                context?: "library" | "chat";
+                /** @description Only this event type, e.g. `Loan.Requested`. */
+                type?: string;
+                /** @description Only this aggregate's events. */
+                aggregate_id?: string;
+                /** @description At most this many (1–500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventTail"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_flags: {
+        parameters: {
+            query?: {
+                /** @description `open` (to review) or `all` (resolved ones too). */
+                state?: "open" | "all";
+                /** @description At most this many (1–500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FlagList"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_projections: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectionList"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_find_readers: {
+        parameters: {
+            query: {
+                /** @description Part of a nickname, or a reader id. */
+                q: string;
+                /** @description At most this many (1–500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReaderList"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_realtime: {
+        parameters: {
+            query?: {
+                /** @description At most this many (1–500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RealtimeOut"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_rebuild_projection: {
+        parameters: {
+            query?: {
+                /** @description Events per transaction (10,000). */
+                page_size?: number;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request accepted, processing continues off-line */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectionOut"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `projection_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "projection_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict. `code`: `rebuild_in_progress`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 409;
+                        /** @enum {unknown} */
+                        code?: "rebuild_in_progress";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_remove_flag: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                flag_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FlagOut"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `flag_not_found`, `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "flag_not_found" | "not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_retry_projection: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetryOut"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `projection_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "projection_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_revoke_session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                reader: string;
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, nothing follows */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `not_found`, `session_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "not_found" | "session_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_reader_sessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                reader: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionList"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ops_skip_event: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SkipBody"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SkipOut"];
+                };
+            };
+            /** @description Bad Request. `code`: `malformed_json`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 400;
+                        /** @enum {unknown} */
+                        code?: "malformed_json";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthorized. `code`: `operator_token_required`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "operator_token_required";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `projection_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "projection_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict. `code`: `nothing_to_skip`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 409;
+                        /** @enum {unknown} */
+                        code?: "nothing_to_skip";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 413;
+                        /** @enum {unknown} */
+                        code?: "payload_too_large";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
                     } & components["schemas"]["Problem"];
                 };
             };
