@@ -404,8 +404,24 @@ class ConversationController(Controller):
             status = 201 if recorded.created else 200
             return Response(message_out(row), status_code=status, headers=chat_headers(recorded))
 
+        def recover() -> Response[Any]:
+            # A crash after the key was taken: the send may or may not have committed. Sending
+            # again is safe (the conversation drops a retried client_msg_id) and answers with
+            # the one message either way; it was this key's request that created it: 201.
+            response = action()
+            if response.status_code == 200:
+                response.status_code = 201
+            return response
+
         return run_idempotent(
-            container, reader_id, idempotency_key, "POST", request.url.path, data, action
+            container,
+            reader_id,
+            idempotency_key,
+            "POST",
+            request.url.path,
+            data,
+            action,
+            recover,
         )
 
     @post(
