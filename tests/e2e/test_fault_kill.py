@@ -25,7 +25,7 @@ from tests.e2e.test_api_auth import isbn13
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 CLIENTS = 6  # three pairs of readers who chat, and each publishes books
-KILLS = 3
+KILLS = 2
 LOAD_BETWEEN_KILLS = 2.0  # seconds of load before each kill, and after the last restart
 
 
