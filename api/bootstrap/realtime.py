@@ -96,6 +96,7 @@ class RealtimeNode:
     rooms: RoomQueries
     notifier: Notifier | None = None
     stopping: bool = False
+    nats_url: str = ""
 
     def readiness(self) -> dict[str, Any]:
         """The ``nats`` entry of ``/readyz``: ok while connected to NATS."""
@@ -170,9 +171,14 @@ async def start_realtime(container: Container) -> RealtimeNode:
             with contextlib.suppress(Exception):
                 await node.readers.resync()
 
+    embedded_nats = container.embedded_nats
+    watchdog: list[asyncio.Task[None]] = []
+
     async def disconnected() -> None:
         if node is not None and not node.stopping:
             log.warning("nats: disconnected; reconnecting")
+            if embedded_nats is not None and not any(not t.done() for t in watchdog):
+                watchdog[:] = [asyncio.create_task(_revive_embedded(embedded_nats, nc, node))]
 
     async def error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
@@ -233,8 +239,25 @@ async def start_realtime(container: Container) -> RealtimeNode:
         relay=relay,
         rooms=RoomQueries(container.pool),
         notifier=notifier,
+        nats_url=url,
     )
     return node
+
+
+async def _revive_embedded(embedded: EmbeddedNats, nc: Any, node: RealtimeNode) -> None:
+    """While this node is cut off from the embedded nats-server, make sure one runs on the
+    recorded port: the node that started it may have stopped (or it died). Under the data
+    folder's lock one node starts it, the others find it; nats-py's reconnect (every
+    ``reconnect_time_wait`` s, to the same URL) then finds it."""
+    while not nc.is_connected and not nc.is_closed and not node.stopping:
+        try:
+            url = await asyncio.to_thread(embedded.ensure_running)
+        except Exception as exc:  # EmbeddedError, OSError: try again
+            log.warning("nats: could not restart the embedded server: %s", exc)
+        else:
+            if url != node.nats_url:
+                log.error("nats: the embedded server moved to %s; restart this node", url)
+        await asyncio.sleep(1.0)
 
 
 async def stop_realtime(container: Container, node: RealtimeNode) -> None:

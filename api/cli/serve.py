@@ -41,13 +41,14 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
     port = port or settings.port
     access_log = settings.access_log if access_log is None else access_log
     embedded_nats: EmbeddedNats | None = None
-    # Start embedded servers here (once), so workers share them.
+    # Start embedded servers here (once), so workers share them. NATS_URL is not exported:
+    # each worker joins the embedded nats-server as a user of the data folder (so it can
+    # start it again on the same port if it dies; api.bootstrap.embedded).
     database_url = ctx.database_url()
-    env_updates = {"DATABASE_URL": database_url}
     if not settings.nats_url:
         embedded_nats = EmbeddedNats(settings.data_dir)
-        env_updates["NATS_URL"] = embedded_nats.start()
-    os.environ.update(env_updates)
+        embedded_nats.start()
+    os.environ["DATABASE_URL"] = database_url
     click.echo(f"Liudong on http://{host}:{port}  (OpenAPI: http://{host}:{port}/schema)")
     if not settings.database_url:
         click.echo(f"embedded PostgreSQL + nats-server under {settings.data_dir}")

@@ -23,6 +23,17 @@ so a retry knows whether the command happened, for every command:
 
 A failure after the commit does not forget the key either (only an uncommitted one is
 forgotten, so that it can be retried): the retry recovers the answer.
+
+A crash *before* the command committed leaves the key "in progress" too, and ``recover``
+finds nothing. The key records the database session that took it (``owner_pid``,
+``owner_start``: the request's pooled connection, as ``pg_stat_activity`` shows it); when
+that session no longer exists, the process that ran the first request is gone (its
+connections died with it), nothing can commit any more, and the retry runs the command at
+once (for commands with ``recover`` only: their retry is safe by construction). While the
+session exists the first request may still be running: 409 ``idempotency_in_progress``.
+(The session is the pooled connection that inserted the key; should the pool replace it
+while the first request still runs, after ``max_idle`` or an outage, both may run: the
+derived aggregate id lets only one of them record anything.)
 """
 
 from __future__ import annotations
@@ -97,15 +108,18 @@ def run_idempotent(
     pool = container.pool
     with pool.connection() as conn:
         inserted = conn.execute(
-            "INSERT INTO idempotency_keys (reader_id, key, method, path, request_hash) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING key",
+            "INSERT INTO idempotency_keys "
+            "(reader_id, key, method, path, request_hash, owner_pid, owner_start) "
+            f"VALUES (%s, %s, %s, %s, %s, {_SESSION}) ON CONFLICT DO NOTHING RETURNING key",
             (reader_id, key, method, path, request_hash),
         ).fetchone()
         if inserted is None:
             row = conn.execute(
                 "SELECT request_hash, status, body, now() - created_at AS age, "
-                "committed_log, committed_position "
-                "FROM idempotency_keys WHERE reader_id = %s AND key = %s",
+                "committed_log, committed_position, owner_pid, owner_start, "
+                "EXISTS (SELECT 1 FROM pg_stat_activity a "
+                "  WHERE a.pid = k.owner_pid AND a.backend_start = k.owner_start) AS owner_alive "
+                "FROM idempotency_keys k WHERE reader_id = %s AND key = %s",
                 (reader_id, key),
             ).fetchone()
             if row is None:  # deleted meanwhile: treat as new
@@ -131,7 +145,10 @@ def run_idempotent(
                     _store(pool, reader_id, key, recovered)
                     recovered.headers["Idempotent-Replayed"] = "true"
                     return recovered
-                if committed is not None or row["age"] < STALE_AFTER:
+                orphaned = committed is None and recover is not None and not row["owner_alive"]
+                if orphaned and _take_over(pool, reader_id, key, row):
+                    pass  # the first request died before its command committed: run it now
+                elif committed is not None or row["age"] < STALE_AFTER:
                     raise ApiError(
                         409,
                         "idempotency_in_progress",
@@ -163,6 +180,25 @@ def run_idempotent(
         return response
     _store(pool, reader_id, key, response)
     return response
+
+
+# this connection's session, as pg_stat_activity names it
+_SESSION = (
+    "pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+)
+
+
+def _take_over(pool: Any, reader_id: UUID, key: str, row: dict[str, Any]) -> bool:
+    """Make this request the key's owner, unless another retry did so first."""
+    with pool.connection() as conn:
+        taken = conn.execute(
+            f"UPDATE idempotency_keys SET (owner_pid, owner_start) = ({_SESSION}), "
+            "created_at = now() WHERE reader_id = %s AND key = %s AND status IS NULL "
+            "AND owner_pid IS NOT DISTINCT FROM %s "
+            "AND owner_start IS NOT DISTINCT FROM %s RETURNING key",
+            (reader_id, key, row["owner_pid"], row["owner_start"]),
+        ).fetchone()
+    return taken is not None
 
 
 def _store(pool: Any, reader_id: UUID, key: str, response: Response[Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
+import psycopg
 import pytest
 
 from api.http import idempotency
@@ -215,3 +216,43 @@ def test_a_revise_and_a_withdraw_with_a_key_are_replayed(live_server: LiveServer
         again = http.delete(f"/v1/books/{book['id']}", headers=key)
         assert (again.status_code, again.json()) == (200, gone.json())
         assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_publish_whose_process_died_before_the_commit_runs_on_retry(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The first request took the key, then its process died before the command committed
+    (here: the command fails and the key is not released, as after a kill -9; then the
+    database session that took the key ends, as the dead process's connections do). A retry
+    runs the command at once: 201, one book; not 409 ``idempotency_in_progress`` for 60 s."""
+    from api.http.controllers import books
+
+    token, reader = live_server.login()
+    key = f"k-{uuid4().hex}"
+    body = {"isbn": isbn13(), "title": "未提交"}
+
+    def died(*_: Any) -> Any:
+        raise RuntimeError("fault injection: the process died before the commit")
+
+    with live_server.client(token) as http:
+        with monkeypatch.context() as patch:
+            patch.setattr(books, "execute", died)
+            patch.setattr(idempotency, "_forget", lambda *_: None)  # nobody left to forget
+            first = http.post("/v1/books", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 500
+        # while the session that took the key lives, the first request may still be running
+        again = http.post("/v1/books", json=body, headers={"Idempotency-Key": key})
+        assert again.status_code == 409 and again.json()["code"] == "idempotency_in_progress"
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            owner = admin.execute(
+                "SELECT owner_pid FROM idempotency_keys WHERE reader_id = %s AND key = %s",
+                (reader["id"], key),
+            ).fetchone()
+            assert owner is not None and owner[0] is not None
+            admin.execute("SELECT pg_terminate_backend(%s)", (owner[0],))
+        retry = http.post("/v1/books", json=body, headers={"Idempotency-Key": key})
+        assert retry.status_code == 201, retry.text
+        replay = http.post("/v1/books", json=body, headers={"Idempotency-Key": key})
+        assert (replay.status_code, replay.json()["id"]) == (201, retry.json()["id"])
+        mine = [b for b in http.get("/v1/me/books").json()["items"] if b["isbn"] == body["isbn"]]
+        assert [b["id"] for b in mine] == [retry.json()["id"]]

@@ -10,7 +10,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,44 +20,24 @@ from api.bootstrap.db import migrate
 from api.bootstrap.settings import Settings
 from api.http.app import create_app
 from tests.e2e.conftest import OPERATOR, OPERATOR_TOKEN, free_port
+from tests.e2e.processes import PrivatePostgres, private_folder
 from tests.e2e.realtime_helpers import Ws
 from tests.e2e.test_api_auth import isbn13
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 BUDGET = 2.0  # seconds: every answer during the outage
-# The way back: the issue asks for 2 s, and the security branch alone took 1.4 s; merged with
-# the WeChat platform it takes ~3.1 s here (cause not found yet: see the session note). The
-# test keeps the service's return bounded, and will be tightened back to BUDGET.
-BACK_BUDGET = 4.0
-
-
-class PrivatePostgres:
-    def __init__(self, folder: Path) -> None:
-        import pgserver
-
-        self.server = pgserver.get_server(folder, cleanup_mode="stop")
-        self.url = self.server.get_uri()
-
-    def stop(self) -> None:
-        from pgserver._commands import pg_ctl
-
-        pg_ctl(
-            ["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata, user=self.server.system_user
-        )
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-
-    def cleanup(self) -> None:
-        self.server.cleanup()
+# The way back, from PostgreSQL accepting connections again to a read and a command answered.
+# It took ~3.1 s while the pools' own pre-ping slept 0.5 s after each of the connections the
+# restart had broken (api.bootstrap.db.check_connections now drains them all at once).
+BACK_BUDGET = BUDGET
 
 
 @pytest.fixture(scope="module")
 def outage_app(
     tmp_path_factory: pytest.TempPathFactory, nats_url: str
 ) -> Iterator[tuple[str, PrivatePostgres]]:
-    pg = PrivatePostgres(tmp_path_factory.mktemp("private-pg") / "data")
+    pg = PrivatePostgres(private_folder("outage") / "data")
     migrate(pg.url)
     settings = Settings(
         env="test",
