@@ -144,6 +144,7 @@ def test_a_loan_and_a_chat_between_two_browsers(
     history = lender.wait_for_selector("#book-history")
     assert [line.split(" · ", 1)[1] for line in history.inner_text().splitlines()] == [
         "发布",
+        "收到借阅请求 · 读者阿明",
         "借出 · 读者阿明",
         "归还",
     ], history.inner_text()

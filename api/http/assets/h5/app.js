@@ -37,7 +37,7 @@ const KIND = {
 };
 const HISTORY = {
   Published: "发布", DetailsRevised: "修改信息", Withdrawn: "下架", Relisted: "重新上架",
-  Lent: "借出", Returned: "归还",
+  Lent: "借出", Returned: "归还", RequestReceived: "收到借阅请求", RequestClosed: "请求关闭",
 };
 const statusChip = (s) => h("span", { class: `status ${s}`, dataset: { status: s } }, STATUS[s] || s);
 const when = (iso) => new Date(iso).toLocaleString("zh-CN", { hour12: false });
@@ -281,7 +281,7 @@ async function showBook(id) {
     box.append(h("div", { class: "card" }, h("h3", {}, "流转记录（仅书主可见）"),
       h("ol", { class: "history", id: "book-history" }, items.map((ev) =>
         h("li", { dataset: { type: ev.type } }, when(ev.at), " · ", HISTORY[ev.type] || ev.type,
-          ev.type === "Lent" && ev.data?.borrower_id ? ` · ${names[ev.data.borrower_id] || "借阅人"}` : "")))));
+          (ev.type === "Lent" || ev.type === "RequestReceived") && ev.data?.borrower_id ? ` · ${names[ev.data.borrower_id] || "借阅人"}` : "")))));
   }
   view.replaceChildren(h("h2", {}, book.title), h("div", { class: "card book" }, cover(book),
     h("div", { class: "meta" },
