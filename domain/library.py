@@ -18,7 +18,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.utils import resolve_topic
 
 from domain import commands as c
 from domain.book import Book
@@ -28,6 +29,7 @@ from domain.errors import (
     DomainError,
     LoanNotFound,
     NotFound,
+    ReaderForgotten,
     ReaderNotFound,
 )
 from domain.isbn import language_of_isbn
@@ -43,6 +45,17 @@ class Library(Application[UUID]):
 
     name = "Library"
     env: ClassVar[dict[str, str]] = {"ORIGINATOR_ID_TYPE": "uuid"}
+
+    PERSONAL_DATA_MAPPER_TOPIC = "PERSONAL_DATA_MAPPER_TOPIC"
+    """Environment variable: the topic of ``factory(app) -> Mapper`` that encrypts the
+    personal fields of ``domain.personal`` (``api.bootstrap.db.eventsourcing_env`` names
+    ``api.adapters.shredding:personal_data_mapper``); unset (tests in memory): plain."""
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        topic = self.env.get(self.PERSONAL_DATA_MAPPER_TOPIC)
+        if not topic:
+            return super().construct_mapper()
+        return resolve_topic(topic)(self)  # type: ignore[no-any-return]
 
     # -- generic helpers --------------------------------------------------------------------
 
@@ -71,9 +84,13 @@ class Library(Application[UUID]):
         """Load a loan (command side only). Raises ``LoanNotFound``."""
         return self._load(loan_id, Loan, LoanNotFound)  # type: ignore[no-any-return]
 
-    def reader(self, reader_id: UUID) -> Reader:
-        """Load a reader (command side only). Raises ``ReaderNotFound``."""
-        return self._load(reader_id, Reader, ReaderNotFound)  # type: ignore[no-any-return]
+    def reader(self, reader_id: UUID, *, forgotten: bool = False) -> Reader:
+        """Load a reader (command side only). Raises ``ReaderNotFound`` (also for a
+        forgotten reader, unless ``forgotten``)."""
+        reader: Reader = self._load(reader_id, Reader, ReaderNotFound)
+        if reader.forgotten and not forgotten:
+            raise ReaderNotFound
+        return reader
 
     def reader_exists(self, reader_id: UUID) -> bool:
         try:
@@ -98,7 +115,15 @@ class Library(Application[UUID]):
             return self._commit(reader.id, reader)
         except ConcurrentUpdate:
             # Already registered (a concurrent first login): registering is idempotent.
+            if self.reader(reader.id, forgotten=True).forgotten:
+                raise ReaderForgotten from None
             return c.Recorded(id=reader.id, position=None)
+
+    @handle.register
+    def _forget(self, command: c.ForgetReader) -> c.Recorded:
+        reader = self.reader(command.reader_id, forgotten=True)
+        reader.forget()
+        return self._commit(reader.id, reader)
 
     @handle.register
     def _change_profile(self, command: c.ChangeProfile) -> c.Recorded:
@@ -148,6 +173,7 @@ class Library(Application[UUID]):
 
     @handle.register
     def _request(self, command: c.RequestLoan) -> c.Recorded:
+        self.reader(command.borrower_id)  # a forgotten reader asks for nothing
         book = self.book(command.book_id)
         book.check_can_be_requested_by(command.borrower_id)
         contact = (

@@ -27,6 +27,8 @@ RETURNED = "returned"
 
 STATUSES = (REQUESTED, APPROVED, DECLINED, CANCELLED, RETURNING, RETURNED)
 OPEN_STATUSES = (REQUESTED, APPROVED, RETURNING)
+ENDED_STATUSES = (DECLINED, CANCELLED, RETURNED)
+"""Once a loan is in one of these, its lender no longer sees the borrower's contact."""
 
 
 class Loan(Aggregate):

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 STREAM = "LIUDONG_INBOX"
 SUBJECT_PREFIX = "liudong.inbox."
 MSG_ID = "Nats-Msg-Id"
+WITHHELD = "Liudong-Withheld"
+"""Header of an inbox message published without its personal fields (``PERSONAL_ITEM_FIELDS``):
+the gateway reads that item from the inbox instead (``docs/SECURITY.md``)."""
+PERSONAL_ITEM_FIELDS: dict[str, tuple[str, ...]] = {"loan.requested": ("contact", "note")}
+"""Fields of inbox items that never go to JetStream (its file store keeps messages for
+``max_age``): the borrower's contact and note, for the lender's eyes only."""
 
 
 def inbox_subject(reader_id: UUID | str) -> str:
@@ -63,6 +69,16 @@ def parse_msg_id(value: str) -> tuple[str, int]:
     """``(reader_id, seq)`` of a ``Nats-Msg-Id``. Raises ``ValueError``."""
     reader, _, seq = value.rpartition(":")
     return reader, int(seq)
+
+
+def withheld(item: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``item`` without its personal fields (``PERSONAL_ITEM_FIELDS``), and whether any
+    was there to withhold."""
+    fields = PERSONAL_ITEM_FIELDS.get(str(item.get("kind")))
+    data = item.get("data") or {}
+    if not fields or not any(name in data for name in fields):
+        return item, False
+    return {**item, "data": {k: v for k, v in data.items() if k not in fields}}, True
 
 
 def event_frame(item: dict[str, Any]) -> Event:
@@ -336,11 +352,13 @@ class Relay:
             for item in items:
                 reader = str(item["reader_id"])
                 seq = int(item["seq"])
+                public, personal = withheld(item)
+                headers = {MSG_ID: msg_id(reader, seq)}
+                if personal:
+                    headers[WITHHELD] = "1"
                 futures.append(
                     await self.js.publish_async(
-                        inbox_subject(reader),
-                        encode(event_frame(item)),
-                        headers={MSG_ID: msg_id(reader, seq)},
+                        inbox_subject(reader), encode(event_frame(public)), headers=headers
                     )
                 )
             acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
@@ -385,6 +403,9 @@ async def ensure_stream(js: Any, *, max_age: float = 3600.0) -> None:
 
 __all__ = [
     "MSG_ID",
+    "PERSONAL_ITEM_FIELDS",
+    "WITHHELD",
+    "withheld",
     "STREAM",
     "SUBJECT_PREFIX",
     "InboxPages",

@@ -11,6 +11,7 @@ from uuid import UUID
 import msgspec
 
 from domain.commands import NO_NUL, Contact, Nickname, Note, Summary, Tags, Url
+from domain.loan import ENDED_STATUSES
 
 Text300 = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
 ISBN_PATTERN = r"^(?:ISBN(?:-1[03])?:? ?)?[0-9０-９XxＸｘ][0-9０-９XxＸｘ \-‐‑‒–—―−﹣－]{9,16}$"
@@ -265,7 +266,11 @@ def loan_out(row: dict[str, Any], viewer: UUID) -> LoanOut:
         note=row["note"],
         requested_at=row["requested_at"],
         updated_at=row["updated_at"],
-        contact=row["contact"] if viewer == row["lender_id"] else None,
+        contact=(
+            row["contact"]
+            if viewer == row["lender_id"] and row["status"] not in ENDED_STATUSES
+            else None
+        ),
         decline_reason=row.get("decline_reason"),
         approved_at=row.get("approved_at"),
         declined_at=row.get("declined_at"),

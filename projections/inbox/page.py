@@ -51,6 +51,7 @@ from projections.batch import COPY_MIN_ROWS, Copy, Page, Rows, Statement, as_jso
 from projections.inbox.model import (
     BOOKS,
     CONVERSATIONS,
+    ENDED,
     HEADS,
     ITEMS,
     LOAN_KINDS,
@@ -58,6 +59,7 @@ from projections.inbox.model import (
     MESSAGES,
     READERS,
     as_uuid,
+    clear_contact,
 )
 
 ITEMS_COPY_TYPES = tuple("bytea" if t == "jsonb" else t for t in ITEMS.types)
@@ -154,6 +156,8 @@ class InboxPage(Page):
         self.hides: dict[tuple[int, int], list[Any]] = {}
         # book or reader key -> its JSON in loan items (ids are random UUIDs: no clash)
         self._fragments: dict[int, msgspec.Raw] = {}
+        # (lender, loan) of the loans that ended here: contact cleared after the items
+        self.ended: list[tuple[UUID, UUID]] = []
         if source == "library":
             self._plan_library()
         else:
@@ -446,6 +450,8 @@ class InboxPage(Page):
                 data["reason"] = d.get("reason", "") or ""
             readers = [loan[f"{role}_id"] for role in roles]
             self._deliver(readers, item_kind, e.timestamp, data, e.position)
+            if status in ENDED:
+                self.ended.append((loan["lender_id"], uuid))
 
     # chat
 
@@ -678,6 +684,7 @@ class InboxPage(Page):
             *self.messages.statements(s),
             *self.heads.statements(s),
             *self._items_statements(),
+            *(clear_contact(s, lender, loan) for lender, loan in self.ended),
         ]
         if self.on_statements is not None:
             self.on_statements(self)

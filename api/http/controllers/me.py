@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, patch
+import anyio
+from litestar import Controller, Request, Response, delete, get, patch
 from litestar.params import QueryParameter
 
+from api.adapters.shredding import PersonalDataMapper
+from api.bootstrap.container import Container
+from api.bootstrap.realtime import publish_revoked
 from api.http.controllers.books import page_or_422
-from api.http.controllers.common import accepted, container_of, execute, position_headers
+from api.http.controllers.common import (
+    accepted,
+    container_of,
+    execute,
+    position_headers,
+    shelf_includes,
+)
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
 from api.http.params import Cursor, JSONBody, PageSize, ReaderId
@@ -64,6 +74,29 @@ class MeController(Controller):
         row = container.shelf.reader(reader_id)
         return Response(ReaderOut(**row), headers=position_headers(recorded))  # type: ignore[arg-type]
 
+    @delete(
+        "/",
+        operation_id="forgetMe",
+        status_code=204,
+        opt=contract(ReaderNotFound, command="library"),
+    )
+    async def forget(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
+        """Erase your account (PIPL art. 47, GDPR art. 17; ``docs/SECURITY.md``): records
+        ``Reader.Forgotten``, destroys your data key (your nickname, avatar, and the notes and
+        contact details of your loan requests can no longer be read from any event, export
+        or rebuild), deletes your uploaded pictures, and revokes every session (your
+        sockets on every node close with 4401). From then on you are shown as "已注销". 204
+        once the read models show it (202 with ``Liudong-Position`` if they lag); signing in
+        again with the same WeChat account answers 403 ``reader_forgotten``."""
+        container = container_of(request)
+        recorded, consistent, ended = await anyio.to_thread.run_sync(
+            forget_reader, container, reader_id
+        )
+        await publish_revoked(container, ended)
+        if not consistent:
+            return accepted(recorded)  # type: ignore[return-value]
+        return Response(None, status_code=204, headers=position_headers(recorded))
+
     @get(
         "/books",
         operation_id="myBooks",
@@ -112,3 +145,21 @@ class MeController(Controller):
             limit=limit,
         )
         return LoanPage(items=[loan_out(r, reader_id) for r in rows], next_cursor=next_cursor)
+
+
+def forget_reader(container: Container, reader_id: Any) -> tuple[c.Recorded, bool, list[str]]:
+    """The erasure of ``DELETE /v1/me``, in this order so that a retry finishes it: the
+    event (recorded once), the key, the pictures, the sessions. Returns ``(recorded,
+    consistent, revoked session ids)``. Raises ``ReaderNotFound``."""
+    recorded = container.library.handle(c.ForgetReader(reader_id=reader_id))
+    mapper = container.library.mapper
+    if isinstance(mapper, PersonalDataMapper):
+        mapper.keys.destroy(reader_id)
+    media = container.media
+    if media is not None:
+        # ``forget_owner`` (pictures attached too) where the media store has it
+        forget = getattr(media, "forget_owner", None) or media.forget_reader
+        forget(reader_id)
+    consistent = shelf_includes(container, recorded)
+    ended = container.sessions.revoke_all_ids(reader_id)
+    return recorded, consistent, ended
