@@ -19,7 +19,6 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper
-from eventsourcing.utils import resolve_topic
 
 from domain import commands as c
 from domain.book import Book
@@ -34,6 +33,7 @@ from domain.errors import (
 )
 from domain.isbn import language_of_isbn
 from domain.loan import Loan
+from domain.personal import personal_data_mapper
 from domain.reader import Reader
 
 
@@ -46,16 +46,9 @@ class Library(Application[UUID]):
     name = "Library"
     env: ClassVar[dict[str, str]] = {"ORIGINATOR_ID_TYPE": "uuid"}
 
-    PERSONAL_DATA_MAPPER_TOPIC = "PERSONAL_DATA_MAPPER_TOPIC"
-    """Environment variable: the topic of ``factory(app) -> Mapper`` that encrypts the
-    personal fields of ``domain.personal`` (``api.bootstrap.db.eventsourcing_env`` names
-    ``api.adapters.shredding:personal_data_mapper``); unset (tests in memory): plain."""
-
     def construct_mapper(self) -> Mapper[UUID]:
-        topic = self.env.get(self.PERSONAL_DATA_MAPPER_TOPIC)
-        if not topic:
-            return super().construct_mapper()
-        return resolve_topic(topic)(self)  # type: ignore[no-any-return]
+        """Personal fields sealed (``domain.personal.PERSONAL_DATA_MAPPER_TOPIC``)."""
+        return personal_data_mapper(self) or super().construct_mapper()
 
     # -- generic helpers --------------------------------------------------------------------
 
@@ -108,15 +101,21 @@ class Library(Application[UUID]):
 
     @handle.register
     def _register(self, command: c.RegisterReader) -> c.Recorded:
+        try:
+            known: Reader | None = self.reader(command.reader_id, forgotten=True)
+        except ReaderNotFound:
+            known = None
+        if known is not None:  # registering is idempotent; a forgotten reader stays so
+            if known.forgotten:
+                raise ReaderForgotten
+            return c.Recorded(id=known.id, position=None)
         reader = Reader(
             id=command.reader_id, nickname=command.nickname, avatar_url=command.avatar_url
         )
         try:
             return self._commit(reader.id, reader)
         except ConcurrentUpdate:
-            # Already registered (a concurrent first login): registering is idempotent.
-            if self.reader(reader.id, forgotten=True).forgotten:
-                raise ReaderForgotten from None
+            # A concurrent first login registered it meanwhile.
             return c.Recorded(id=reader.id, position=None)
 
     @handle.register

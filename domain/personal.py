@@ -22,9 +22,16 @@ Decisions (PIPL art. 47 / GDPR art. 17: erasure on request):
 - ``Loan.Requested``: ``contact`` (``{"wechat_id"?, "phone"?}``) and ``note`` (free text the
   borrower writes to the lender: it often holds a phone number or an address); their subject
   is the borrower; erased: ``None`` and ``""``.
+- ``Conversation.MessageSent`` / ``Room.MessageSent``: ``text`` (what the reader wrote; a
+  loan request's note is also the first message of its conversation); the subject is the
+  sender; erased: ``""``.
 - Not personal here: ids (pseudonymous, needed for the history to stay consistent), book
-  details (about the book), chat messages (their text is the sender's and the peer's
-  conversation; hidden per side, not yet erased: ``docs/SECURITY.md``).
+  details (about the book).
+
+``PERSONAL_DATA_MAPPER_TOPIC``: the environment variable of an Application (Library, Chat)
+naming ``factory(app) -> Mapper``, the mapper that seals these fields
+(``api.bootstrap.db.eventsourcing_env`` names ``api.adapters.shredding:personal_data_mapper``);
+unset (tests in memory): eventsourcing's plain mapper.
 """
 
 from __future__ import annotations
@@ -32,7 +39,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.persistence import Mapper
+from eventsourcing.utils import resolve_topic
+
 from domain.reader import FORGOTTEN_NICKNAME
+
+PERSONAL_DATA_MAPPER_TOPIC = "PERSONAL_DATA_MAPPER_TOPIC"
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,21 @@ PERSONAL_FIELDS: dict[str, PersonalFields] = {
     "Reader.Registered": _PROFILE,
     "Reader.ProfileChanged": _PROFILE,
     "Loan.Requested": PersonalFields(subject="borrower_id", erased={"contact": None, "note": ""}),
+    "Conversation.MessageSent": PersonalFields(subject="sender_id", erased={"text": ""}),
+    "Room.MessageSent": PersonalFields(subject="sender_id", erased={"text": ""}),
 }
 
-__all__ = ["PERSONAL_FIELDS", "PersonalFields"]
+
+def personal_data_mapper(app: Any) -> Mapper[Any] | None:
+    """The mapper ``PERSONAL_DATA_MAPPER_TOPIC`` names in ``app``'s environment, built for
+    ``app``; ``None`` when it names none."""
+    topic = app.env.get(PERSONAL_DATA_MAPPER_TOPIC)
+    return resolve_topic(topic)(app) if topic else None
+
+
+__all__ = [
+    "PERSONAL_DATA_MAPPER_TOPIC",
+    "PERSONAL_FIELDS",
+    "PersonalFields",
+    "personal_data_mapper",
+]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -371,6 +371,31 @@ class Relay:
         self.stats.published += len(acks) - duplicates
 
 
+async def erase_reader_messages(js: Any, reader_id: Any, readers: Iterable[Any]) -> int:
+    """Erasure (``DELETE /v1/me``): on the inbox subjects of ``readers`` (the forgotten
+    reader and those they dealt with), delete every message of the stream that is the
+    forgotten reader's or shows their id (their name, their messages' text). JetStream's
+    ``STREAM.MSG.DELETE`` without ``no_erase`` overwrites the message in the file store.
+    Returns how many were erased; raises what the JetStream API raises."""
+    from nats.js.errors import NotFoundError
+
+    needle = str(reader_id).encode()
+    erased = 0
+    for reader in dict.fromkeys(str(r) for r in readers):
+        subject = inbox_subject(reader)
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(STREAM, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break
+            if reader == str(reader_id) or needle in (msg.data or b""):
+                await js.delete_msg(STREAM, msg.seq)
+                erased += 1
+            seq = int(msg.seq) + 1
+    return erased
+
+
 async def ensure_stream(js: Any, *, max_age: float = 3600.0) -> None:
     """Create the ``LIUDONG_INBOX`` stream, or update it to this configuration.
 
@@ -412,6 +437,7 @@ __all__ = [
     "Relay",
     "RelayTracking",
     "ensure_stream",
+    "erase_reader_messages",
     "event_frame",
     "inbox_subject",
     "msg_id",

@@ -293,6 +293,28 @@ def _key_of(row: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+ERASED_RECORDS = (
+    ("idempotency_keys", "reader_id = %(r)s OR position(convert_to(%(t)s, 'UTF8') IN body) > 0"),
+    ("wechat_openids", "reader_id = %(r)s"),
+    ("moderation_flags", "reader_id = %(r)s"),
+)
+"""Rows outside the event store that hold a reader's personal data, deleted on erasure:
+stored responses of idempotent requests that are theirs or mention them (a party's stored
+approve shows the borrower's name and contact), their openId, the texts of theirs flagged
+for an operator."""
+
+
+def erase_records(conn: Any, reader_id: UUID) -> dict[str, int]:
+    """Delete the ``ERASED_RECORDS`` of ``reader_id`` on the psycopg connection ``conn`` (in
+    its transaction); returns the rows deleted per table."""
+    params = {"r": reader_id, "t": str(reader_id)}
+    deleted = {}
+    for table, where in ERASED_RECORDS:
+        cur = conn.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608 - constants
+        deleted[table] = cur.rowcount
+    return deleted
+
+
 def personal_data_mapper(app: Any) -> PersonalDataMapper:
     """The ``PersonalDataMapper`` of an eventsourcing ``Application`` stored in PostgreSQL
     (``domain.library.Library.construct_mapper`` calls it through the topic
@@ -314,6 +336,8 @@ def personal_data_mapper(app: Any) -> PersonalDataMapper:
 
 __all__ = [
     "ERASED",
+    "ERASED_RECORDS",
+    "erase_records",
     "KeyStore",
     "MemoryKeyStore",
     "PersonalDataMapper",

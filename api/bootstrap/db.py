@@ -55,7 +55,7 @@ def eventsourcing_env(
         "POSTGRES_PRE_PING": "y",  # a connection broken by a restart is replaced, not used
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "CREATE_TABLE": "n",
-        # personal fields encrypted with a key per reader (crypto-shredding; Library only)
+        # personal fields sealed with a key per reader (crypto-shredding: domain/personal.py)
         "PERSONAL_DATA_MAPPER_TOPIC": "api.adapters.shredding:personal_data_mapper",
     }
 

@@ -57,7 +57,8 @@ Chat messages
 Erasure (``Reader.Forgotten``, ``scrub_forgotten``)
     the reader's ``readers`` row and every ``borrower`` / ``lender`` / ``sender`` object of
     an item or a last message that is theirs show ``"已注销"`` and no avatar; the note and
-    contact of their loan requests are cleared in the lenders' items.
+    contact of their loan requests are cleared in the lenders' items, the text of their
+    messages in the history, the items and the last messages.
 
 Rooms are not in the inbox (``Room.*`` events are ignored here).
 
@@ -292,13 +293,32 @@ def scrub_forgotten(
             (rid, text),
         )
     )
+    # what they wrote: their messages' texts (their events now read so too)
     statements.append(
         (
             sql.SQL(
-                "UPDATE {0}.conversations SET last_message = jsonb_set(last_message, "
+                "UPDATE {0}.items SET data = jsonb_set(data, '{{text}}', '\"\"') "
+                "WHERE " + whom + " AND kind = 'chat.message' AND data->'sender'->>'id' = %s"
+            ).format(schema),
+            (rid, rid, rid, rid, text),
+        )
+    )
+    statements.append(
+        (
+            sql.SQL(
+                "UPDATE {0}.messages SET text = '' WHERE sender_id = %s AND conversation_id "
+                "IN (SELECT conversation_id FROM {0}.conversations WHERE reader_id = %s)"
+            ).format(schema),
+            (rid, rid),
+        )
+    )
+    statements.append(
+        (
+            sql.SQL(
+                "UPDATE {0}.conversations SET last_message = jsonb_set(jsonb_set(last_message, "
                 "'{{sender}}', jsonb_build_object('id', %s::text, 'nickname', %s::text, "
-                "'avatar_url', '')) WHERE conversation_id IN (SELECT conversation_id FROM "
-                "{0}.conversations WHERE reader_id = %s) "
+                "'avatar_url', '')), '{{text}}', '\"\"') WHERE conversation_id IN "
+                "(SELECT conversation_id FROM {0}.conversations WHERE reader_id = %s) "
                 "AND last_message->'sender'->>'id' = %s"
             ).format(schema),
             (text, nick, rid, text),

@@ -55,9 +55,7 @@ def a_loan(app: Library) -> tuple[UUID, UUID, UUID]:
     owner, borrower, book, loan = uuid4(), uuid4(), uuid4(), uuid4()
     app.handle(c.RegisterReader(reader_id=owner, nickname="书主"))
     app.handle(c.RegisterReader(reader_id=borrower, nickname="小林", avatar_url="https://a/x.png"))
-    app.handle(
-        c.PublishBook(book_id=book, owner_id=owner, isbn="9787536692930", title="三体")
-    )
+    app.handle(c.PublishBook(book_id=book, owner_id=owner, isbn="9787536692930", title="三体"))
     app.handle(
         c.RequestLoan(
             loan_id=loan,
