@@ -426,6 +426,8 @@ def test_the_lender_stops_seeing_the_contact_once_the_loan_has_ended(
     contact = {"wechat_id": "wx_until_the_end", "phone": "13700001111"}
     loan = request_loan(borrower, book["id"], note="周末取", contact=contact)
     assert owner.http.get(f"/v1/loans/{loan['id']}").json()["contact"] == contact
+    then = owner.http.get(f"/v1/loans/{loan['id']}", params={"as_of": "1"})
+    assert then.json()["contact"] == contact  # open: shown, as it was too
     assert _inbox_contact(owner, loan["id"]) == contact
     if ending == "decline":
         steps = [(owner, "decline")]
