@@ -109,12 +109,21 @@ class SealedAsCiphertext(Transcoding):
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
+        self._ciphers: dict[bytes, AESGCM] = {}  # key → its AESGCM (the key schedule, once)
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            if len(self._ciphers) >= 10_000:  # noqa: PLR2004
+                self._ciphers.clear()
+            cipher = self._ciphers[key] = AESGCM(key)
+        return cipher
 
     def encode(self, obj: Sealed) -> str:
         subject_hex = obj.subject.hex
         nonce = os.urandom(NONCE_BYTES)
         plain = msgspec.json.encode(obj.value)
-        sealed = AESGCM(self.keys.key_for(obj.subject)).encrypt(
+        sealed = self._cipher(self.keys.key_for(obj.subject)).encrypt(
             nonce, plain, _aad(subject_hex, obj.field)
         )
         token = base64.urlsafe_b64encode(nonce + sealed).decode()
@@ -133,7 +142,7 @@ class SealedAsCiphertext(Transcoding):
         if key is None:
             return ERASED.get(field)
         try:
-            plain = AESGCM(key).decrypt(
+            plain = self._cipher(key).decrypt(
                 blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(subject_hex, field)
             )
         except InvalidTag:

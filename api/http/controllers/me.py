@@ -86,10 +86,11 @@ class MeController(Controller):
     )
     async def forget(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
         """Erase your account (PIPL art. 47, GDPR art. 17; ``docs/SECURITY.md``): records
-        ``Reader.Forgotten``, destroys your data key (your nickname, avatar, and the notes and
-        contact details of your loan requests can no longer be read from any event, export
-        or rebuild), deletes your uploaded pictures, and revokes every session (your
-        sockets on every node close with 4401). From then on you are shown as "已注销". 204
+        ``Reader.Forgotten``, destroys your data key (your nickname, avatar, the notes and
+        contact details of your loan requests and the text of your messages can no longer be
+        read from any event, export or rebuild), deletes your uploaded pictures and what the
+        server kept of you outside the log, and revokes every session (your sockets on every
+        node close with 4401). From then on you are shown as "已注销". 204
         once the read models show it (202 with ``Liudong-Position`` if they lag); signing in
         again with the same WeChat account answers 403 ``reader_forgotten``."""
         container = container_of(request)
