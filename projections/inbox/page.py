@@ -158,6 +158,8 @@ class InboxPage(Page):
         self._fragments: dict[int, msgspec.Raw] = {}
         # (lender, loan) of the loans that ended here: contact cleared after the items
         self.ended: list[tuple[UUID, UUID]] = []
+        # loan key -> (index in ``items``, data) of its loan.requested item with a contact
+        self._requested: dict[int, tuple[int, dict[str, Any]]] = {}
         if source == "library":
             self._plan_library()
         else:
@@ -443,6 +445,8 @@ class InboxPage(Page):
             data["note"] = d["note"] or ""
             data["contact"] = dict(d["contact"]) if d["contact"] else None
             self._deliver([d["lender_id"]], "loan.requested", e.timestamp, data, e.position)
+            if data["contact"]:  # (an item a lender: one appended)
+                self._requested[k] = (len(self.items) - 1, data)
         elif kind in LOAN_KINDS:
             item_kind, status, roles = LOAN_KINDS[kind]
             data, loan = self._loan_fields(uuid, status)
@@ -452,6 +456,12 @@ class InboxPage(Page):
             self._deliver(readers, item_kind, e.timestamp, data, e.position)
             if status in ENDED:
                 self.ended.append((loan["lender_id"], uuid))
+                requested = self._requested.pop(k, None)
+                if requested is not None:  # requested in this page: its item, unwritten
+                    at, requested_data = requested
+                    requested_data["contact"] = None
+                    item = self.items[at]
+                    self.items[at] = (*item[:4], _jsonb_binary(requested_data), *item[5:])
 
     # chat
 
