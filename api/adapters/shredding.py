@@ -17,7 +17,8 @@ What is personal, whose it is and what it reads as once erased is the domain's t
   ``0012_reader_keys``), created on the reader's first personal field, never in an event.
   ``destroy`` overwrites it with NULL (``destroyed_at`` kept as a tombstone, so no new key
   is ever made for a forgotten reader). Keys are cached in the process for ``ttl`` seconds
-  (a destroyed key is forgotten here at once; other processes within ``ttl``).
+  (a destroyed key is forgotten by every store of this process at once; by other processes
+  within ``ttl``).
 
 Errors: opening a value whose key was destroyed (or never existed) is **not** an error: the
 field reads as its ``erased`` value (``"已注销"``, ``""``, ``None``), so the command side,
@@ -33,6 +34,7 @@ import base64
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -229,6 +231,7 @@ class PostgresKeyStore:
         self.ttl = ttl
         self._cache: dict[UUID, tuple[bytes | None, float]] = {}
         self._lock = threading.Lock()
+        _STORES.add(self)  # a destroyed key is forgotten by every store of this process
 
     def _cached(self, subject: UUID) -> tuple[bool, bytes | None]:
         with self._lock:
@@ -281,14 +284,19 @@ class PostgresKeyStore:
                 (subject,),
             )
             row = cur.fetchone()
-        with self._lock:
-            self._cache[subject] = (None, float("inf"))  # destroyed for good
+        for store in list(_STORES):
+            with store._lock:  # noqa: SLF001 - same class
+                store._cache[subject] = (None, float("inf"))  # noqa: SLF001 - destroyed for good
         return bool(_column(row, "existed", 0))
 
     def forget_cache(self) -> None:
         """Drop every cached key (tests; after a restore)."""
         with self._lock:
             self._cache.clear()
+
+
+_STORES: weakref.WeakSet[PostgresKeyStore] = weakref.WeakSet()
+"""Every key store of this process (the Library's and the Chat's mappers have one each)."""
 
 
 def _column(row: Any, name: str, index: int) -> Any:
