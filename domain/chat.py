@@ -68,7 +68,7 @@ from eventsourcing.application import (
     project_aggregate,
 )
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate, event
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
 from eventsourcing.utils import EnvType
 
 from domain import chat_commands as cc
@@ -84,6 +84,7 @@ from domain.chat_errors import (
 from domain.commands import Command, Recorded
 from domain.errors import ConcurrentUpdate, NotFound
 from domain.media import MediaRef, check_media_id
+from domain.personal import personal_data_mapper
 
 CHAT_NAMESPACE = uuid5(NAMESPACE_URL, "https://liudong.example/chat")
 DEDUPE_WINDOW = 1000
@@ -401,6 +402,11 @@ class Chat(Application[UUID]):
 
     name = "Chat"
     env: ClassVar[dict[str, str]] = {"ORIGINATOR_ID_TYPE": "uuid"}
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Message texts sealed (``domain.personal.PERSONAL_DATA_MAPPER_TOPIC``)."""
+        return personal_data_mapper(self) or super().construct_mapper()
+
     snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
         Conversation: SNAPSHOT_INTERVAL,
         Room: SNAPSHOT_INTERVAL,

@@ -55,6 +55,12 @@ class ChangeProfile(Command, frozen=True, kw_only=True):
     avatar_media_id: MediaId | None = None
 
 
+class ForgetReader(Command, frozen=True, kw_only=True):
+    """Erase the reader's personal data (``Reader.Forgotten``; ``docs/SECURITY.md``)."""
+
+    reader_id: UUID
+
+
 class PublishBook(Command, frozen=True, kw_only=True):
     book_id: UUID
     owner_id: UUID

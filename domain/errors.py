@@ -80,6 +80,12 @@ class NotTheOwner(Forbidden):
     code = "not_the_owner"
 
 
+class ReaderForgotten(Forbidden):
+    """This account was erased at its reader's request; it cannot be used again."""
+
+    code = "reader_forgotten"
+
+
 class NotTheLender(Forbidden):
     """Only the lender of this loan may do this."""
 

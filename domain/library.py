@@ -29,7 +29,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
 
 from domain import commands as c
 from domain.book import Book
@@ -39,11 +39,13 @@ from domain.errors import (
     DomainError,
     LoanNotFound,
     NotFound,
+    ReaderForgotten,
     ReaderNotFound,
 )
 from domain.isbn import language_of_isbn
 from domain.loan import BOOK_WITHDRAWN, LENT_TO_ANOTHER, Loan
 from domain.media import Media
+from domain.personal import personal_data_mapper
 from domain.reader import Reader
 
 
@@ -55,6 +57,10 @@ class Library(Application[UUID]):
 
     name = "Library"
     env: ClassVar[dict[str, str]] = {"ORIGINATOR_ID_TYPE": "uuid"}
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Personal fields sealed (``domain.personal.PERSONAL_DATA_MAPPER_TOPIC``)."""
+        return personal_data_mapper(self) or super().construct_mapper()
 
     # -- generic helpers --------------------------------------------------------------------
 
@@ -83,9 +89,13 @@ class Library(Application[UUID]):
         """Load a loan (command side only). Raises ``LoanNotFound``."""
         return self._load(loan_id, Loan, LoanNotFound)  # type: ignore[no-any-return]
 
-    def reader(self, reader_id: UUID) -> Reader:
-        """Load a reader (command side only). Raises ``ReaderNotFound``."""
-        return self._load(reader_id, Reader, ReaderNotFound)  # type: ignore[no-any-return]
+    def reader(self, reader_id: UUID, *, forgotten: bool = False) -> Reader:
+        """Load a reader (command side only). Raises ``ReaderNotFound`` (also for a
+        forgotten reader, unless ``forgotten``)."""
+        reader: Reader = self._load(reader_id, Reader, ReaderNotFound)
+        if reader.forgotten and not forgotten:
+            raise ReaderNotFound
+        return reader
 
     def reader_exists(self, reader_id: UUID) -> bool:
         try:
@@ -127,14 +137,28 @@ class Library(Application[UUID]):
 
     @_dispatch.register
     def _register(self, command: c.RegisterReader) -> c.Recorded:
+        try:
+            known: Reader | None = self.reader(command.reader_id, forgotten=True)
+        except ReaderNotFound:
+            known = None
+        if known is not None:  # registering is idempotent; a forgotten reader stays so
+            if known.forgotten:
+                raise ReaderForgotten
+            return c.Recorded(id=known.id, position=None)
         reader = Reader(
             id=command.reader_id, nickname=command.nickname, avatar_url=command.avatar_url
         )
         try:
             return self._commit(reader.id, reader)
         except ConcurrentUpdate:
-            # Already registered (a concurrent first login): registering is idempotent.
+            # A concurrent first login registered it meanwhile.
             return c.Recorded(id=reader.id, position=None)
+
+    @_dispatch.register
+    def _forget(self, command: c.ForgetReader) -> c.Recorded:
+        reader = self.reader(command.reader_id, forgotten=True)
+        reader.forget()
+        return self._commit(reader.id, reader)
 
     @_dispatch.register
     def _change_profile(self, command: c.ChangeProfile) -> c.Recorded:
@@ -211,6 +235,7 @@ class Library(Application[UUID]):
 
     @_dispatch.register
     def _request(self, command: c.RequestLoan) -> c.Recorded:
+        self.reader(command.borrower_id)  # a forgotten reader asks for nothing
         book = self.book(command.book_id)
         book.receive_request(command.loan_id, command.borrower_id)
         contact = (

@@ -33,6 +33,8 @@ BOOK_WITHDRAWN = "book_withdrawn"
 
 STATUSES = (REQUESTED, APPROVED, DECLINED, CANCELLED, RETURNING, RETURNED)
 OPEN_STATUSES = (REQUESTED, APPROVED, RETURNING)
+ENDED_STATUSES = (DECLINED, CANCELLED, RETURNED)
+"""Once a loan is in one of these, its lender no longer sees the borrower's contact."""
 
 
 class Loan(Aggregate):

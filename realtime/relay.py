@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 STREAM = "LIUDONG_INBOX"
 SUBJECT_PREFIX = "liudong.inbox."
 MSG_ID = "Nats-Msg-Id"
+WITHHELD = "Liudong-Withheld"
+"""Header of an inbox message published without its personal fields (``PERSONAL_ITEM_FIELDS``):
+the gateway reads that item from the inbox instead (``docs/SECURITY.md``)."""
+PERSONAL_ITEM_FIELDS: dict[str, tuple[str, ...]] = {"loan.requested": ("contact", "note")}
+"""Fields of inbox items that never go to JetStream (its file store keeps messages for
+``max_age``): the borrower's contact and note, for the lender's eyes only."""
 
 
 def inbox_subject(reader_id: UUID | str) -> str:
@@ -63,6 +69,16 @@ def parse_msg_id(value: str) -> tuple[str, int]:
     """``(reader_id, seq)`` of a ``Nats-Msg-Id``. Raises ``ValueError``."""
     reader, _, seq = value.rpartition(":")
     return reader, int(seq)
+
+
+def withheld(item: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``item`` without its personal fields (``PERSONAL_ITEM_FIELDS``), and whether any
+    was there to withhold."""
+    fields = PERSONAL_ITEM_FIELDS.get(str(item.get("kind")))
+    data = item.get("data") or {}
+    if not fields or not any(name in data for name in fields):
+        return item, False
+    return {**item, "data": {k: v for k, v in data.items() if k not in fields}}, True
 
 
 def event_frame(item: dict[str, Any]) -> Event:
@@ -336,11 +352,13 @@ class Relay:
             for item in items:
                 reader = str(item["reader_id"])
                 seq = int(item["seq"])
+                public, personal = withheld(item)
+                headers = {MSG_ID: msg_id(reader, seq)}
+                if personal:
+                    headers[WITHHELD] = "1"
                 futures.append(
                     await self.js.publish_async(
-                        inbox_subject(reader),
-                        encode(event_frame(item)),
-                        headers={MSG_ID: msg_id(reader, seq)},
+                        inbox_subject(reader), encode(event_frame(public)), headers=headers
                     )
                 )
             acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
@@ -351,6 +369,31 @@ class Relay:
         duplicates = sum(1 for ack in acks if getattr(ack, "duplicate", False))
         self.stats.duplicates += duplicates
         self.stats.published += len(acks) - duplicates
+
+
+async def erase_reader_messages(js: Any, reader_id: Any, readers: Iterable[Any]) -> int:
+    """Erasure (``DELETE /v1/me``): on the inbox subjects of ``readers`` (the forgotten
+    reader and those they dealt with), delete every message of the stream that is the
+    forgotten reader's or shows their id (their name, their messages' text). JetStream's
+    ``STREAM.MSG.DELETE`` without ``no_erase`` overwrites the message in the file store.
+    Returns how many were erased; raises what the JetStream API raises."""
+    from nats.js.errors import NotFoundError
+
+    needle = str(reader_id).encode()
+    erased = 0
+    for reader in dict.fromkeys(str(r) for r in readers):
+        subject = inbox_subject(reader)
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(STREAM, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break
+            if reader == str(reader_id) or needle in (msg.data or b""):
+                await js.delete_msg(STREAM, msg.seq)
+                erased += 1
+            seq = int(msg.seq) + 1
+    return erased
 
 
 async def ensure_stream(js: Any, *, max_age: float = 3600.0) -> None:
@@ -385,12 +428,16 @@ async def ensure_stream(js: Any, *, max_age: float = 3600.0) -> None:
 
 __all__ = [
     "MSG_ID",
+    "PERSONAL_ITEM_FIELDS",
+    "WITHHELD",
+    "withheld",
     "STREAM",
     "SUBJECT_PREFIX",
     "InboxPages",
     "Relay",
     "RelayTracking",
     "ensure_stream",
+    "erase_reader_messages",
     "event_frame",
     "inbox_subject",
     "msg_id",

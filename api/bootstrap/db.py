@@ -64,6 +64,8 @@ def eventsourcing_env(
         "POSTGRES_PRE_PING": "y" if pre_ping else "n",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "CREATE_TABLE": "n",
+        # personal fields sealed with a key per reader (crypto-shredding: domain/personal.py)
+        "PERSONAL_DATA_MAPPER_TOPIC": "api.adapters.shredding:personal_data_mapper",
     }
 
 

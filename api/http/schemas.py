@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 
 from domain.commands import NO_NUL, Contact, Nickname, Note, Summary, Tags, Url
+from domain.loan import ENDED_STATUSES
 from domain.media import MEDIA_ID_PATTERN
 
 Text300 = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
@@ -346,7 +347,11 @@ def loan_out(row: dict[str, Any], viewer: UUID) -> LoanOut:
         note=row["note"],
         requested_at=row["requested_at"],
         updated_at=row["updated_at"],
-        contact=row["contact"] if viewer == row["lender_id"] else None,
+        contact=(
+            row["contact"]
+            if viewer == row["lender_id"] and row["status"] not in ENDED_STATUSES
+            else None
+        ),
         decline_reason=row.get("decline_reason"),
         approved_at=row.get("approved_at"),
         declined_at=row.get("declined_at"),

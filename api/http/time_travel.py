@@ -15,7 +15,8 @@ from the shelf read model, as for the current endpoints: a reader's *current* ni
 The response is the current endpoint's shape plus ``"as_of": {"version", "at"}``: the
 version shown and the time its event was recorded. Visibility is the current endpoint's:
 a book's ``borrower``/``loan_id`` to its owner only, a loan to its two parties only and its
-``contact`` to the lender only. Errors: 422 ``invalid_as_of``; 404 ``book_not_found`` /
+``contact`` to the lender only, and only while the loan is open *now* (declined, cancelled or
+returned: never, at any ``as_of``). Errors: 422 ``invalid_as_of``; 404 ``book_not_found`` /
 ``loan_not_found`` (no such aggregate of that kind); 404 ``not_yet_existing`` (the time is
 before its creation); 403 ``not_a_party`` (a loan of someone else, whatever the time).
 """
@@ -36,6 +37,7 @@ from api.http.errors import ApiError
 from api.http.schemas import BookOut, LoanOut, Out
 from domain.errors import BookNotFound, Forbidden, LoanNotFound, NotFound
 from domain.instants import InvalidInstant, parse_instant
+from domain.loan import ENDED_STATUSES
 
 MAX_VERSION = 2**31 - 1
 """Versions above this are read as "the latest" (the events table's version is an int)."""
@@ -146,7 +148,8 @@ class History:
             raise NotYetExisting(kind, self.id, moment.at)
         return version
 
-    def state(self, version: int) -> Any:
+    def state(self, version: int | None) -> Any:
+        """The aggregate at ``version`` (``None``: now)."""
         return self.container.library.repository.get(self.id, version=version)
 
 
@@ -222,7 +225,8 @@ def loan_as_of(
         "lender_id": loan.lender_id,
         "status": loan.status,
         "note": loan.note,
-        "contact": loan.contact,
+        # the contact of a loan that has ended now is not shown as it was either
+        "contact": loan.contact if history.state(None).status not in ENDED_STATUSES else None,
         "requested_at": loan.created_on,
         "updated_at": loan.modified_on,
         "decline_reason": None,

@@ -36,7 +36,8 @@ Per-reader ``seq``
 Item kinds and recipients (``data`` shapes; ids are strings, times ISO 8601 UTC)::
 
     loan.requested   lender             loan fields + note, contact (personal data: the
-                                         lender of that loan only)
+                                         lender of that loan only, while the loan is open:
+                                         ``contact`` becomes null when it ends, ``ENDED``)
     loan.approved    borrower           loan fields
     loan.declined    borrower           loan fields + reason
     loan.cancelled   borrower, lender   loan fields (the borrower cancelled)
@@ -62,6 +63,12 @@ Chat messages
     ``read_up_to`` that are not hidden for them; ``MessagesRead`` and ``MessageHidden`` lower
     it. A hidden message disappears from that reader's history and last message only.
 
+Erasure (``Reader.Forgotten``, ``scrub_forgotten``)
+    the reader's ``readers`` row and every ``borrower`` / ``lender`` / ``sender`` object of
+    an item or a last message that is theirs show ``"已注销"`` and no avatar; the note and
+    contact of their loan requests are cleared in the lenders' items, the text of their
+    messages in the history, the items and the last messages.
+
 Rooms are not in the inbox (``Room.*`` events are ignored here).
 
 Rebuild caveat: a rebuild replays the Library log and then the Chat log page by page, so
@@ -75,6 +82,10 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
+
+from domain.loan import ENDED_STATUSES
+from domain.reader import FORGOTTEN_NICKNAME
 from projections.batch import Table
 
 DDL = """
@@ -218,6 +229,9 @@ def as_uuid(value: Any) -> UUID:
 
 
 __all__ = [
+    "ENDED",
+    "clear_contact",
+    "scrub_forgotten",
     "BOOKS",
     "CONVERSATIONS",
     "DDL",
@@ -229,3 +243,102 @@ __all__ = [
     "READERS",
     "as_uuid",
 ]
+
+
+ENDED = frozenset(ENDED_STATUSES)
+"""Loan statuses after which the lender no longer sees the borrower's contact."""
+
+
+def clear_contact(
+    schema: sql.Identifier, lender_id: Any, loan_id: Any
+) -> tuple[sql.Composed, tuple[Any, ...]]:
+    """The statement that clears ``contact`` in the lender's ``loan.requested`` item of
+    ``loan_id`` (the loan ended)."""
+    return (
+        sql.SQL(
+            "UPDATE {}.items SET data = jsonb_set(data, '{{contact}}', 'null') "
+            "WHERE reader_id = %s AND kind = 'loan.requested' AND data->>'loan_id' = %s "
+            "AND data->'contact' <> 'null'::jsonb"
+        ).format(schema),
+        (as_uuid(lender_id), str(loan_id)),
+    )
+
+
+def scrub_forgotten(
+    schema: sql.Identifier, reader_id: Any
+) -> list[tuple[sql.Composed, tuple[Any, ...]]]:
+    """The statements that erase a forgotten reader from the inbox (module docstring):
+    the lookup row, their party / sender objects in the items of everyone they dealt with,
+    the last messages, and the note and contact of their loan requests."""
+    rid = as_uuid(reader_id)
+    text = str(rid)
+    nick = FORGOTTEN_NICKNAME
+    # everyone whose items may show this reader: themselves, their loans' other parties,
+    # their conversations' peers
+    whom = (
+        "reader_id IN (SELECT %s::uuid UNION SELECT lender_id FROM {0}.loans "
+        "WHERE borrower_id = %s UNION SELECT borrower_id FROM {0}.loans WHERE lender_id = %s "
+        "UNION SELECT peer_id FROM {0}.conversations WHERE reader_id = %s)"
+    )
+    statements: list[tuple[sql.Composed, tuple[Any, ...]]] = [
+        (
+            sql.SQL("UPDATE {}.readers SET nickname = %s, avatar_url = '' WHERE id = %s").format(
+                schema
+            ),
+            (nick, rid),
+        )
+    ]
+    for role in ("borrower", "lender", "sender"):
+        statements.append(
+            (
+                sql.SQL(
+                    "UPDATE {0}.items SET data = jsonb_set(data, %s::text[], "
+                    "jsonb_build_object('id', %s::text, 'nickname', %s::text, 'avatar_url', '')) "
+                    "WHERE " + whom + " AND data->%s->>'id' = %s"
+                ).format(schema),
+                ([role], text, nick, rid, rid, rid, rid, role, text),
+            )
+        )
+    statements.append(
+        (
+            sql.SQL(
+                "UPDATE {0}.items SET data = data || jsonb_build_object('note', '', "
+                "'contact', null) WHERE kind = 'loan.requested' AND reader_id IN "
+                "(SELECT lender_id FROM {0}.loans WHERE borrower_id = %s) "
+                "AND data->'borrower'->>'id' = %s"
+            ).format(schema),
+            (rid, text),
+        )
+    )
+    # what they wrote: their messages' texts (their events now read so too)
+    statements.append(
+        (
+            sql.SQL(
+                "UPDATE {0}.items SET data = jsonb_set(data, '{{text}}', '\"\"') "
+                "WHERE " + whom + " AND kind = 'chat.message' AND data->'sender'->>'id' = %s"
+            ).format(schema),
+            (rid, rid, rid, rid, text),
+        )
+    )
+    statements.append(
+        (
+            sql.SQL(
+                "UPDATE {0}.messages SET text = '' WHERE sender_id = %s AND conversation_id "
+                "IN (SELECT conversation_id FROM {0}.conversations WHERE reader_id = %s)"
+            ).format(schema),
+            (rid, rid),
+        )
+    )
+    statements.append(
+        (
+            sql.SQL(
+                "UPDATE {0}.conversations SET last_message = jsonb_set(jsonb_set(last_message, "
+                "'{{sender}}', jsonb_build_object('id', %s::text, 'nickname', %s::text, "
+                "'avatar_url', '')), '{{text}}', '\"\"') WHERE conversation_id IN "
+                "(SELECT conversation_id FROM {0}.conversations WHERE reader_id = %s) "
+                "AND last_message->'sender'->>'id' = %s"
+            ).format(schema),
+            (text, nick, rid, text),
+        )
+    )
+    return statements

@@ -51,6 +51,7 @@ from projections.batch import COPY_MIN_ROWS, Copy, Page, Rows, Statement, as_jso
 from projections.inbox.model import (
     BOOKS,
     CONVERSATIONS,
+    ENDED,
     HEADS,
     ITEMS,
     LOAN_KINDS,
@@ -58,6 +59,7 @@ from projections.inbox.model import (
     MESSAGES,
     READERS,
     as_uuid,
+    clear_contact,
 )
 from projections.media import picture_view
 
@@ -161,6 +163,10 @@ class InboxPage(Page):
         # pictures of this page's messages, and those of them taken down (``load``)
         self._pictures: set[str] = set()
         self._removed: set[str] = set()
+        # (lender, loan) of the loans that ended here: contact cleared after the items
+        self.ended: list[tuple[UUID, UUID]] = []
+        # loan key -> (index in ``items``, data) of its loan.requested item with a contact
+        self._requested: dict[int, tuple[int, dict[str, Any]]] = {}
         if source == "library":
             self._plan_library()
         else:
@@ -455,6 +461,8 @@ class InboxPage(Page):
             data["note"] = d["note"] or ""
             data["contact"] = dict(d["contact"]) if d["contact"] else None
             self._deliver([d["lender_id"]], "loan.requested", e.timestamp, data, e.position)
+            if data["contact"]:  # (an item a lender: one appended)
+                self._requested[k] = (len(self.items) - 1, data)
         elif kind in LOAN_KINDS:
             item_kind, status, roles = LOAN_KINDS[kind]
             data, loan = self._loan_fields(uuid, status)
@@ -462,6 +470,14 @@ class InboxPage(Page):
                 data["reason"] = d.get("reason", "") or ""
             readers = [loan[f"{role}_id"] for role in roles]
             self._deliver(readers, item_kind, e.timestamp, data, e.position)
+            if status in ENDED:
+                self.ended.append((loan["lender_id"], uuid))
+                requested = self._requested.pop(k, None)
+                if requested is not None:  # requested in this page: its item, unwritten
+                    at, requested_data = requested
+                    requested_data["contact"] = None
+                    item = self.items[at]
+                    self.items[at] = (*item[:4], _jsonb_binary(requested_data), *item[5:])
 
     # chat
 
@@ -701,6 +717,7 @@ class InboxPage(Page):
             *self.messages.statements(s),
             *self.heads.statements(s),
             *self._items_statements(),
+            *(clear_contact(s, lender, loan) for lender, loan in self.ended),
         ]
         if self.on_statements is not None:
             self.on_statements(self)

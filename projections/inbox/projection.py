@@ -21,7 +21,14 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from projections.batch import Page
-from projections.inbox.model import DDL, LOAN_KINDS, as_uuid
+from projections.inbox.model import (
+    DDL,
+    ENDED,
+    LOAN_KINDS,
+    as_uuid,
+    clear_contact,
+    scrub_forgotten,
+)
 from projections.inbox.page import InboxPage
 from projections.media import PICTURE_VIEW_SQL, picture_view
 from projections.read_model import Cursor, ReadModelProjection
@@ -131,6 +138,7 @@ class InboxProjection(ReadModelProjection):
         self._handlers: dict[str, Callable[[Cursor, sql.Identifier, str, int, Any], None]] = {
             "Reader.Registered": self._registered,
             "Reader.ProfileChanged": self._profile_changed,
+            "Reader.Forgotten": self._forgotten,
             "Book.Published": self._published,
             "Book.DetailsRevised": self._revised,
             "Loan.Requested": self._requested,
@@ -158,14 +166,15 @@ class InboxProjection(ReadModelProjection):
         rooms' events: those are not even decoded."""
         return frozenset(self._handlers)
 
-    def fold_page(
+    def fold_page(  # type: ignore[override]
         self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
     ) -> Page | None:
         """The page folded in memory (``projections.inbox.page``): the same rows as
         ``apply`` event by event, in a few statements. ``None`` (event by event) for a page
-        holding a ``Media.Removed``."""
-        if any(e.type == "Media.Removed" for e in events):
-            return None  # rare: such a page is applied event by event
+        holding a ``Media.Removed`` or a ``Reader.Forgotten`` (rare; the next page starts
+        afresh)."""
+        if any(e.type in ("Media.Removed", "Reader.Forgotten") for e in events):
+            return None
         page = InboxPage(schema, source, events, carry)
         if events and (self.item_listeners or self._folded):
             self._forget(schema.as_string(None), source, events[0].position, events[-1].position)
@@ -276,6 +285,13 @@ class InboxProjection(ReadModelProjection):
             (e.nickname, e.avatar_url, e.originator_id),
         )
 
+    def _forgotten(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
+        """The reader's nickname and avatar become the neutral ones in the lookup and in
+        every item and last message that shows them; the contact and note of their loan
+        requests leave the lenders' items (``scrub_forgotten``)."""
+        for statement, params in scrub_forgotten(s, e.originator_id):
+            cur.execute(statement, params)
+
     def _published(self, cur: Cursor, s: sql.Identifier, src: str, pos: int, e: Any) -> None:
         cur.execute(
             sql.SQL(
@@ -347,6 +363,9 @@ class InboxProjection(ReadModelProjection):
             data["reason"] = getattr(e, "reason", "") or ""
         readers = [data[role]["id"] for role in roles]
         deliver(cur, s, readers, kind, e.timestamp, data, src, pos)
+        if status in ENDED:
+            statement, params = clear_contact(s, data["lender"]["id"], e.originator_id)
+            cur.execute(statement, params)
 
     # -- chat -----------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from domain.loan import ENDED_STATUSES
+from domain.reader import FORGOTTEN_NICKNAME
 from projections.batch import Page, Rows, Statement, Table
 from projections.read_model import Cursor, ReadModelProjection
 from projections.records import Record, event_type
@@ -117,6 +119,8 @@ _LOAN_COLUMNS_TYPES = {
 _REVISABLE = ("title", "author", "publisher", "tags", "cover_url", "summary")
 _BOOK_STATUS = {"Book.Withdrawn": "withdrawn", "Book.Relisted": "available"}
 
+ENDED = frozenset(ENDED_STATUSES)
+
 _LOAN_TIMESTAMP = {
     "Loan.Approved": ("approved", "approved_at"),
     "Loan.Declined": ("declined", "declined_at"),
@@ -155,6 +159,7 @@ class ShelfProjection(ReadModelProjection):
         self._handlers: dict[str, Callable[..., None]] = {
             "Reader.Registered": self._registered,
             "Reader.ProfileChanged": self._profile_changed,
+            "Reader.Forgotten": self._forgotten,
             "Book.Published": self._published,
             "Book.DetailsRevised": self._revised,
             "Book.Withdrawn": self._book_status("withdrawn"),
@@ -177,7 +182,9 @@ class ShelfProjection(ReadModelProjection):
 
     def fold_page(
         self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
-    ) -> ShelfPage:
+    ) -> ShelfPage | None:
+        if any(e.type == "Reader.Forgotten" for e in events):
+            return None  # rare: event by event (``apply``), and the next page starts afresh
         return ShelfPage(schema, source, events, carry)
 
     # readers
@@ -198,6 +205,23 @@ class ShelfProjection(ReadModelProjection):
                 "WHERE id = %s"
             ).format(s),
             (e.nickname, e.avatar_url, e.timestamp, e.originator_id),
+        )
+
+    def _forgotten(self, cur: Cursor, s: sql.Identifier, pos: int, e: Any) -> None:
+        """Erasure: the neutral nickname, no avatar; the note and contact of the reader's
+        loan requests are gone (their events now read so too: ``domain.personal``)."""
+        cur.execute(
+            sql.SQL(
+                "UPDATE {}.readers SET nickname = %s, avatar_url = '', updated_at = %s "
+                "WHERE id = %s"
+            ).format(s),
+            (FORGOTTEN_NICKNAME, e.timestamp, e.originator_id),
+        )
+        cur.execute(
+            sql.SQL("UPDATE {}.loans SET note = '', contact = NULL WHERE borrower_id = %s").format(
+                s
+            ),
+            (e.originator_id,),
         )
 
     # books
@@ -302,6 +326,8 @@ class ShelfProjection(ReadModelProjection):
             if status == "declined":
                 extra = sql.SQL(", decline_reason = %s")
                 params = (getattr(e, "reason", "") or None,)
+            if status in ENDED:  # the lender no longer sees the borrower's contact
+                extra = sql.SQL("{}, contact = NULL").format(extra)
             cur.execute(
                 sql.SQL(
                     "UPDATE {}.loans SET status = %s, {} = %s, updated_at = %s, version = %s{} "
@@ -486,6 +512,8 @@ class ShelfPage(Page):
                 row["version"] = e.originator_version
                 if status == "declined":
                     row["decline_reason"] = d.get("reason", "") or None
+                if status in ENDED:
+                    row["contact"] = None
 
 
 # -- queries ------------------------------------------------------------------------------------

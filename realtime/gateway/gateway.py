@@ -37,7 +37,7 @@ from realtime.gateway.session import Session
 from realtime.presence import Presence
 from realtime.protocol import MAX_FRAME_BYTES, CloseCode, Hello, ReaderRef, encode_text
 from realtime.reader_presence import PeerCache, PresenceFanout, ReaderPresence
-from realtime.relay import MSG_ID, SUBJECT_PREFIX, parse_msg_id
+from realtime.relay import MSG_ID, SUBJECT_PREFIX, WITHHELD, parse_msg_id
 from realtime.threads import in_thread
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,11 @@ class Gateway:
             _, seq = parse_msg_id((msg.headers or {})[MSG_ID])
         except (KeyError, ValueError):
             log.warning("gateway: inbox message without a usable %s on %s", MSG_ID, msg.subject)
+            return
+        if (msg.headers or {}).get(WITHHELD):
+            # published without its personal fields: each socket reads it from the inbox
+            for session in list(group):
+                self.replay.offer_withheld(session, seq)
             return
         text = msg.data.decode()
         for session in list(group):

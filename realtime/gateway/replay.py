@@ -83,6 +83,17 @@ class Replay:
         session.held[seq] = text
         self.start(session, session.last_seq)
 
+    def offer_withheld(self, session: Session, seq: int) -> None:
+        """A live inbox item for ``session`` published without its personal fields
+        (``realtime.relay.WITHHELD``): it is committed in the inbox before it is published,
+        so the socket reads it from there, in order, like a gap."""
+        if session.closed or seq <= session.last_seq:
+            return
+        if session.replaying:
+            session.held_overflow = True  # one more read of the inbox before going live
+            return
+        self.start(session, session.last_seq)
+
     def start(self, session: Session, after: int, *, resume: bool = False) -> None:
         """Replay ``session`` from ``after`` (a gap, a reconnect to NATS, a connect with
         ``?after=``), replacing a replay in progress. ``resume``: ``after`` comes from a

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import wait_until
 from tests.e2e.test_api_auth import (
     Actor,
     assert_problem,
@@ -406,3 +407,54 @@ def test_a_loan_request_with_an_idempotency_key_acts_once(actors: Actors) -> Non
     )
     assert loan_ids(borrower.http) == [first.json()["id"]]
     assert owner.http.get(f"/v1/loans/{first.json()['id']}").json()["note"] == "请借我"
+
+
+# -- contact details end with the loan ---------------------------------------------------------
+
+
+def _inbox_contact(owner: Actor, loan_id: str) -> Any:
+    response = owner.http.get("/v1/inbox")
+    assert response.status_code == 200, response.text
+    (item,) = [
+        i
+        for i in response.json()["items"]
+        if i["kind"] == "loan.requested" and i["data"]["loan_id"] == loan_id
+    ]
+    return item["data"]["contact"]
+
+
+@pytest.mark.parametrize("ending", ["decline", "cancel", "returned"])
+def test_the_lender_stops_seeing_the_contact_once_the_loan_has_ended(
+    actors: Actors, ending: str
+) -> None:
+    owner, borrower = actors(), actors()
+    book = publish(owner)
+    contact = {"wechat_id": "wx_until_the_end", "phone": "13700001111"}
+    loan = request_loan(borrower, book["id"], note="周末取", contact=contact)
+    assert owner.http.get(f"/v1/loans/{loan['id']}").json()["contact"] == contact
+    then = owner.http.get(f"/v1/loans/{loan['id']}", params={"as_of": "1"})
+    assert then.json()["contact"] == contact  # open: shown, as it was too
+    assert _inbox_contact(owner, loan["id"]) == contact
+    if ending == "decline":
+        steps = [(owner, "decline")]
+    elif ending == "cancel":
+        steps = [(borrower, "cancel")]
+    else:
+        steps = [(owner, "approve"), (borrower, "return"), (owner, "confirm-return")]
+    for actor, action in steps:
+        response = loan_action(actor, loan["id"], action)
+        assert response.status_code == 200, response.text
+        if action in ("approve", "return"):  # still open: still shown
+            assert response.json()["contact"] == (contact if actor is owner else None)
+            assert owner.http.get(f"/v1/loans/{loan['id']}").json()["contact"] == contact
+    ended = response.json()
+    assert ended["status"] in ("declined", "cancelled", "returned")
+    assert ended["contact"] is None
+    assert owner.http.get(f"/v1/loans/{loan['id']}").json()["contact"] is None
+    mine = owner.http.get("/v1/me/loans", params={"role": "lender"}).json()["items"]
+    assert [i["contact"] for i in mine if i["id"] == loan["id"]] == [None]
+    # nor as it was (time travel), nor in the lender's inbox item of the request
+    as_of = owner.http.get(f"/v1/loans/{loan['id']}", params={"as_of": "1"})
+    assert as_of.status_code == 200, as_of.text
+    assert as_of.json()["contact"] is None
+    wait_until(lambda: _inbox_contact(owner, loan["id"]) is None)  # the inbox may lag

@@ -294,11 +294,14 @@ def test_loan_as_of_versions(story: Story) -> None:
     assert {k: v for k, v in last.items() if k != "as_of"} == now
 
 
-def test_loan_contact_only_for_the_lender(story: Story) -> None:
+def test_loan_contact_never_shown_once_the_loan_has_ended(story: Story) -> None:
+    # the story's loan was returned: its contact is not shown even as it was when open
     lender_view = ok(loan_as_of(story.owner.http, story.loan_id, 1))
     borrower_view = ok(loan_as_of(story.borrower.http, story.loan_id, 1))
 
-    assert lender_view["contact"] == {"wechat_id": "wx-tt", "phone": "13800000001"}
+    assert lender_view["status"] == "requested"
+    assert lender_view["contact"] is None
+    assert "13800000001" not in str(lender_view)
     assert borrower_view["contact"] is None
     assert "13800000001" not in str(borrower_view)
     assert lender_view["note"] == borrower_view["note"] == "想读"

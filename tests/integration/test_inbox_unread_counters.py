@@ -210,12 +210,22 @@ def test_item_listeners_get_the_rows_the_page_committed(
             assert [(i["position"], i["seq"]) for i in items] == [
                 (i["position"], i["seq"]) for i in stored
             ]  # the relay's order (readers with the same seq for one event in any order)
-            assert sorted(items, key=_identity) == sorted(stored, key=_identity)
+            assert [_as_committed(i) for i in sorted(items, key=_identity)] == [
+                _as_committed(i) for i in sorted(stored, key=_identity)
+            ]
         assert any(i["kind"] == "chat.read" for *_, items in handed for i in items)
     finally:
         runner.stop()
         pool.close()
         projection.item_listeners.clear()
+
+
+def _as_committed(item: dict[str, Any]) -> dict[str, Any]:
+    """An item without what may change after its page committed: the contact of a loan
+    request is cleared when the loan ends (a later page)."""
+    if item["kind"] != "loan.requested":
+        return item
+    return {**item, "data": {k: v for k, v in item["data"].items() if k != "contact"}}
 
 
 def _identity(item: dict[str, Any]) -> tuple[int, int, str]:

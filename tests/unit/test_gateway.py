@@ -431,3 +431,36 @@ async def test_frames_over_the_socket_rate_get_rate_limited_with_retry_after() -
     assert socket.closed is None  # refused frames, not a closed socket
     socket.incoming.put_nowait(None)
     await task
+
+
+class InboxMsg:
+    """A message from the inbox subject as the relay publishes it."""
+
+    def __init__(self, reader: UUID, seq: int, data: bytes, withheld: bool) -> None:
+        from realtime.relay import MSG_ID, SUBJECT_PREFIX, WITHHELD, msg_id
+
+        self.subject = SUBJECT_PREFIX + str(reader)
+        self.data = data
+        self.headers = {MSG_ID: msg_id(str(reader), seq)}
+        if withheld:
+            self.headers[WITHHELD] = "1"
+
+
+async def test_a_withheld_item_is_read_from_the_inbox_whole_and_in_order() -> None:
+    reader, inbox, socket = uuid4(), FakeInbox(), FakeSocket()
+    gateway, _session, task = await start(inbox, socket, reader)
+    inbox.add(reader, 3)
+    inbox.items_by_reader[reader][1]["data"] = {"n": 2, "contact": {"phone": "139"}}
+    await gateway._on_inbox(InboxMsg(reader, 1, frame(1).encode(), withheld=False))
+    # seq 2 came over NATS without its personal fields: the inbox has them
+    await gateway._on_inbox(InboxMsg(reader, 2, b'{"stripped": true}', withheld=True))
+    await gateway._on_inbox(InboxMsg(reader, 3, frame(3).encode(), withheld=False))
+    await socket.wait_for(lambda: socket.events() == [1, 2, 3])
+    (second,) = [f for f in socket.sent if f.get("seq") == 2]
+    assert second["data"]["contact"] == {"phone": "139"}
+    assert not any("stripped" in json.dumps(f) for f in socket.sent)
+    # an old withheld copy changes nothing
+    await gateway._on_inbox(InboxMsg(reader, 2, b"{}", withheld=True))
+    assert socket.events() == [1, 2, 3]
+    socket.incoming.put_nowait(None)
+    await task

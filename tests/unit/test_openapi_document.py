@@ -118,6 +118,7 @@ def test_commands_document_202_accepted_and_their_headers(document: dict[str, An
     commands = {label for label, op in ops.items() if "202" in op["responses"]} - {rebuild}
     assert commands == {
         "PATCH /v1/me",
+        "DELETE /v1/me",
         "POST /v1/books",
         "PATCH /v1/books/{book_id}",
         "DELETE /v1/books/{book_id}",

@@ -17,6 +17,7 @@ from api.http.openapi import Code, contract
 from api.http.params import JSONBody, ReaderId
 from api.http.schemas import LoginBody, LoginOut, ReaderOut
 from domain.commands import RegisterReader
+from domain.errors import ReaderForgotten
 from domain.reader import reader_id_for
 
 _WECHAT_STATUS = {
@@ -41,6 +42,7 @@ class AuthController(Controller):
             *[Code(s, c) for c, s in _WECHAT_STATUS.items()],
             Code(502, "wechat_error"),
             Code(503, "read_model_lag"),
+            ReaderForgotten,
         ),
     )
     async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> LoginOut:

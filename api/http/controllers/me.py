@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, patch, post
+import anyio
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import QueryParameter
 
+from api.adapters.shredding import PersonalDataMapper, erase_records
+from api.bootstrap.container import Container
+from api.bootstrap.realtime import publish_revoked, realtime_of
 from api.http.controllers.books import page_or_422
-from api.http.controllers.common import accepted, container_of, execute, position_headers
+from api.http.controllers.common import (
+    accepted,
+    container_of,
+    execute,
+    position_headers,
+    shelf_includes,
+)
 from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
 from api.http.moderation import Scene, check_texts
@@ -27,6 +38,9 @@ from api.http.schemas import (
 )
 from domain import commands as c
 from domain.errors import ReaderNotFound
+from realtime.relay import erase_reader_messages
+
+log = logging.getLogger(__name__)
 
 LoanStatus = Literal["requested", "approved", "declined", "cancelled", "returning", "returned"]
 RoleFilter = Annotated[
@@ -77,6 +91,31 @@ class MeController(Controller):
             return accepted(recorded)
         row = container.shelf.reader(reader_id)
         return Response(ReaderOut(**row), headers=position_headers(recorded))  # type: ignore[arg-type]
+
+    @delete(
+        "/",
+        operation_id="forgetMe",
+        status_code=204,
+        opt=contract(ReaderNotFound, command="library"),
+    )
+    async def forget(self, request: Request[Any, Any, Any], reader_id: ReaderId) -> Response[None]:
+        """Erase your account (PIPL art. 47, GDPR art. 17; ``docs/SECURITY.md``): records
+        ``Reader.Forgotten``, destroys your data key (your nickname, avatar, the notes and
+        contact details of your loan requests and the text of your messages can no longer be
+        read from any event, export or rebuild), deletes your uploaded pictures and what the
+        server kept of you outside the log, and revokes every session (your sockets on every
+        node close with 4401). From then on you are shown as "已注销". 204
+        once the read models show it (202 with ``Liudong-Position`` if they lag); signing in
+        again with the same WeChat account answers 403 ``reader_forgotten``."""
+        container = container_of(request)
+        recorded, consistent, ended, peers = await anyio.to_thread.run_sync(
+            forget_reader, container, reader_id
+        )
+        await publish_revoked(container, ended)
+        await erase_from_stream(container, reader_id, peers)
+        if not consistent:
+            return accepted(recorded)  # type: ignore[return-value]
+        return Response(None, status_code=204, headers=position_headers(recorded))
 
     @get(
         "/books",
@@ -189,3 +228,49 @@ class SubscriptionsController(Controller):
             )
         left = platform.grants.add(reader_id, [(g.template_id, g.count) for g in data.grants])
         return _subscriptions(container, left)
+
+
+def forget_reader(
+    container: Container, reader_id: Any
+) -> tuple[c.Recorded, bool, list[str], list[Any]]:
+    """The erasure of ``DELETE /v1/me``, in this order so that a retry finishes it: the
+    event (recorded once), the key, the records outside the log (``erase_records``), the
+    pictures, the sessions. Returns ``(recorded,
+    consistent, revoked session ids, the readers they dealt with)``. Raises
+    ``ReaderNotFound``."""
+    recorded = container.library.handle(c.ForgetReader(reader_id=reader_id))
+    mapper = container.library.mapper
+    if isinstance(mapper, PersonalDataMapper):
+        mapper.keys.destroy(reader_id)
+    with container.pool.connection() as conn:
+        erase_records(conn, reader_id)
+        peers = [
+            row["id"]
+            for row in conn.execute(
+                "SELECT peer_id AS id FROM inbox.conversations WHERE reader_id = %(r)s "
+                "UNION SELECT lender_id FROM shelf.loans WHERE borrower_id = %(r)s "
+                "UNION SELECT borrower_id FROM shelf.loans WHERE lender_id = %(r)s",
+                {"r": reader_id},
+            ).fetchall()
+        ]
+    media = container.media
+    if media is not None:
+        media.forget_owner(reader_id)  # every upload, attached or not
+    consistent = shelf_includes(container, recorded)
+    ended = container.sessions.revoke_all_ids(reader_id)
+    return recorded, consistent, ended, peers
+
+
+async def erase_from_stream(container: Container, reader_id: Any, peers: list[Any]) -> None:
+    """Erase the forgotten reader's messages from the JetStream file store
+    (``realtime.relay.erase_reader_messages``). A NATS failure is logged, not raised: those
+    messages expire with the stream's ``max_age`` anyway."""
+    node = realtime_of(container)
+    if node is None:
+        return
+    try:
+        erased = await erase_reader_messages(node.relay.js, reader_id, [reader_id, *peers])
+    except Exception as exc:  # noqa: BLE001 - the erasure itself is done
+        log.warning("erasure: JetStream messages of a reader not erased: %r", exc)
+    else:
+        log.info("erasure: %d JetStream message(s) erased", erased)
