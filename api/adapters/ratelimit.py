@@ -39,9 +39,19 @@ class RateLimits:
     def hit(self, name: str, *identifiers: str) -> None:
         """Count one request of ``identifiers`` (e.g. a client address) against rule
         ``name``. Raises ``RateLimited`` when over it (a refused hit is not counted)."""
+        retry_after = self.take(name, *identifiers)
+        if retry_after is not None:
+            raise RateLimited(name, retry_after)
+
+    def take(self, name: str, *identifiers: str) -> int | None:
+        """Like ``hit`` without raising: ``None`` when counted (or ``name`` is off or
+        unknown), else the seconds (≥ 1) until the window lets one more through (the refused
+        one is not counted). The WebSocket gateway's sends use it (``realtime.gateway.ports.
+        SendLimits``), so HTTP and WebSocket sends of one reader share one count."""
         item = self._rules.get(name)
         if item is None:
-            return
-        if not self._limiter.hit(item, name, *identifiers):
-            stats = self._limiter.get_window_stats(item, name, *identifiers)
-            raise RateLimited(name, max(1, math.ceil(stats.reset_time - time.time())))
+            return None
+        if self._limiter.hit(item, name, *identifiers):
+            return None
+        stats = self._limiter.get_window_stats(item, name, *identifiers)
+        return max(1, math.ceil(stats.reset_time - time.time()))

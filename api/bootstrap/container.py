@@ -107,6 +107,7 @@ class Container:
                 "login_code": settings.rate_login_code,
                 "loan_requests": settings.rate_loan_requests,
                 "chat_sends": settings.rate_chat_sends,
+                "room_sends": settings.rate_room_sends,
             }
         )
         if settings.run_projections:

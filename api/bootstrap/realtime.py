@@ -213,6 +213,8 @@ async def start_realtime(container: Container) -> RealtimeNode:
         ),
         readers=readers,
         peers=ConversationPeers(container),
+        # chat.send / room.send per reader, in the same count as HTTP sends (per node)
+        limits=lambda: container.rate_limits,
     )
     relay = Relay(
         nc,

@@ -22,8 +22,13 @@ MediaCheckProvider = Literal["wechat", "off"]
 OutagePolicy = Literal["fail_open", "fail_closed"]
 
 
-def _var(env: str, meaning: str, **constraints: Any) -> msgspec.Meta:
-    return msgspec.Meta(description=meaning, extra={"env": env}, **constraints)
+def _var(
+    env: str, meaning: str, *, empty_is_value: bool = False, **constraints: Any
+) -> msgspec.Meta:
+    """``empty_is_value``: an empty variable sets the field to ``""`` (e.g. a limit: off)
+    instead of counting as unset."""
+    extra = {"env": env, "empty_is_value": empty_is_value}
+    return msgspec.Meta(description=meaning, extra=extra, **constraints)
 
 
 def _decode_path(kind: type, value: object) -> object:
@@ -222,27 +227,51 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "LIUDONG_RATE_LOGIN_ADDRESS",
             "logins per client address (`limits` syntax; "
             "per node: each API node counts for itself; empty: off)",
+            empty_is_value=True,
         ),
     ] = "60/minute"
     rate_login_code: Annotated[
-        str, _var("LIUDONG_RATE_LOGIN_CODE", "logins per login code (per node; empty: off)")
+        str,
+        _var(
+            "LIUDONG_RATE_LOGIN_CODE",
+            "logins per login code (per node; empty: off)",
+            empty_is_value=True,
+        ),
     ] = "5/minute"
     rate_loan_requests: Annotated[
-        str, _var("LIUDONG_RATE_LOAN_REQUESTS", "loan requests per reader (per node; empty: off)")
+        str,
+        _var(
+            "LIUDONG_RATE_LOAN_REQUESTS",
+            "loan requests per reader (per node; empty: off)",
+            empty_is_value=True,
+        ),
     ] = "30/hour"
     rate_chat_sends: Annotated[
         str,
         _var(
             "LIUDONG_RATE_CHAT_SENDS",
-            "chat messages sent over HTTP per reader (per node; empty: off)",
+            "chat messages sent per reader, over HTTP and WebSocket `chat.send` together "
+            "(per node: all the reader's requests and sockets on one node share the count; "
+            "beyond: 429 or `error` `rate_limited`; empty: off)",
+            empty_is_value=True,
         ),
     ] = "60/minute"
+    rate_room_sends: Annotated[
+        str,
+        _var(
+            "LIUDONG_RATE_ROOM_SENDS",
+            "room messages (`room.send`) per reader, all its sockets together (per node; "
+            "beyond: `error` `rate_limited` with `retry_after`; empty: off)",
+            empty_is_value=True,
+        ),
+    ] = "30/minute"
     ws_frame_rate: Annotated[
         str,
         _var(
             "LIUDONG_WS_FRAME_RATE",
             "frames one WebSocket may send (per socket, so per "
             "node; beyond: `error` `rate_limited` with `retry_after`; empty: off)",
+            empty_is_value=True,
         ),
     ] = "120/minute"
     run_projections: Annotated[
@@ -444,13 +473,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); empty values count as unset.
+        """Build settings from ``environ`` (default ``os.environ``); empty values count as
+        unset, except for the limits (``LIUDONG_RATE_*``, ``LIUDONG_WS_FRAME_RATE``), where
+        empty means off.
 
         Raises ``SettingsError`` naming the variable when a value has the wrong type or is
         out of range."""
         env = os.environ if environ is None else environ
-        names = {v.field: v.env for v in variables()}
-        raw = {field: env[var] for field, var in names.items() if env.get(var)}
+        known = list(variables())
+        names = {v.field: v.env for v in known}
+        raw = {
+            v.field: env[v.env]
+            for v in known
+            if env.get(v.env) or (v.empty_is_value and v.env in env)
+        }
         try:
             return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
         except msgspec.ValidationError as exc:
@@ -466,6 +502,8 @@ class Variable:
     field: str
     default: Any
     meaning: str
+    empty_is_value: bool = False
+    """An empty value sets the setting to ``""`` (off) rather than counting as unset."""
 
     @property
     def shown_default(self) -> str:
@@ -489,6 +527,7 @@ def variables() -> Iterator[Variable]:
             field=f.name,
             default=f.default,
             meaning=meta.extra_json_schema["description"],
+            empty_is_value=meta.extra.get("empty_is_value", False),
         )
 
 

@@ -30,7 +30,7 @@ from domain import chat_commands as cc
 from domain.errors import DomainError
 from domain.media import MediaRef
 from realtime.gateway.config import GatewayConfig, GatewayStats
-from realtime.gateway.ports import ChatPort
+from realtime.gateway.ports import CHAT_SENDS, ChatPort, SendLimits
 from realtime.gateway.replay import Replay
 from realtime.gateway.rooms import Rooms
 from realtime.gateway.session import Session
@@ -75,6 +75,7 @@ class Dispatcher:
         config: Callable[[], GatewayConfig],
         readers: ReaderPresence | None = None,
         peers: PeerCache | None = None,
+        limits: Callable[[], SendLimits | None] = lambda: None,
     ) -> None:
         self.chat = chat
         self.replay = replay
@@ -85,6 +86,7 @@ class Dispatcher:
         self._frame_rate: tuple[str, Any] | None = None  # (rule, parsed) of config.frame_rate
         self.readers = readers
         self.peers = peers
+        self.limits = limits
 
     async def read_loop(self, session: Session) -> None:
         """Read and handle ``session``'s frames until the client goes away or it closes."""
@@ -163,6 +165,9 @@ class Dispatcher:
             await self._presence_query(session, frame)
 
     async def _chat_send(self, session: Session, frame: ChatSend) -> None:
+        if session.over_limit(self.limits(), CHAT_SENDS, "chat.send", frame.client_msg_id):
+            self.stats.rate_limited += 1
+            return
         command = cc.SendMessage(
             conversation_id=frame.conversation_id,
             sender_id=session.reader.id,

@@ -15,6 +15,14 @@ Reader presence
     its reader online (on all nodes) until it closes; cluster-wide transitions are sent as
     ``presence`` frames to the sockets of the reader's conversation peers (``peers``, cached
     ``peer_ttl`` seconds). ``presence.query`` is answered for peers only (``Dispatcher``).
+
+Send limits
+    ``limits()`` (``ports.SendLimits``; the composition root passes the node's
+    ``RateLimits``, the same HTTP uses) counts ``chat.send`` (rule ``chat_sends``, shared with
+    HTTP ``POST …/messages``) and ``room.send`` (``room_sends``) per reader, whatever socket
+    they come from; over it: ``error`` ``rate_limited`` with ``retry_after`` and the
+    ``client_msg_id``, nothing recorded. Besides, each socket has its frame rate
+    (``GatewayConfig.frame_rate``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from uuid import UUID
 from realtime.gateway.config import GatewayConfig, GatewayStats
 from realtime.gateway.dispatch import Dispatcher
 from realtime.gateway.heartbeat import Heartbeat
-from realtime.gateway.ports import ChatPort, InboxFeed, Socket
+from realtime.gateway.ports import ChatPort, InboxFeed, SendLimits, Socket
 from realtime.gateway.replay import Replay, after_beyond_head
 from realtime.gateway.rooms import ROOM_SUBJECT_PREFIX, Rooms
 from realtime.gateway.session import Session
@@ -67,6 +75,7 @@ class Gateway:
         config: GatewayConfig | None = None,
         readers: ReaderPresence | None = None,
         peers: Callable[[UUID], Iterable[UUID]] | None = None,
+        limits: Callable[[], SendLimits | None] = lambda: None,
     ) -> None:
         self.nc = nc
         self.inbox = inbox
@@ -80,7 +89,7 @@ class Gateway:
         self._stopping = False
         self.heartbeat = Heartbeat(self._all_sessions, lambda: self.config.heartbeat)
         self.replay = Replay(inbox, self.stats, lambda: self.config)
-        self.rooms = Rooms(nc, chat, presence)
+        self.rooms = Rooms(nc, chat, presence, limits=limits, stats=self.stats)
         presence.on_change = self.rooms.on_presence_change
         self.readers = readers
         self.peers: PeerCache | None = None
@@ -97,6 +106,7 @@ class Gateway:
             config=lambda: self.config,
             readers=readers,
             peers=self.peers,
+            limits=limits,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -42,4 +42,21 @@ class ChatPort(Protocol):
     def room(self, room_id: UUID) -> Any: ...
 
 
-__all__ = ["ChatPort", "InboxFeed", "Socket"]
+CHAT_SENDS = "chat_sends"
+"""The rule of ``chat.send`` frames per reader (the same as HTTP ``POST …/messages``)."""
+ROOM_SENDS = "room_sends"
+"""The rule of ``room.send`` frames per reader."""
+
+
+class SendLimits(Protocol):
+    """Per-reader limits of sends (``api.adapters.ratelimit.RateLimits``, the one HTTP uses:
+    a reader's sends over HTTP and over all its sockets on a node share one count)."""
+
+    def take(self, name: str, *identifiers: str) -> int | None:
+        """Count one send of ``identifiers`` against rule ``name`` (``CHAT_SENDS``,
+        ``ROOM_SENDS``): ``None`` when allowed (or the rule is off), else the seconds (≥ 1)
+        until one more is allowed; a refused send is not counted."""
+        ...
+
+
+__all__ = ["CHAT_SENDS", "ROOM_SENDS", "ChatPort", "InboxFeed", "SendLimits", "Socket"]

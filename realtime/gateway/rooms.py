@@ -1,17 +1,19 @@
 """Public chat rooms on the sockets of one node: join, leave, send, messages and member counts.
 
-A ``room.send`` is recorded by the Chat application (history), acknowledged to the sender, and
-then published once on ``liudong.room.<room id>`` (best effort: the history has it); every node
-subscribes to ``liudong.room.*`` and writes the message, encoded once, to its own sockets in
-that room. Member counts are the cluster's (``realtime.presence.Presence``): a join or leave
-that changes them, and changes seen on other nodes (``on_presence_change``), are sent to the
-room's local sockets as ``room.presence``.
+A ``room.send`` (from a member of the room, within the reader's ``room_sends`` limit: else
+``error`` ``rate_limited``) is recorded by the Chat application (history), acknowledged to the
+sender, and then published once on ``liudong.room.<room id>`` (best effort: the history has
+it); every node subscribes to ``liudong.room.*`` and writes the message, encoded once, to its
+own sockets in that room. Member counts are the cluster's (``realtime.presence.Presence``): a
+join or leave that changes them, and changes seen on other nodes (``on_presence_change``), are
+sent to the room's local sockets as ``room.presence``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +21,8 @@ from domain import chat_commands as cc
 from domain.chat import room_id_for
 from domain.errors import DomainError
 from domain.media import MediaRef, picture_view
-from realtime.gateway.ports import ChatPort
+from realtime.gateway.config import GatewayStats
+from realtime.gateway.ports import ROOM_SENDS, ChatPort, SendLimits
 from realtime.gateway.session import Session
 from realtime.presence import Presence
 from realtime.protocol import (
@@ -45,12 +48,24 @@ ROOM_SUBJECT_PREFIX = "liudong.room."
 class Rooms:
     """The rooms of this node's sockets. ``nc``: a connected nats-py client (publishing room
     messages; the gateway subscribes ``on_message``); ``presence``: the cluster's member
-    counts (the gateway sets its ``on_change`` to ``on_presence_change``)."""
+    counts (the gateway sets its ``on_change`` to ``on_presence_change``); ``limits()``: the
+    per-reader send limits (rule ``room_sends``; over it a ``room.send`` gets ``error``
+    ``rate_limited`` with ``retry_after`` and is not recorded)."""
 
-    def __init__(self, nc: Any, chat: ChatPort, presence: Presence) -> None:
+    def __init__(
+        self,
+        nc: Any,
+        chat: ChatPort,
+        presence: Presence,
+        *,
+        limits: Callable[[], SendLimits | None] = lambda: None,
+        stats: GatewayStats | None = None,
+    ) -> None:
         self.nc = nc
         self.chat = chat
         self.presence = presence
+        self.limits = limits
+        self.stats = stats
         self._sessions: dict[str, set[Session]] = {}  # room name → its sockets on this node
         self._titles: dict[str, str] = {}
         self._names: dict[str, str] = {}  # str(room id) → name
@@ -115,6 +130,10 @@ class Rooms:
                     )
                 ),
             )
+            return
+        if session.over_limit(self.limits(), ROOM_SENDS, "room.send", frame.client_msg_id):
+            if self.stats is not None:
+                self.stats.rate_limited += 1
             return
         room_id = room_id_for(frame.room)
         command = cc.SendRoomMessage(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import DomainError
-from realtime.gateway.ports import Socket
+from realtime.gateway.ports import SendLimits, Socket
 from realtime.protocol import CloseCode, Error, ReaderRef, encode_text
 
 
@@ -181,6 +181,28 @@ class Session:
         self.push(
             encode_text(Error(code=exc.code, message=exc.message, client_msg_id=ref, frame=frame))
         )
+
+    def over_limit(self, limits: SendLimits | None, rule: str, frame: str, ref: str | None) -> bool:
+        """Count one ``frame`` (its type; ``ref``: its ``client_msg_id``) of this socket's
+        reader against ``limits``' ``rule``. Over it: answer ``error`` ``rate_limited`` with
+        ``retry_after`` (seconds) and return ``True`` (the frame must then do nothing)."""
+        if limits is None:
+            return False
+        retry_after = limits.take(rule, str(self.reader.id))
+        if retry_after is None:
+            return False
+        self.push(
+            encode_text(
+                Error(
+                    code="rate_limited",
+                    message=f"Too many sends; try again in {retry_after} s.",
+                    client_msg_id=ref,
+                    frame=frame,
+                    retry_after=retry_after,
+                )
+            )
+        )
+        return True
 
     # -- closing ------------------------------------------------------------------------------
 

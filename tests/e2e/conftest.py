@@ -65,6 +65,7 @@ def live_server(
         rate_login_code="",  # puts its own limits on this app)
         rate_loan_requests="",
         rate_chat_sends="",
+        rate_room_sends="",
         ws_frame_rate="",
     )
     app = create_app(settings)

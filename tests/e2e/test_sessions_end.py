@@ -45,6 +45,7 @@ def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
         "LIUDONG_RATE_LOGIN_CODE": "",
         "LIUDONG_RATE_LOAN_REQUESTS": "",
         "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_RATE_ROOM_SENDS": "",
         "LIUDONG_WS_FRAME_RATE": "",
     }
     with log.open("wb") as out:

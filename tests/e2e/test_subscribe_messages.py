@@ -66,6 +66,7 @@ def server(
         rate_login_code="",
         rate_loan_requests="",
         rate_chat_sends="",
+        rate_room_sends="",
         ws_frame_rate="",
         moderation="local",
         wechat_appid=APPID,

@@ -42,3 +42,27 @@ def test_settings_command_hides_secrets() -> None:
     assert "LIUDONG_WECHAT_SECRET=(set, hidden)" in result.output
     assert "s3cr3t-value" not in result.output and "hunter2" not in result.output
     assert CliRunner().invoke(main, ["settings", "--markdown"]).output == variables_markdown()
+
+
+def test_an_empty_limit_turns_it_off_while_other_empty_variables_count_as_unset() -> None:
+    limits = {
+        "LIUDONG_RATE_LOGIN_ADDRESS": "",
+        "LIUDONG_RATE_LOGIN_CODE": "",
+        "LIUDONG_RATE_LOAN_REQUESTS": "",
+        "LIUDONG_RATE_CHAT_SENDS": "",
+        "LIUDONG_RATE_ROOM_SENDS": "",
+        "LIUDONG_WS_FRAME_RATE": "",
+    }
+    off = Settings.from_env({**limits, "LIUDONG_PORT": "", "LIUDONG_HOST": "", "DATABASE_URL": ""})
+    fields = {v.env: v.field for v in variables()}
+    assert {var: getattr(off, fields[var]) for var in limits} == dict.fromkeys(limits, "")
+    # the others: empty is unset, the default applies
+    assert off.port == 8000 and off.host == "127.0.0.1" and off.database_url is None
+    # unset limits keep their defaults; a set one is read
+    default = Settings.from_env({"LIUDONG_RATE_ROOM_SENDS": "3/second"})
+    assert default.rate_chat_sends == "60/minute" and default.ws_frame_rate == "120/minute"
+    assert default.rate_room_sends == "3/second"
+    # every "empty: off" setting is one whose empty value is kept
+    assert {v.env for v in variables() if v.empty_is_value} == {
+        v.env for v in variables() if "empty: off" in v.meaning
+    }
