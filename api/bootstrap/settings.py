@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import limits
 import msgspec
 import platformdirs
 
@@ -22,12 +23,10 @@ MediaCheckProvider = Literal["wechat", "off"]
 OutagePolicy = Literal["fail_open", "fail_closed"]
 
 
-def _var(
-    env: str, meaning: str, *, empty_is_value: bool = False, **constraints: Any
-) -> msgspec.Meta:
-    """``empty_is_value``: an empty variable sets the field to ``""`` (e.g. a limit: off)
-    instead of counting as unset."""
-    extra = {"env": env, "empty_is_value": empty_is_value}
+def _var(env: str, meaning: str, *, rate: bool = False, **constraints: Any) -> msgspec.Meta:
+    """``rate``: a ``limits`` rate string (``"60/minute"``): checked by ``from_env``, and an
+    empty variable sets it to ``""`` (the limit is off) instead of counting as unset."""
+    extra = {"env": env, "rate": rate}
     return msgspec.Meta(description=meaning, extra=extra, **constraints)
 
 
@@ -227,7 +226,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "LIUDONG_RATE_LOGIN_ADDRESS",
             "logins per client address (`limits` syntax; "
             "per node: each API node counts for itself; empty: off)",
-            empty_is_value=True,
+            rate=True,
         ),
     ] = "60/minute"
     rate_login_code: Annotated[
@@ -235,7 +234,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _var(
             "LIUDONG_RATE_LOGIN_CODE",
             "logins per login code (per node; empty: off)",
-            empty_is_value=True,
+            rate=True,
         ),
     ] = "5/minute"
     rate_loan_requests: Annotated[
@@ -243,7 +242,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _var(
             "LIUDONG_RATE_LOAN_REQUESTS",
             "loan requests per reader (per node; empty: off)",
-            empty_is_value=True,
+            rate=True,
         ),
     ] = "30/hour"
     rate_chat_sends: Annotated[
@@ -253,7 +252,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "chat messages sent per reader, over HTTP and WebSocket `chat.send` together "
             "(per node: all the reader's requests and sockets on one node share the count; "
             "beyond: 429 or `error` `rate_limited`; empty: off)",
-            empty_is_value=True,
+            rate=True,
         ),
     ] = "60/minute"
     rate_room_sends: Annotated[
@@ -262,7 +261,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "LIUDONG_RATE_ROOM_SENDS",
             "room messages (`room.send`) per reader, all its sockets together (per node; "
             "beyond: `error` `rate_limited` with `retry_after`; empty: off)",
-            empty_is_value=True,
+            rate=True,
         ),
     ] = "30/minute"
     ws_frame_rate: Annotated[
@@ -271,7 +270,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "LIUDONG_WS_FRAME_RATE",
             "frames one WebSocket may send (per socket, so per "
             "node; beyond: `error` `rate_limited` with `retry_after`; empty: off)",
-            empty_is_value=True,
+            rate=True,
         ),
     ] = "120/minute"
     run_projections: Annotated[
@@ -477,21 +476,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         unset, except for the limits (``LIUDONG_RATE_*``, ``LIUDONG_WS_FRAME_RATE``), where
         empty means off.
 
-        Raises ``SettingsError`` naming the variable when a value has the wrong type or is
-        out of range."""
+        Raises ``SettingsError`` naming the variable when a value has the wrong type, is out
+        of range, or is not a ``limits`` rate string (the limits)."""
         env = os.environ if environ is None else environ
         known = list(variables())
         names = {v.field: v.env for v in known}
-        raw = {
-            v.field: env[v.env]
-            for v in known
-            if env.get(v.env) or (v.empty_is_value and v.env in env)
-        }
+        raw = {v.field: env[v.env] for v in known if env.get(v.env) or (v.rate and v.env in env)}
         try:
-            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
+            settings = msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
         except msgspec.ValidationError as exc:
             field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
             raise SettingsError(f"{names.get(field, field)}: {exc}") from exc
+        for v in known:
+            value = getattr(settings, v.field)
+            if v.rate and value:
+                try:
+                    limits.parse(value)
+                except ValueError as exc:
+                    raise SettingsError(f"{v.env}: {exc} (e.g. `60/minute`)") from exc
+        return settings
 
 
 @dataclass(frozen=True)
@@ -502,8 +505,8 @@ class Variable:
     field: str
     default: Any
     meaning: str
-    empty_is_value: bool = False
-    """An empty value sets the setting to ``""`` (off) rather than counting as unset."""
+    rate: bool = False
+    """A ``limits`` rate string: empty sets it to ``""`` (off) rather than counting as unset."""
 
     @property
     def shown_default(self) -> str:
@@ -527,7 +530,7 @@ def variables() -> Iterator[Variable]:
             field=f.name,
             default=f.default,
             meaning=meta.extra_json_schema["description"],
-            empty_is_value=meta.extra.get("empty_is_value", False),
+            rate=meta.extra.get("rate", False),
         )
 
 

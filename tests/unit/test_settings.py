@@ -63,6 +63,13 @@ def test_an_empty_limit_turns_it_off_while_other_empty_variables_count_as_unset(
     assert default.rate_chat_sends == "60/minute" and default.ws_frame_rate == "120/minute"
     assert default.rate_room_sends == "3/second"
     # every "empty: off" setting is one whose empty value is kept
-    assert {v.env for v in variables() if v.empty_is_value} == {
+    assert {v.env for v in variables() if v.rate} == {
         v.env for v in variables() if "empty: off" in v.meaning
     }
+
+
+@pytest.mark.parametrize("value", ["abc", "10/fortnight", "-1/minute"])
+def test_a_limit_that_is_not_a_rate_is_refused_naming_its_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="LIUDONG_RATE_ROOM_SENDS"):
+        Settings.from_env({"LIUDONG_RATE_ROOM_SENDS": value})
+    assert Settings.from_env({"LIUDONG_RATE_ROOM_SENDS": "5 per second"}).rate_room_sends
