@@ -16,10 +16,17 @@ from psycopg_pool import ConnectionPool
 from api.adapters.catalog import Catalog
 from api.adapters.media import MediaStore
 from api.adapters.ratelimit import RateLimits
-from api.adapters.sessions import SessionStore
+from api.adapters.sessions import SessionCache, SessionStore
 from api.adapters.wechat import LoginProvider, login_provider_for
-from api.bootstrap.db import DatabaseTimeouts, FailFast, eventsourcing_env, make_pool
+from api.bootstrap.db import (
+    DatabaseTimeouts,
+    FailFast,
+    eventsourcing_env,
+    library_cache_env,
+    make_pool,
+)
 from api.bootstrap.embedded import EmbeddedNats
+from api.bootstrap.group_commit import group_commit
 from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
 from api.bootstrap.settings import Settings
@@ -63,6 +70,9 @@ class Container:
     wechat: WeChatPlatform | None = None
     """The WeChat platform: openIds, the content check (``api.bootstrap.wechat``)."""
     rate_limits: RateLimits = field(default_factory=lambda: RateLimits({}))  # per node
+    read_pool: ConnectionPool | None = None
+    """Autocommit connections for single-statement reads (``shelf``, ``inbox``, session
+    lookups); ``pool`` for everything that writes or needs a transaction."""
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -75,26 +85,43 @@ class Container:
         )
         wechat = WeChatPlatform.start(settings, database_url)  # production: a refused AppID stops
         pool = make_pool(database_url, size=settings.db_pool_size, timeouts=timeouts)
+        # single-statement reads (read models, session lookups): autocommit, one round trip
+        read_pool = make_pool(
+            database_url,
+            size=settings.db_pool_size,
+            name="liudong-read",
+            timeouts=timeouts,
+            autocommit=True,
+        )
         wechat.attach(pool)
-        library = Library(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
+        library = Library(
+            env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts)
+            | library_cache_env()
+        )
         chat = Chat(env=eventsourcing_env(database_url, pool_size=5, timeouts=timeouts))
         # an outage fails a command at once, not after eventsourcing's 10 retries
         breaker = FailFast(wait=timeouts.pool)
         for app in (library, chat):
             breaker.guard(app.recorder.datastore.pool)  # type: ignore[attr-defined]
+            # concurrent saves share one transaction (one table lock, one commit)
+            group_commit(app)
         board = PositionBoard()
         container = cls(
             settings=settings,
             database_url=database_url,
             pool=pool,
+            read_pool=read_pool,
             library=library,
-            shelf=ShelfQueries(pool),
-            sessions=SessionStore(pool),
+            shelf=ShelfQueries(read_pool),
+            # enabled by the realtime wiring once revocations are heard (api.bootstrap.realtime)
+            sessions=SessionStore(
+                pool, cache=SessionCache(settings.session_cache_ttl), read_pool=read_pool
+            ),
             catalog=Catalog(pool),
             login=login_provider_for(settings),
             board=board,
             chat=chat,
-            inbox=InboxQueries(pool),
+            inbox=InboxQueries(read_pool),
             wechat=wechat,
         )
         container.media = media_store_for(settings, pool)
@@ -143,6 +170,8 @@ class Container:
         self.library.close()
         self.chat.close()
         self.pool.close()
+        if self.read_pool is not None:
+            self.read_pool.close()
         if self.embedded_nats is not None:
             self.embedded_nats.stop()
 
@@ -166,7 +195,7 @@ class Container:
                 runner.wake(source)
 
         def poll() -> int:
-            with self.pool.connection() as conn:
+            with (self.read_pool or self.pool).connection() as conn:
                 return tracked_position(conn, projection, source)
 
         if not self.board.wait(

@@ -132,6 +132,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
     async def reconnected() -> None:
         log.info("nats: reconnected; resynchronising sockets, presence and relay")
         if node is not None:
+            container.sessions.cache.enable()
             node.gateway.resync()
             node.relay.request_catch_up()
             with contextlib.suppress(Exception):
@@ -140,6 +141,8 @@ async def start_realtime(container: Container) -> RealtimeNode:
                 await node.readers.resync()
 
     async def disconnected() -> None:
+        # revocations may be missed meanwhile: every token is looked up again
+        container.sessions.cache.disable()
         if node is not None and not node.stopping:
             log.warning("nats: disconnected; reconnecting")
 
@@ -184,6 +187,12 @@ async def start_realtime(container: Container) -> RealtimeNode:
     await presence.start()
     await readers.start()
     await gateway.start()
+
+    async def revoked(msg: Any) -> None:  # any node's logout, eviction or revocation
+        container.sessions.cache.forget(msg.data.decode(errors="replace").split())
+
+    await nc.subscribe(REVOKED_SUBJECT, cb=revoked)
+    container.sessions.cache.enable()  # from now on a revocation reaches the cache
     container.inbox_projection.item_listeners.append(relay.on_page)
     node = RealtimeNode(
         node=node_id,
@@ -199,6 +208,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
 
 async def stop_realtime(container: Container, node: RealtimeNode) -> None:
     node.stopping = True
+    container.sessions.cache.disable()
     with contextlib.suppress(ValueError):
         container.inbox_projection.item_listeners.remove(node.relay.on_page)
     await node.gateway.stop()
