@@ -793,6 +793,77 @@ class ReadModelRunner:
             log.exception("projection %s: after_commit failed", self.projection.name)
 
 
+OWNER_LOCK = lock_key("liudong.owner")
+"""The advisory lock of the process that runs the projections (and so the relay)."""
+
+
+class Ownership:
+    """Runs ``runners`` in at most one process at a time among those sharing a database
+    (``liudong serve --workers N``, several nodes): a thread waits in
+    ``pg_advisory_lock(OWNER_LOCK)`` (no polling) and starts the runners once it holds it;
+    the other processes serve the API only, until the owner's session ends (a crash, a
+    stop), when one of them takes over. Each runner still takes its projection's own lock,
+    so a projection never runs twice even while an owner is being replaced."""
+
+    def __init__(
+        self, database_url: str, runners: Sequence[ReadModelRunner], *, key: int = OWNER_LOCK
+    ) -> None:
+        self.database_url = database_url
+        self.runners = list(runners)
+        self.key = key
+        self.owner = False
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="projections-owner", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        conn = self._conn
+        if conn is not None and not self.owner:
+            with contextlib.suppress(Exception):
+                conn.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for runner in self.runners:
+            if runner._thread is not None:  # noqa: SLF001 - started by this owner
+                runner.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.database_url, autocommit=True, application_name="liudong owner"
+                ) as conn:
+                    self._conn = conn
+                    if not self.owner:
+                        for runner in self.runners:
+                            runner.status.state = "standby"
+                    conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                    if self._stop.is_set():
+                        return
+                    if not self.owner:
+                        self.owner = True
+                        log.info("projections: this process runs them (owner)")
+                        for runner in self.runners:
+                            runner.start()
+                    while not self._stop.is_set():  # keep the session (and the lock)
+                        for _ in conn.notifies(timeout=0.5):  # raises if the session ends
+                            pass
+                    return
+            except psycopg.errors.QueryCanceled:
+                return
+            except Exception as exc:  # connection lost: the runners keep their own locks
+                if not self._stop.is_set():
+                    log.warning("projections owner: %s; again in 1 s", exc)
+            finally:
+                self._conn = None
+            self._stop.wait(1.0)
+
+
 @contextlib.contextmanager
 def running(runners: Iterable[ReadModelRunner]) -> Iterator[list[ReadModelRunner]]:
     """Start runners and stop them on exit."""

@@ -34,10 +34,10 @@ from api.bootstrap.wechat import WeChatPlatform
 from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library
-from projections.board import PositionBoard, tracked_position
+from projections.board import PositionBoard, PositionListener, tracked_position
 from projections.inbox import InboxProjection, InboxQueries
 from projections.rooms import RoomsProjection
-from projections.runner import ReadModelRunner
+from projections.runner import Ownership, ReadModelRunner
 from projections.shelf import ShelfProjection, ShelfQueries
 from projections.source import Source
 
@@ -71,6 +71,8 @@ class Container:
     """The WeChat platform: openIds, the content check (``api.bootstrap.wechat``)."""
     rate_limits: RateLimits = field(default_factory=lambda: RateLimits({}))  # per node
     read_pool: ConnectionPool | None = None
+    ownership: Ownership | None = None
+    positions: PositionListener | None = None
     """Autocommit connections for single-statement reads (``shelf``, ``inbox``, session
     lookups); ``pool`` for everything that writes or needs a transaction."""
 
@@ -155,11 +157,19 @@ class Container:
                     RoomsProjection(), database_url, {"chat": Source("chat", chat)}, board=board
                 )
             )
-            for runner in container.runners:
-                runner.start()
+            # one process of those sharing the database runs them (serve --workers N)
+            container.ownership = Ownership(database_url, container.runners)
+            container.ownership.start()
+        # every process hears every committed position (read-your-writes without polling)
+        container.positions = PositionListener(database_url, board)
+        container.positions.start()
         return container
 
     async def aclose(self) -> None:
+        if self.ownership is not None:
+            self.ownership.stop()
+        if self.positions is not None:
+            self.positions.stop()
         for runner in self.runners:
             runner.stop()
         await self.login.aclose()
