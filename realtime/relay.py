@@ -253,6 +253,9 @@ class Relay:
                     if job is _CATCH_UP:
                         continue
                 pages, catch_up = self._drain(job)
+                # pages come from this node's active runner, and a page after a gap reads
+                # the gap from the database: no takeover catch-up needed any more
+                self._was_active = True
                 await self._pages(pages)
                 if catch_up and self.is_active():
                     await self._catch_up()
@@ -317,6 +320,7 @@ class Relay:
         await flush()
 
     async def _catch_up(self) -> None:
+        self._was_active = True  # read from the database just now: nothing left behind
         self.stats.catch_ups += 1
         for source in self.sources:
             await self._catch_up_source(source)
