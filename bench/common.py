@@ -331,6 +331,9 @@ def postgres_settings(url: str) -> dict[str, str]:
         return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
 
 
+_UNLIMITED = "1000000000/second"
+
+
 class ServerProcess:
     """``liudong serve`` as a subprocess (the load generator stays in this process), on
     ``database_url`` and ``nats_url``; its output goes to ``log_path``. ``workers``: its
@@ -373,11 +376,13 @@ class ServerProcess:
             "NATS_URL": self.nats_url,
             "LIUDONG_DATA_DIR": str(self.data_dir),
             "LIUDONG_ENV": "development",
-            "LIUDONG_RATE_LOGIN_ADDRESS": "",  # thousands of readers log in from one address
-            "LIUDONG_RATE_LOGIN_CODE": "",
-            "LIUDONG_RATE_LOAN_REQUESTS": "",
-            "LIUDONG_RATE_CHAT_SENDS": "",
-            "LIUDONG_WS_FRAME_RATE": "",
+            # thousands of readers log in from one address. (An empty value counts as unset,
+            # i.e. the default limit, not as "off": Settings.from_env.)
+            "LIUDONG_RATE_LOGIN_ADDRESS": _UNLIMITED,
+            "LIUDONG_RATE_LOGIN_CODE": _UNLIMITED,
+            "LIUDONG_RATE_LOAN_REQUESTS": _UNLIMITED,
+            "LIUDONG_RATE_CHAT_SENDS": _UNLIMITED,
+            "LIUDONG_WS_FRAME_RATE": _UNLIMITED,
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

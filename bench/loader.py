@@ -56,8 +56,12 @@ _WORDS = [
 
 def copy_stored(conn: psycopg.Connection[Any], table: str, stored: Iterable[Any]) -> int:
     """``COPY`` stored events into ``table`` (``…_events`` or ``…_snapshots``) inside the
-    caller's transaction, after locking the table as eventsourcing does for inserts."""
+    caller's transaction, after locking the table as eventsourcing does for inserts, and
+    ``NOTIFY`` its channel as eventsourcing does (a running server's projections follow
+    LISTEN/NOTIFY only; delivered at the caller's commit)."""
     conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+    if table.endswith("_events"):
+        conn.execute(f"NOTIFY {table}")
     count = 0
     with (
         conn.cursor() as cur,

@@ -10,12 +10,20 @@ benchmarks read).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
+
+log = logging.getLogger(__name__)
+
+POSITIONS_CHANNEL = "liudong_positions"
+"""Where PostgreSQL announces each move of an active version's tracking position
+(migration ``0014_position_notify``): payload ``"<projection> <source> <position>"``."""
 
 
 class PositionBoard:
@@ -37,6 +45,10 @@ class PositionBoard:
         self._positions: dict[tuple[str, str], int] = {}
         self._holders: dict[str, int] = {}
         self._waiters: dict[tuple[str, str], dict[threading.Event, int]] = {}
+        self.listening = False
+        """A ``PositionListener`` feeds this board every position committed by any process:
+        waiters of a projection no local runner holds poll only every
+        ``SAFETY_POLL_INTERVAL`` s."""
 
     def publish(self, projection: str, source: str, position: int) -> None:
         """``projection`` has processed ``source`` up to ``position`` (it never goes back)."""
@@ -78,6 +90,11 @@ class PositionBoard:
         """Whether a runner of this process holds ``projection``."""
         return self._holders.get(projection, 0) > 0
 
+    def _informed(self, projection: str) -> bool:
+        """Whether this board hears of ``projection``'s pages without asking the database
+        (a local runner holds it, or a ``PositionListener`` is connected)."""
+        return self.listening or self.held(projection)
+
     def wait(
         self,
         projection: str,
@@ -100,14 +117,16 @@ class PositionBoard:
         with self._lock:
             self._waiters.setdefault(key, {})[event] = position
         try:
-            interval = self.SAFETY_POLL_INTERVAL if self.held(projection) else self.POLL_INTERVAL
+            interval = (
+                self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
+            )
             next_poll = now + interval
             while self.known(projection, source) < position:
                 now = time.monotonic()
                 if now >= deadline:
                     return False
                 interval = (
-                    self.SAFETY_POLL_INTERVAL if self.held(projection) else self.POLL_INTERVAL
+                    self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
                 )
                 next_poll = min(next_poll, now + interval)
                 if poll is not None and now >= next_poll:
@@ -127,6 +146,60 @@ class PositionBoard:
                     waiters.pop(event, None)
                     if not waiters:
                         del self._waiters[key]
+
+
+class PositionListener:
+    """A thread that ``LISTEN``s on ``liudong_positions`` and publishes each announced
+    position on ``board``: read-your-writes in a process (API worker, node) that does not
+    run the projection, without polling ``projection_tracking``. While it is not connected
+    the board's waiters poll as before (``board.listening`` is False); after a reconnect it
+    reads every tracked position once (a NOTIFY sent meanwhile was missed)."""
+
+    def __init__(self, database_url: str, board: PositionBoard) -> None:
+        self.database_url = database_url
+        self.board = board
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="positions", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.database_url,
+                    autocommit=True,
+                    application_name="liudong positions",
+                ) as conn:
+                    conn.execute(f"LISTEN {POSITIONS_CHANNEL}")
+                    for projection, source, position in conn.execute(
+                        "SELECT v.projection, t.source, t.position FROM projection_tracking t "
+                        "JOIN projection_versions v ON v.schema_name = t.schema_name "
+                        "WHERE v.active"
+                    ).fetchall():
+                        self.board.publish(projection, source, int(position))
+                    self.board.listening = True
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=0.2):
+                            self._publish(notify.payload)
+            except Exception as exc:  # connection lost, database restarting…
+                if not self._stop.is_set():
+                    log.warning("positions: %s; listening again in 1 s", exc)
+            finally:
+                self.board.listening = False
+            self._stop.wait(1.0)
+
+    def _publish(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            projection, source, position = payload.split(" ")
+            self.board.publish(projection, source, int(position))
 
 
 def tracked_position(conn: psycopg.Connection[Any], projection: str, source: str) -> int:

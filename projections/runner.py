@@ -83,6 +83,10 @@ class _Stale(Exception):
     """The version or its position changed under an overlapped page: not written."""
 
 
+class _PageFailed(Exception):
+    """Applying a page raised (its cause): the page's transaction was rolled back."""
+
+
 class _Sequential(Exception):
     """The projection declined to fold this page (``fold_page`` returned None)."""
 
@@ -104,8 +108,11 @@ class ReadModelRunner:
     ``docs/adr/0001-projection-runner.md``.)
 
     ``start()`` returns at once; the thread takes the projection's advisory lock (or stands
-    by), then catches up in pages and follows new events (LISTEN/NOTIFY wake-ups with a
-    1 s polling fallback).
+    by), then catches up in pages and follows new events: LISTEN/NOTIFY and local ``wake()``
+    only, so an idle runner sends no statement (``idle_wait`` seconds: an optional polling
+    fallback, for logs written by something that does not NOTIFY; ``None``, the default: none).
+    A standby waits for the lock inside PostgreSQL (``pg_advisory_lock``), again without
+    polling, and takes over the moment the holder's session ends.
 
     ``page_size`` (500) bounds a page while following (pages are as small as what was
     committed meanwhile); when a page comes back full the runner is behind and catches up
@@ -119,7 +126,7 @@ class ReadModelRunner:
         *,
         board: PositionBoard | None = None,
         page_size: int = 500,
-        idle_wait: float = 1.0,
+        idle_wait: float | None = None,
         retry_interval: float = 5.0,
         catch_up_page_size: int = 5000,
     ) -> None:
@@ -137,6 +144,7 @@ class ReadModelRunner:
         self._woken: set[str] = set()  # sources named by wake() since the last look
         self._woken_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._lock_conn: psycopg.Connection[Any] | None = None  # while waiting for the lock
         self._prefetcher: Prefetcher | None = None
         self.fallback_pages = 0
         """Pages that failed set-wise (``fold_page``) but not event by event: a discrepancy
@@ -153,6 +161,10 @@ class ReadModelRunner:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        waiting = self._lock_conn
+        if waiting is not None:  # a standby blocked in pg_advisory_lock
+            with contextlib.suppress(Exception):
+                waiting.cancel()
         if self._thread is not None:
             self._thread.join(timeout)
         if self.status.state != "failed":
@@ -201,19 +213,30 @@ class ReadModelRunner:
                 self._stop.wait(1.0)
 
     def _acquire(self, lock_conn: psycopg.Connection[Any]) -> bool:
+        """Take the projection's advisory lock: at once, or else stand by blocked in
+        ``pg_advisory_lock`` until the holder's session ends (no polling; ``stop()`` cancels
+        the wait). False when stopped meanwhile."""
         key = lock_key(self.projection.name)
         row = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
         if row and row["ok"]:
             return True
         self.status.state = "standby"
-        self._stop.wait(1.0)
-        return False
+        self._lock_conn = lock_conn
+        try:
+            if self._stop.is_set():
+                return False
+            lock_conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        except psycopg.errors.QueryCanceled:
+            return False
+        finally:
+            self._lock_conn = None
+        return not self._stop.is_set()
 
     def _follow(self, lock_conn: psycopg.Connection[Any]) -> None:
         """Process pages while holding the lock. LISTEN comes before the first page, so an
         event committed after a page's read always brings a NOTIFY: a source is processed
-        until a page is not full, then only again when it is notified or woken (or every
-        ``idle_wait`` seconds)."""
+        until a page is not full, then only again when it is notified or woken (or, with an
+        ``idle_wait``, after that many seconds)."""
         ensure_active_version(self.database_url, self.projection)
         for source in self.sources.values():
             lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(source.channel)))
@@ -290,11 +313,13 @@ class ReadModelRunner:
         return row is not None
 
     def _idle(self, lock_conn: psycopg.Connection[Any]) -> set[str]:
-        """Sleep until a NOTIFY, a local ``wake()`` or the polling interval; returns the
-        names of the sources to look at (all of them after the polling interval)."""
+        """Sleep until a NOTIFY, a local ``wake()`` or the polling interval (if any);
+        returns the names of the sources to look at (all of them after the polling
+        interval). Sends no statement: it only reads the LISTEN connection's socket."""
         channels = {source.channel: name for name, source in self.sources.items()}
         pending: set[str] = set()
-        deadline = time.monotonic() + self.idle_wait
+        wait = self.idle_wait
+        deadline = time.monotonic() + (wait if wait is not None else float("inf"))
         while not self._stop.is_set():
             if self._wake.is_set():
                 self._wake.clear()
@@ -339,38 +364,44 @@ class ReadModelRunner:
         self, conn: psycopg.Connection[Any], source: Source, schema: str | None, stop: int | None
     ) -> int:
         announce = schema is None
-        with conn.transaction():
-            schema_name, position = self._lock_tracking(conn, source.name, schema)
-            ahead = (
-                self._prefetcher.take(source, position, self.page_size, stop)
-                if (self._prefetcher is not None)
-                else None
-            )
-            rows, events = ahead or (source.read_rows(conn, position, self.page_size, stop), None)
-            if not rows:
-                self.close()
-                return 0
-            if len(rows) == self.page_size:  # more may follow: read the next page meanwhile
-                if self._prefetcher is None:
-                    self._prefetcher = Prefetcher(self.database_url, self.projection.name)
-                self._prefetcher.start(source, rows[-1][0], self.page_size, stop, self.projection)
-            else:
-                self.close()
-            try:
-                with conn.transaction():  # savepoint: a failure leaves the page undone
-                    self._apply_all(conn, schema_name, source, rows, events=events)
-            except Exception:
-                log.warning(
-                    "projection %s: page %s..%s of %s failed; replaying it event by event",
-                    self.projection.name,
-                    rows[0][0],
-                    rows[-1][0],
-                    source.name,
-                    exc_info=True,
+        failed = False
+        try:
+            with conn.transaction():  # a failure rolls the whole page back (no savepoint)
+                schema_name, position = self._lock_tracking(conn, source.name, schema)
+                ahead = (
+                    self._prefetcher.take(source, position, self.page_size, stop)
+                    if (self._prefetcher is not None)
+                    else None
                 )
-                failed = True
-            else:
-                failed = False
+                rows, events = ahead or (
+                    source.read_rows(conn, position, self.page_size, stop),
+                    None,
+                )
+                if not rows:
+                    self.close()
+                    return 0
+                if len(rows) == self.page_size:  # more may follow: read the next page meanwhile
+                    if self._prefetcher is None:
+                        self._prefetcher = Prefetcher(self.database_url, self.projection.name)
+                    self._prefetcher.start(
+                        source, rows[-1][0], self.page_size, stop, self.projection
+                    )
+                else:
+                    self.close()
+                try:
+                    self._apply_all(conn, schema_name, source, rows, events=events)
+                except Exception as exc:
+                    raise _PageFailed from exc
+        except _PageFailed as exc:
+            log.warning(
+                "projection %s: page %s..%s of %s failed; replaying it event by event",
+                self.projection.name,
+                rows[0][0],
+                rows[-1][0],
+                source.name,
+                exc_info=exc.__cause__,
+            )
+            failed = True
         if failed:
             self._isolate_failure(conn, source, rows, schema)
         if announce:
@@ -760,6 +791,77 @@ class ReadModelRunner:
             self.projection.after_commit(source, first, last)
         except Exception:
             log.exception("projection %s: after_commit failed", self.projection.name)
+
+
+OWNER_LOCK = lock_key("liudong.owner")
+"""The advisory lock of the process that runs the projections (and so the relay)."""
+
+
+class Ownership:
+    """Runs ``runners`` in at most one process at a time among those sharing a database
+    (``liudong serve --workers N``, several nodes): a thread waits in
+    ``pg_advisory_lock(OWNER_LOCK)`` (no polling) and starts the runners once it holds it;
+    the other processes serve the API only, until the owner's session ends (a crash, a
+    stop), when one of them takes over. Each runner still takes its projection's own lock,
+    so a projection never runs twice even while an owner is being replaced."""
+
+    def __init__(
+        self, database_url: str, runners: Sequence[ReadModelRunner], *, key: int = OWNER_LOCK
+    ) -> None:
+        self.database_url = database_url
+        self.runners = list(runners)
+        self.key = key
+        self.owner = False
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="projections-owner", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        conn = self._conn
+        if conn is not None and not self.owner:
+            with contextlib.suppress(Exception):
+                conn.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for runner in self.runners:
+            if runner._thread is not None:  # noqa: SLF001 - started by this owner
+                runner.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.database_url, autocommit=True, application_name="liudong owner"
+                ) as conn:
+                    self._conn = conn
+                    if not self.owner:
+                        for runner in self.runners:
+                            runner.status.state = "standby"
+                    conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                    if self._stop.is_set():
+                        return
+                    if not self.owner:
+                        self.owner = True
+                        log.info("projections: this process runs them (owner)")
+                        for runner in self.runners:
+                            runner.start()
+                    while not self._stop.is_set():  # keep the session (and the lock)
+                        for _ in conn.notifies(timeout=0.5):  # raises if the session ends
+                            pass
+                    return
+            except psycopg.errors.QueryCanceled:
+                return
+            except Exception as exc:  # connection lost: the runners keep their own locks
+                if not self._stop.is_set():
+                    log.warning("projections owner: %s; again in 1 s", exc)
+            finally:
+                self._conn = None
+            self._stop.wait(1.0)
 
 
 @contextlib.contextmanager

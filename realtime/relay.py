@@ -11,10 +11,11 @@ How nothing is lost between the database commit and NATS
     acknowledgement; only then does it advance ``relay_tracking(source, position)``
     (migration ``0006_relay``). On start, on
     NATS reconnect, after a failure, whenever a page does not follow the last relayed
-    position, and every ``interval`` seconds, it re-publishes from ``relay_tracking`` up to the
-    inbox projection's own position. Re-publishing is harmless: JetStream drops a message
-    whose ``Nats-Msg-Id`` it has seen within its duplicate window (2 minutes), and the
-    gateway drops any ``seq`` a socket has already had.
+    position, and when this node's inbox runner becomes the active one (looked at every
+    ``interval`` seconds, in memory), it re-publishes from ``relay_tracking`` up to the
+    inbox projection's own position (an idle relay sends no statement). Re-publishing is
+    harmless: JetStream drops a message whose ``Nats-Msg-Id`` it has seen within its
+    duplicate window (2 minutes), and the gateway drops any ``seq`` a socket has already had.
 
     So a crash after the commit and before the publish costs a delay, never an item; and the
     inbox table, not NATS, is what a client's resume reads.
@@ -188,6 +189,7 @@ class Relay:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=10_000)
         self._task: asyncio.Task[None] | None = None
         self._overflowed = False
+        self._was_active = False  # is_active() when last looked at
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -256,6 +258,8 @@ class Relay:
             try:
                 job = await asyncio.wait_for(self._queue.get(), timeout=self.interval)
             except TimeoutError:
+                if not self._due():
+                    continue
                 job = _CATCH_UP
             try:
                 if job is _CATCH_UP or self._overflowed:
@@ -265,6 +269,9 @@ class Relay:
                     if job is _CATCH_UP:
                         continue
                 pages, catch_up = self._drain(job)
+                # pages come from this node's active runner, and a page after a gap reads
+                # the gap from the database: no takeover catch-up needed any more
+                self._was_active = True
                 await self._pages(pages)
                 if catch_up and self.is_active():
                     await self._catch_up()
@@ -278,6 +285,14 @@ class Relay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 self._overflowed = True  # drop nothing: the next round reads the database
+
+    def _due(self) -> bool:
+        """A periodic look (no statement): re-publish from the database only after a
+        failure or an overflow, or when this node's inbox runner has just become active
+        (a takeover: the previous holder may have left items unrelayed)."""
+        active = self.is_active()
+        became_active, self._was_active = active and not self._was_active, active
+        return self._overflowed or became_active
 
     def _drain(self, first: _Page) -> tuple[list[_Page], bool]:
         """``first`` and the pages queued behind it (up to a catch-up request: True)."""
@@ -321,6 +336,7 @@ class Relay:
         await flush()
 
     async def _catch_up(self) -> None:
+        self._was_active = True  # read from the database just now: nothing left behind
         self.stats.catch_ups += 1
         for source in self.sources:
             await self._catch_up_source(source)

@@ -20,7 +20,15 @@ Exception hierarchy (each class has a stable ``code`` string)::
 
 psycopg errors are translated once, in ``SessionStore._run``, with ``raise ... from exc``.
 Methods are synchronous (psycopg pool); call them from a thread (``sync_to_thread=True``).
-All times come from the database clock (``now()``).
+All times come from the database clock (``now()``), but for the cache's expiry check below.
+
+The session cache (``SessionCache``, off unless ``enable()``-d): a live session found in the
+database is remembered for ``ttl`` seconds (``LIUDONG_SESSION_CACHE_TTL``, 5 s), so a
+client's next requests skip the lookup. Revocation still wins: a revoke on this node drops
+the entry at once, and the composition root drops the entries named by every revocation
+message (``liudong.sessions.revoked`` on NATS) and turns the cache off while NATS is
+disconnected (a message missed then cannot keep a revoked session alive). An entry never
+outlives its session's ``expires_at`` (this machine's clock).
 """
 
 from __future__ import annotations
@@ -28,8 +36,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
-from datetime import datetime, timedelta
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -45,6 +56,7 @@ __all__ = [
     "MalformedToken",
     "RevokedToken",
     "SessionError",
+    "SessionCache",
     "SessionStore",
     "SessionStoreUnavailable",
     "UnknownToken",
@@ -157,21 +169,117 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
+class SessionCache:
+    """Live sessions by token hash for ``ttl`` seconds (at most ``maxsize`` entries, the
+    least recently used dropped first). Thread-safe. Starts disabled: ``get`` finds nothing
+    and ``put`` keeps nothing until ``enable()`` (the composition root enables it once it
+    hears revocations on NATS, and ``disable()``s it while it cannot)."""
+
+    def __init__(self, ttl: float = 5.0, maxsize: int = 100_000) -> None:
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self.enabled = False
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, tuple[float, Authenticated]] = OrderedDict()
+        self._by_session: dict[str, bytes] = {}
+        self._generation = 0  # bumped by every forget/disable: a lookup racing one is not kept
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def enable(self) -> None:
+        self.enabled = self.ttl > 0
+
+    def disable(self) -> None:
+        with self._lock:
+            self.enabled = False
+            self._generation += 1
+            self._entries.clear()
+            self._by_session.clear()
+
+    def get(self, digest: bytes) -> Authenticated | None:
+        """The cached live session of ``digest``, if fresh and not past its expiry."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                self.misses += 1
+                return None
+            until, auth = entry
+            if time.monotonic() >= until or datetime.now(UTC) >= auth.expires_at:
+                del self._entries[digest]
+                self._by_session.pop(auth.session_id, None)
+                self.misses += 1
+                return None
+            self._entries.move_to_end(digest)
+            self.hits += 1
+            return auth
+
+    def put(self, digest: bytes, auth: Authenticated, generation: int) -> None:
+        """Remember ``auth`` unless a ``forget``/``disable`` happened since ``generation``
+        (read before the lookup that found it)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._entries[digest] = (time.monotonic() + self.ttl, auth)
+            self._entries.move_to_end(digest)
+            self._by_session[auth.session_id] = digest
+            while len(self._entries) > self.maxsize:
+                _, (_, old) = self._entries.popitem(last=False)
+                self._by_session.pop(old.session_id, None)
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        """Drop the entries of these sessions (``session_id``): they were revoked."""
+        with self._lock:
+            self._generation += 1
+            for sid in session_ids:
+                digest = self._by_session.pop(sid, None)
+                if digest is not None:
+                    self._entries.pop(digest, None)
+
+    def forget_reader(self, reader_id: UUID) -> None:
+        """Drop every entry of ``reader_id`` (all its sessions were revoked)."""
+        with self._lock:
+            self._generation += 1
+            for digest, (_, auth) in list(self._entries.items()):
+                if auth.reader_id == reader_id:
+                    del self._entries[digest]
+                    self._by_session.pop(auth.session_id, None)
+
+
 class SessionStore:
     """Sessions in PostgreSQL table ``sessions``.
 
     ``pool``: an open ``psycopg_pool.ConnectionPool`` with ``dict_row`` rows
-    (``api.bootstrap.db.make_pool``).
+    (``api.bootstrap.db.make_pool``); ``cache``: a ``SessionCache`` (a disabled one by
+    default).
     Every method runs one short transaction and raises ``SessionStoreUnavailable`` when the
     database cannot be reached."""
 
-    def __init__(self, pool: ConnectionPool, *, token_factory: Callable[[], str] = new_token):
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        token_factory: Callable[[], str] = new_token,
+        cache: SessionCache | None = None,
+        read_pool: ConnectionPool | None = None,
+    ):
         self._pool = pool
+        self._read_pool = read_pool or pool  # autocommit: a lookup is one round trip
         self._new_token = token_factory
+        self.cache = cache or SessionCache()
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _run(
+        self, work: Callable[[psycopg.Connection[Any]], T], pool: ConnectionPool | None = None
+    ) -> T:
         try:
-            with self._pool.connection() as conn:
+            with (pool or self._pool).connection() as conn:
                 return work(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise SessionStoreUnavailable(f"session store unavailable: {exc}") from exc
@@ -231,6 +339,8 @@ class SessionStore:
             return expires_at, evicted, ()
 
         expires_at, evicted, replaced = self._run(work)
+        if evicted or replaced:
+            self.cache.forget((*evicted, *replaced))
         return IssuedToken(token=token, expires_at=expires_at, evicted=evicted, replaced=replaced)
 
     def authenticate(self, token: str) -> UUID:
@@ -248,6 +358,11 @@ class SessionStore:
         return self._authenticate_digest(hash_token(token))
 
     def _authenticate_digest(self, digest: bytes) -> Authenticated:
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
+
         def work(conn: psycopg.Connection[Any]) -> tuple[UUID, bool, bool, datetime]:
             row = conn.execute(
                 "SELECT reader_id, revoked_at IS NOT NULL AS revoked, "
@@ -269,14 +384,16 @@ class SessionStore:
                 )
             return reader_id, revoked, expired, row["expires_at"]
 
-        reader_id, revoked, expired, expires_at = self._run(work)
+        reader_id, revoked, expired, expires_at = self._run(work, self._read_pool)
         if revoked:
             raise RevokedToken("this session was revoked (logged out)")
         if expired:
             raise ExpiredToken("this session has expired; log in again")
-        return Authenticated(
+        auth = Authenticated(
             reader_id=reader_id, session_id=session_id(digest), expires_at=expires_at
         )
+        self.cache.put(digest, auth, generation)
+        return auth
 
     def issue_ticket(self, token: str, ttl_seconds: int = TICKET_TTL) -> str:
         """A single-use WebSocket ticket for the live session of ``token`` (checked first:
@@ -333,7 +450,10 @@ class SessionStore:
             )
             return cur.rowcount == 1
 
-        return self._run(work)
+        revoked = self._run(work)
+        # after the commit: a lookup that began before it is not cached (generation)
+        self.cache.forget([session_id(hash_token(token))])
+        return revoked
 
     def revoke_all(self, reader_id: UUID) -> int:
         """Revoke every unrevoked session of ``reader_id`` (all devices; also on erasure).
@@ -351,7 +471,9 @@ class SessionStore:
             ).fetchall()
             return [session_id(bytes(r["token_hash"])) for r in rows]
 
-        return self._run(work)
+        ids = self._run(work)
+        self.cache.forget_reader(reader_id)
+        return ids
 
     def sessions_of(self, reader_id: UUID, *, limit: int = 100) -> list[dict[str, Any]]:
         """The sessions of ``reader_id``, newest first (at most ``limit``), for an operator:
@@ -402,7 +524,10 @@ class SessionStore:
                     return cur.rowcount == 1
             return False
 
-        return self._run(work)
+        revoked: bool = self._run(work)
+        if revoked:
+            self.cache.forget([sid])
+        return revoked
 
     def purge_expired(self, older_than: timedelta = timedelta(0)) -> int:
         """Delete sessions expired or revoked more than ``older_than`` ago (a grace period in

@@ -17,10 +17,17 @@ from psycopg_pool import ConnectionPool
 from api.adapters.catalog import Catalog
 from api.adapters.media import MediaStore
 from api.adapters.ratelimit import RateLimits
-from api.adapters.sessions import SessionStore
+from api.adapters.sessions import SessionCache, SessionStore
 from api.adapters.wechat import LoginProvider, login_provider_for
-from api.bootstrap.db import DatabaseTimeouts, FailFast, eventsourcing_env, make_pool
+from api.bootstrap.db import (
+    DatabaseTimeouts,
+    FailFast,
+    eventsourcing_env,
+    library_cache_env,
+    make_pool,
+)
 from api.bootstrap.embedded import EmbeddedNats
+from api.bootstrap.group_commit import group_commit
 from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
 from api.bootstrap.settings import Settings
@@ -28,10 +35,10 @@ from api.bootstrap.wechat import WeChatPlatform
 from domain.chat import Chat
 from domain.commands import Recorded
 from domain.library import Library
-from projections.board import PositionBoard, tracked_position
+from projections.board import PositionBoard, PositionListener, tracked_position
 from projections.inbox import InboxProjection, InboxQueries
 from projections.rooms import RoomsProjection
-from projections.runner import ReadModelRunner
+from projections.runner import Ownership, ReadModelRunner
 from projections.shelf import ShelfProjection, ShelfQueries
 from projections.source import Source
 
@@ -64,6 +71,11 @@ class Container:
     wechat: WeChatPlatform | None = None
     """The WeChat platform: openIds, the content check (``api.bootstrap.wechat``)."""
     rate_limits: RateLimits = field(default_factory=lambda: RateLimits({}))  # per node
+    read_pool: ConnectionPool | None = None
+    ownership: Ownership | None = None
+    positions: PositionListener | None = None
+    """Autocommit connections for single-statement reads (``shelf``, ``inbox``, session
+    lookups); ``pool`` for everything that writes or needs a transaction."""
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -76,28 +88,42 @@ class Container:
         )
         wechat = WeChatPlatform.start(settings, database_url)  # production: a refused AppID stops
         pool = make_pool(database_url, size=settings.db_pool_size, timeouts=timeouts)
+        # single-statement reads (read models, session lookups): autocommit, one round trip
+        read_pool = make_pool(
+            database_url,
+            size=settings.db_pool_size,
+            name="liudong-read",
+            timeouts=timeouts,
+            autocommit=True,
+        )
         wechat.attach(pool)
         # the breaker below checks the connections it hands out (pre_ping=False)
         es_env = eventsourcing_env(database_url, pool_size=5, timeouts=timeouts, pre_ping=False)
-        library = Library(env=es_env)
+        library = Library(env=es_env | library_cache_env())
         chat = Chat(env=dict(es_env))
         # an outage fails a command at once, not after eventsourcing's 10 retries
         breaker = FailFast(wait=timeouts.pool)
         for app in (library, chat):
             breaker.guard(app.recorder.datastore.pool)  # type: ignore[attr-defined]
+            # concurrent saves share one transaction (one table lock, one commit)
+            group_commit(app)
         board = PositionBoard()
         container = cls(
             settings=settings,
             database_url=database_url,
             pool=pool,
+            read_pool=read_pool,
             library=library,
-            shelf=ShelfQueries(pool),
-            sessions=SessionStore(pool),
+            shelf=ShelfQueries(read_pool),
+            # enabled by the realtime wiring once revocations are heard (api.bootstrap.realtime)
+            sessions=SessionStore(
+                pool, cache=SessionCache(settings.session_cache_ttl), read_pool=read_pool
+            ),
             catalog=Catalog(pool),
             login=login_provider_for(settings),
             board=board,
             chat=chat,
-            inbox=InboxQueries(pool),
+            inbox=InboxQueries(read_pool),
             wechat=wechat,
         )
         container.media = media_store_for(settings, pool)
@@ -132,11 +158,19 @@ class Container:
                     RoomsProjection(), database_url, {"chat": Source("chat", chat)}, board=board
                 )
             )
-            for runner in container.runners:
-                runner.start()
+            # one process of those sharing the database runs them (serve --workers N)
+            container.ownership = Ownership(database_url, container.runners)
+            container.ownership.start()
+        # every process hears every committed position (read-your-writes without polling)
+        container.positions = PositionListener(database_url, board)
+        container.positions.start()
         return container
 
     async def aclose(self) -> None:
+        if self.ownership is not None:
+            self.ownership.stop()
+        if self.positions is not None:
+            self.positions.stop()
         for runner in self.runners:
             runner.stop()
         await self.login.aclose()
@@ -147,6 +181,8 @@ class Container:
         self.library.close()
         self.chat.close()
         self.pool.close()
+        if self.read_pool is not None:
+            self.read_pool.close()
         if self.embedded_nats is not None:
             self.embedded_nats.stop()
 
@@ -170,7 +206,7 @@ class Container:
                 runner.wake(source)
 
         def poll() -> int:
-            with self.pool.connection() as conn:
+            with (self.read_pool or self.pool).connection() as conn:
                 return tracked_position(conn, projection, source)
 
         if not self.board.wait(

@@ -69,6 +69,21 @@ def eventsourcing_env(
     }
 
 
+LIBRARY_CACHE_SIZE = 10_000
+
+
+def library_cache_env(maxsize: int = LIBRARY_CACHE_SIZE) -> dict[str, str]:
+    """eventsourcing's aggregate cache for the Library (``AGGREGATE_CACHE_MAXSIZE``, an LRU
+    of ``maxsize`` aggregates by id): a load finds the aggregate it loaded last and reads
+    only the events stored since (``AGGREGATE_CACHE_FASTFORWARD``: one ``SELECT … WHERE
+    originator_version > v``, whichever process stored them), and is handed a deep copy,
+    so a refused command leaves the cache as it was. The store still decides conflicts: a
+    save from a stale copy fails on the ``(originator_id, originator_version)`` key as
+    before, so several nodes and "exactly one of 16 approvals wins" hold. A book's load no
+    longer decodes its whole lending history. (Chat keeps its own copies: ``domain.chat``.)"""
+    return {"AGGREGATE_CACHE_MAXSIZE": str(maxsize), "AGGREGATE_CACHE_FASTFORWARD": "y"}
+
+
 class DatabaseTimeouts(msgspec.Struct, frozen=True, kw_only=True):
     """How long the request path waits on the database (``LIUDONG_DB_*_TIMEOUT``): to
     connect (libpq ``connect_timeout``, whole seconds ≥ 2), for a pooled connection, and per
@@ -85,14 +100,19 @@ def make_pool(
     size: int = 10,
     name: str = "liudong",
     timeouts: DatabaseTimeouts | None = None,
+    autocommit: bool = False,
 ) -> ConnectionPool:
     """An open psycopg pool with dict rows, for read models and our own tables. Each
     connection is checked when taken from the pool (a connection broken by a database
-    restart is replaced, not handed out), and waits are bounded by ``timeouts``."""
+    restart is replaced, not handed out), and waits are bounded by ``timeouts``.
+
+    ``autocommit``: each statement is its own transaction (for single-statement reads: one
+    round trip instead of ``BEGIN``, the statement and ``COMMIT``); otherwise a block
+    ``with pool.connection()`` is one transaction."""
     timeouts = timeouts or DatabaseTimeouts()
     kwargs: dict[str, Any] = {
         "row_factory": dict_row,
-        "autocommit": False,
+        "autocommit": autocommit,
         "connect_timeout": timeouts.connect,
     }
     if timeouts.statement > 0:

@@ -164,6 +164,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
     async def reconnected() -> None:
         log.info("nats: reconnected; resynchronising sockets, presence and relay")
         if node is not None:
+            container.sessions.cache.enable()
             node.gateway.resync()
             node.relay.request_catch_up()
             with contextlib.suppress(Exception):
@@ -175,6 +176,8 @@ async def start_realtime(container: Container) -> RealtimeNode:
     watchdog: list[asyncio.Task[None]] = []
 
     async def disconnected() -> None:
+        # revocations may be missed meanwhile: every token is looked up again
+        container.sessions.cache.disable()
         if node is not None and not node.stopping:
             log.warning("nats: disconnected; reconnecting")
             if embedded_nats is not None and not any(not t.done() for t in watchdog):
@@ -227,6 +230,13 @@ async def start_realtime(container: Container) -> RealtimeNode:
     await presence.start()
     await readers.start()
     await gateway.start()
+
+    async def revoked(msg: Any) -> None:  # any node's logout, eviction, revocation, new login
+        container.sessions.cache.forget(msg.data.decode(errors="replace").split())
+
+    await nc.subscribe(REVOKED_SUBJECT, cb=revoked)
+    await nc.subscribe(REPLACED_SUBJECT, cb=revoked)  # single device: replaced by a login
+    container.sessions.cache.enable()  # from now on a revocation reaches the cache
     container.inbox_projection.item_listeners.append(relay.on_page)
     notifier = start_notifier(container, readers)
     if notifier is not None:
@@ -264,6 +274,7 @@ async def _revive_embedded(embedded: EmbeddedNats, nc: Any, node: RealtimeNode) 
 
 async def stop_realtime(container: Container, node: RealtimeNode) -> None:
     node.stopping = True
+    container.sessions.cache.disable()
     with contextlib.suppress(ValueError):
         container.inbox_projection.item_listeners.remove(node.relay.on_page)
     if node.notifier is not None:

@@ -325,6 +325,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "API `/v1/ops` (unset: nobody sees them; the public `/readyz` says only ready or not)",
         ),
     ] = ""
+    session_cache_ttl: Annotated[
+        float,
+        _var(
+            "LIUDONG_SESSION_CACHE_TTL",
+            "seconds a node remembers a live session token (no database lookup); a "
+            "revocation (NATS `liudong.sessions.revoked`) drops it at once, and the cache is "
+            "off while NATS is disconnected; 0: off",
+            ge=0,
+            le=60,
+        ),
+    ] = 5.0
     handler_threads: Annotated[
         int,
         _var(

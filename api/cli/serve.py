@@ -19,7 +19,7 @@ from api.cli.context import cli_context
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="API worker processes (projections run in one of them at a time).",
+    help="API worker processes; one of them (the owner) also runs the projections and relay.",
 )
 @click.option(
     "--access-log/--no-access-log",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from api.adapters.sessions import (
     IssuedToken,
     MalformedToken,
     RevokedToken,
+    SessionCache,
     SessionStore,
     UnknownToken,
     hash_token,
@@ -354,3 +356,112 @@ def test_replace_others_revokes_every_other_live_session_of_the_reader(
     assert store.authenticate(kept) == other_reader  # another reader is untouched
     again = store.issue(reader, 3600, replace_others=True)
     assert again.replaced == (session_id(hashlib.sha256(new.token.encode()).digest()),)
+
+
+# -- the session cache ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached(pool: ConnectionPool) -> SessionStore:
+    store = SessionStore(pool, cache=SessionCache(ttl=5.0))
+    store.cache.enable()
+    return store
+
+
+def _revoke_elsewhere(database_url: str, token: str) -> None:
+    """Another node's logout: the row changes, this store's cache is not told."""
+    with connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE sessions SET revoked_at = now() WHERE token_hash = %s", (hash_token(token),)
+        )
+
+
+def test_a_cached_session_needs_no_lookup_until_a_revocation_names_it(
+    cached: SessionStore, database_url: str
+) -> None:
+    reader = uuid.uuid4()
+    token = cached.issue(reader, TTL).token
+    auth = cached.authenticate_session(token)
+    hits = cached.cache.hits
+    _revoke_elsewhere(database_url, token)
+    # the row says revoked, the cache (within its ttl) does not look: the NATS message is
+    # what ends it on this node
+    assert cached.authenticate(token) == reader
+    assert cached.cache.hits == hits + 1
+    cached.cache.forget([auth.session_id])  # liudong.sessions.revoked names it
+    with pytest.raises(RevokedToken):
+        cached.authenticate(token)
+
+
+def test_a_revoke_on_this_node_is_refused_at_once(cached: SessionStore) -> None:
+    reader = uuid.uuid4()
+    one, two = cached.issue(reader, TTL).token, cached.issue(reader, TTL).token
+    assert cached.authenticate(one) == reader and cached.authenticate(two) == reader
+    assert cached.revoke(one)
+    with pytest.raises(RevokedToken):
+        cached.authenticate(one)
+    assert cached.authenticate(two) == reader
+    cached.revoke_all(reader)
+    with pytest.raises(RevokedToken):
+        cached.authenticate(two)
+
+
+def test_an_evicted_session_is_refused_at_once(cached: SessionStore) -> None:
+    reader = uuid.uuid4()
+    oldest = cached.issue(reader, TTL).token
+    assert cached.authenticate(oldest) == reader
+    cached.issue(reader, TTL, max_sessions=1)
+    with pytest.raises(RevokedToken):
+        cached.authenticate(oldest)
+
+
+def test_a_disabled_cache_looks_every_token_up(cached: SessionStore, database_url: str) -> None:
+    reader = uuid.uuid4()
+    token = cached.issue(reader, TTL).token
+    cached.authenticate(token)
+    cached.cache.disable()  # NATS disconnected: revocations may be missed
+    _revoke_elsewhere(database_url, token)
+    with pytest.raises(RevokedToken):
+        cached.authenticate(token)
+
+
+def test_a_cached_session_ends_at_its_expiry_and_after_the_ttl(
+    pool: ConnectionPool, database_url: str
+) -> None:
+    store = SessionStore(pool, cache=SessionCache(ttl=0.2))
+    store.cache.enable()
+    reader = uuid.uuid4()
+    token = store.issue(reader, TTL).token
+    store.authenticate(token)
+    _revoke_elsewhere(database_url, token)
+    deadline = time.monotonic() + 5
+    while True:  # the entry lives 0.2 s, then the database says revoked
+        try:
+            store.authenticate(token)
+        except RevokedToken:
+            break
+        assert time.monotonic() < deadline, "the cached entry outlived its ttl"
+        time.sleep(0.05)
+    # an entry never outlives the session's own expiry
+    short = store.issue(reader, 1).token
+    assert store.authenticate(short) == reader
+    store.cache.ttl = 60.0
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            store.authenticate(short)
+        except ExpiredToken:
+            break
+        assert time.monotonic() < deadline, "the cached entry outlived the session"
+        time.sleep(0.05)
+
+
+def test_a_lookup_racing_a_revocation_is_not_cached(cached: SessionStore) -> None:
+    reader = uuid.uuid4()
+    token = cached.issue(reader, TTL).token
+    auth = cached.authenticate_session(token)
+    cached.cache.forget([auth.session_id])
+    generation = cached.cache.generation
+    cached.cache.forget(["someone-else"])  # a revocation lands while a lookup runs
+    cached.cache.put(hash_token(token), auth, generation)
+    assert cached.cache.get(hash_token(token)) is None

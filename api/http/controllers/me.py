@@ -242,6 +242,9 @@ def forget_reader(
     mapper = container.library.mapper
     if isinstance(mapper, PersonalDataMapper):
         mapper.keys.destroy(reader_id)
+    cached = container.library.repository.cache  # decrypted aggregates: none kept in memory
+    if cached is not None:
+        cached.clear()
     with container.pool.connection() as conn:
         erase_records(conn, reader_id)
         peers = [

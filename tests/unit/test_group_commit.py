@@ -1,0 +1,121 @@
+"""Group commit (``api.bootstrap.group_commit``) over a fake recorder: concurrent saves share
+transactions, each gets its own notification ids, and a conflicting save alone fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from api.bootstrap.group_commit import GroupCommit
+
+
+class FakeRecorder:
+    """Inserts like the events table: a unique (originator_id, originator_version) key,
+    all or nothing per call, ids in order; each call takes ``delay`` seconds (the commit)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.rows: dict[tuple[UUID, int], int] = {}
+        self.calls: list[int] = []
+        self._lock = threading.Lock()
+
+    def insert_events(self, events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
+        time.sleep(self.delay)
+        with self._lock:
+            keys = [(e.originator_id, e.originator_version) for e in events]
+            if len(set(keys)) != len(keys) or any(k in self.rows for k in keys):
+                raise IntegrityError("duplicate key")
+            self.calls.append(len(events))
+            ids = []
+            for key in keys:
+                self.rows[key] = len(self.rows) + 1
+                ids.append(self.rows[key])
+            return ids
+
+
+def event(aggregate: UUID, version: int) -> StoredEvent:
+    return StoredEvent(aggregate, version, "topic", b"{}")
+
+
+def run_concurrently(group: GroupCommit, saves: list[list[StoredEvent]]) -> list[Any]:
+    results: list[Any] = [None] * len(saves)
+    barrier = threading.Barrier(len(saves))
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = group.insert_events(saves[i])
+        except IntegrityError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(saves))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return results
+
+
+def test_concurrent_saves_share_transactions_and_get_their_own_ids() -> None:
+    recorder = FakeRecorder(delay=0.02)
+    group = GroupCommit(recorder.insert_events)
+    saves = [[event(uuid4(), 1), event(uuid4(), 1)] for _ in range(16)]
+    results = run_concurrently(group, saves)
+    for save, ids in zip(saves, results, strict=True):
+        assert ids == [recorder.rows[(e.originator_id, e.originator_version)] for e in save]
+    assert sum(recorder.calls) == 32
+    assert len(recorder.calls) < 16  # batched: fewer transactions than saves
+    assert group.saves == 16 and group.transactions == len(recorder.calls)
+
+
+def test_of_sixteen_saves_of_one_version_exactly_one_wins() -> None:
+    recorder = FakeRecorder(delay=0.01)
+    group = GroupCommit(recorder.insert_events)
+    book = uuid4()
+    others = [[event(uuid4(), 1)] for _ in range(8)]
+    rivals = [[event(book, 7), event(uuid4(), 2)] for _ in range(16)]
+    results = run_concurrently(group, rivals + others)
+    won = [r for r in results[:16] if not isinstance(r, IntegrityError)]
+    assert len(won) == 1
+    assert all(isinstance(r, list) for r in results[16:])  # bystanders are not refused
+    assert len(recorder.rows) == 2 + 8
+
+
+def test_one_save_alone_and_empty_or_tracked_saves_go_straight_through() -> None:
+    recorder = FakeRecorder()
+    group = GroupCommit(recorder.insert_events)
+    a = uuid4()
+    assert group.insert_events([event(a, 1)]) == [1]
+    with pytest.raises(IntegrityError):
+        group.insert_events([event(a, 1)])
+    assert group.insert_events([]) == []
+    assert group.insert_events([event(a, 2)], tracking=None) == [2]  # not batched
+    assert group.saves == 2
+
+
+def test_an_error_reaches_every_save_of_its_batch_and_the_group_recovers() -> None:
+    calls = {"n": 0}
+
+    def broken(events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
+        calls["n"] += 1
+        time.sleep(0.01)
+        if calls["n"] <= 2:
+            raise ConnectionError("database down")
+        return list(range(len(events)))
+
+    group = GroupCommit(broken)
+    results = []
+    for _ in range(2):
+        try:
+            results.append(group.insert_events([event(uuid4(), 1)]))
+        except ConnectionError as exc:
+            results.append(exc)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert group.insert_events([event(uuid4(), 1)]) == [0]  # a failed leader passed on
+    assert group.insert_events([event(uuid4(), 1)]) == [0]
