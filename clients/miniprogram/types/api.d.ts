@@ -64,6 +64,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Me
+         * @description Your profile.
+         */
+        get: operations["getMe"];
+        put?: never;
+        post?: never;
+        /**
+         * Forget
+         * @description Erase your account (PIPL art. 47, GDPR art. 17; ``docs/SECURITY.md``): records
+         *     ``Reader.Forgotten``, destroys your data key (your nickname, avatar, the notes and
+         *     contact details of your loan requests and the text of your messages can no longer be
+         *     read from any event, export or rebuild), deletes your uploaded pictures and what the
+         *     server kept of you outside the log, and revokes every session (your sockets on every
+         *     node close with 4401). From then on you are shown as "已注销". 204
+         *     once the read models show it (202 with ``Liudong-Position`` if they lag); signing in
+         *     again with the same WeChat account answers 403 ``reader_forgotten``.
+         */
+        delete: operations["forgetMe"];
+        options?: never;
+        head?: never;
+        /**
+         * Update
+         * @description Change nickname and/or avatar (the mini-program's 头像昵称填写 components). The
+         *     avatar is an outside ``avatar_url``, or a picture you uploaded (``avatar_media_id``:
+         *     ``avatar_url`` becomes its URL; 404 ``media_not_found`` / 403 ``media_not_owned``).
+         */
+        patch: operations["updateMe"];
+        trace?: never;
+    };
     "/v1/me/loans": {
         parameters: {
             query?: never;
@@ -82,32 +119,6 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
-        trace?: never;
-    };
-    "/v1/me": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Me
-         * @description Your profile.
-         */
-        get: operations["getMe"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        /**
-         * Update
-         * @description Change nickname and/or avatar (the mini-program's 头像昵称填写 components). The
-         *     avatar is an outside ``avatar_url``, or a picture you uploaded (``avatar_media_id``:
-         *     ``avatar_url`` becomes its URL; 404 ``media_not_found`` / 403 ``media_not_owned``).
-         */
-        patch: operations["updateMe"];
         trace?: never;
     };
     "/v1/me/subscriptions": {
@@ -1692,7 +1703,7 @@ export interface operations {
                     } & components["schemas"]["Problem"];
                 };
             };
-            /** @description Forbidden. `code`: `blocked_user`. */
+            /** @description Forbidden. `code`: `blocked_user`, `reader_forgotten`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1702,7 +1713,7 @@ export interface operations {
                         /** @constant */
                         status?: 403;
                         /** @enum {unknown} */
-                        code?: "blocked_user";
+                        code?: "blocked_user" | "reader_forgotten";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -1931,81 +1942,6 @@ export interface operations {
             };
         };
     };
-    myLoans: {
-        parameters: {
-            query?: {
-                /** @description Your loans as this party only (omit: both). */
-                role?: "borrower" | "lender";
-                /** @description Loans in this state only. */
-                status?: "requested" | "approved" | "declined" | "cancelled" | "returning" | "returned";
-                /** @description Opaque: the `next_cursor` of the previous page (omit, or empty, for the first page). */
-                cursor?: string;
-                /** @description Page size (1–100). */
-                limit?: number;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Request fulfilled, document follows */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["LoanPage"];
-                };
-            };
-            /** @description Unauthorized. `code`: `invalid_token`, `missing_token`, `token_expired`, `token_revoked`. */
-            401: {
-                headers: {
-                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
-                    "WWW-Authenticate": string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": {
-                        /** @constant */
-                        status?: 401;
-                        /** @enum {unknown} */
-                        code?: "invalid_token" | "missing_token" | "token_expired" | "token_revoked";
-                    } & components["schemas"]["Problem"];
-                };
-            };
-            /** @description Unprocessable Entity. `code`: `invalid_cursor`, `unknown_parameter`, `validation_failed`. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": {
-                        /** @constant */
-                        status?: 422;
-                        /** @enum {unknown} */
-                        code?: "invalid_cursor" | "unknown_parameter" | "validation_failed";
-                    } & components["schemas"]["Problem"];
-                };
-            };
-            /** @description Service Unavailable. `code`: `database_unavailable`. */
-            503: {
-                headers: {
-                    /** @description Seconds to wait before trying again. */
-                    "Retry-After": string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": {
-                        /** @constant */
-                        status?: 503;
-                        /** @enum {unknown} */
-                        code?: "database_unavailable";
-                    } & components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
     getMe: {
         parameters: {
             query?: never;
@@ -2051,6 +1987,111 @@ export interface operations {
                         status?: 404;
                         /** @enum {unknown} */
                         code?: "reader_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `unknown_parameter`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "unknown_parameter";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    forgetMe: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted: recorded, but the read model has not caught up within the consistency timeout; a GET shows it a moment later. */
+            202: {
+                headers: {
+                    /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
+                    "Liudong-Position"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Accepted"];
+                };
+            };
+            /** @description Request fulfilled, nothing follows */
+            204: {
+                headers: {
+                    /** @description The log position the command wrote (`library:<n>` or `chat:<n>`); absent when it wrote nothing (a retry, a read receipt that changes nothing). */
+                    "Liudong-Position"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized. `code`: `invalid_token`, `missing_token`, `token_expired`, `token_revoked`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "invalid_token" | "missing_token" | "token_expired" | "token_revoked";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found. `code`: `reader_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 404;
+                        /** @enum {unknown} */
+                        code?: "reader_not_found";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict. `code`: `concurrent_update`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 409;
+                        /** @enum {unknown} */
+                        code?: "concurrent_update";
                     } & components["schemas"]["Problem"];
                 };
             };
@@ -2234,6 +2275,81 @@ export interface operations {
                         status?: 503;
                         /** @enum {unknown} */
                         code?: "content_check_unavailable" | "database_unavailable" | "media_storage_unavailable" | "wechat_quota_exceeded";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    myLoans: {
+        parameters: {
+            query?: {
+                /** @description Your loans as this party only (omit: both). */
+                role?: "borrower" | "lender";
+                /** @description Loans in this state only. */
+                status?: "requested" | "approved" | "declined" | "cancelled" | "returning" | "returned";
+                /** @description Opaque: the `next_cursor` of the previous page (omit, or empty, for the first page). */
+                cursor?: string;
+                /** @description Page size (1–100). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoanPage"];
+                };
+            };
+            /** @description Unauthorized. `code`: `invalid_token`, `missing_token`, `token_expired`, `token_revoked`. */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: `Bearer realm="liudong"`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 401;
+                        /** @enum {unknown} */
+                        code?: "invalid_token" | "missing_token" | "token_expired" | "token_revoked";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_cursor`, `unknown_parameter`, `validation_failed`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 422;
+                        /** @enum {unknown} */
+                        code?: "invalid_cursor" | "unknown_parameter" | "validation_failed";
+                    } & components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @constant */
+                        status?: 503;
+                        /** @enum {unknown} */
+                        code?: "database_unavailable";
                     } & components["schemas"]["Problem"];
                 };
             };
