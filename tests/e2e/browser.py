@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_multinode import ROOT, Node, _start, _wait_ready
+from tests.e2e.nodes import ROOT, Node
+from tests.e2e.test_multinode import _start, _wait_ready
 
 WORDLIST = "代购|review|ad\n"
 """The content check's word list of the served app: a text with 代购 is accepted and flagged

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from tests.e2e.browser import Shots, browser, serve, shots  # noqa: F401 (fixtures)
+from tests.e2e.nodes import ROOT, Node
 from tests.e2e.test_api_auth import isbn13
-from tests.e2e.test_multinode import ROOT, Node
 from tests.media_helpers import phone_jpeg
 
 pytestmark = pytest.mark.slow

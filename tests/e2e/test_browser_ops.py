@@ -23,8 +23,8 @@ from websockets.sync.client import connect
 from domain.commands import PublishBook, RegisterReader
 from tests.e2e.browser import Shots, browser, serve, shots, wait_for  # noqa: F401 (fixtures)
 from tests.e2e.conftest import OPERATOR_TOKEN
+from tests.e2e.nodes import Node
 from tests.e2e.test_api_auth import isbn13
-from tests.e2e.test_multinode import Node
 
 pytestmark = pytest.mark.slow
 

@@ -35,8 +35,9 @@ from api.bootstrap.db import migrate
 from api.bootstrap.embedded import EmbeddedNats
 from domain.reader import FORGOTTEN_NICKNAME
 from tests.conftest import wait_until
+from tests.e2e.nodes import ROOT, Node
 from tests.e2e.realtime_helpers import Ws, auth
-from tests.e2e.test_multinode import ROOT, Node, _start, _wait_ready
+from tests.e2e.test_multinode import _start, _wait_ready
 
 pytestmark = pytest.mark.slow
 

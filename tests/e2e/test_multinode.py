@@ -5,13 +5,9 @@ after one of them dies without saying goodbye."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
@@ -20,110 +16,34 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main as cli
-from tests.e2e.conftest import OPERATOR, OPERATOR_TOKEN, free_port
+from tests.e2e.nodes import Node, node_pair, pair_clients, start_node, wait_ready
 from tests.e2e.realtime_helpers import Ws, auth, login, open_conversation
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 PRESENCE_INTERVAL = 0.5
 
 
-@dataclass
-class Node:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return int(self.process.returncode)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+PRESENCE = {"LIUDONG_PRESENCE_INTERVAL": str(PRESENCE_INTERVAL)}
+_wait_ready = wait_ready
 
 
 def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
-    port = free_port()
-    log = tmp / f"{name}.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "NATS_URL": nats_url,
-        "LIUDONG_ENV": "test",
-        "LIUDONG_DATA_DIR": str(tmp / name),
-        "LIUDONG_PRESENCE_INTERVAL": str(PRESENCE_INTERVAL),
-        "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "LIUDONG_RATE_LOGIN_ADDRESS": "",
-        "LIUDONG_RATE_LOGIN_CODE": "",
-        "LIUDONG_RATE_LOAN_REQUESTS": "",
-        "LIUDONG_RATE_CHAT_SENDS": "",
-        "LIUDONG_RATE_ROOM_SENDS": "",
-        "LIUDONG_WS_FRAME_RATE": "",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return Node(name, f"http://127.0.0.1:{port}", process, log)
-
-
-def _wait_ready(node: Node, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if node.process.poll() is not None:
-            raise RuntimeError(f"{node.name} exited:\n{node.log.read_text()[-3000:]}")
-        try:
-            r = httpx.get(node.url + "/readyz", timeout=2, headers=OPERATOR)
-            if r.status_code == 200 and r.json()["checks"].get("nats", {}).get("ok"):
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{node.name} not ready:\n{node.log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    return start_node(name, database_url, nats_url, tmp, PRESENCE)
 
 
 @pytest.fixture(scope="module")
 def nodes(
     database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Node, Node]]:
-    tmp = tmp_path_factory.mktemp("multinode")
-    a = _start("node-a", database_url, nats_url, tmp)
-    b = _start("node-b", database_url, nats_url, tmp)
-    try:
-        _wait_ready(a)
-        _wait_ready(b)
-        yield a, b
-    finally:
-        for node in (a, b):
-            node.stop()
+    with node_pair(database_url, nats_url, tmp_path_factory.mktemp("multinode"), PRESENCE) as pair:
+        yield pair
 
 
 @pytest.fixture
 async def clients(nodes: tuple[Node, Node]) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:
-    a, b = nodes
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=30) as http_a,
-        httpx.AsyncClient(base_url=b.url, timeout=30) as http_b,
-    ):
-        yield http_a, http_b
+    async with pair_clients(nodes) as pair:
+        yield pair
 
 
 async def test_a_socket_on_node_b_receives_what_a_command_on_node_a_caused(

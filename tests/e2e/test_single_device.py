@@ -8,52 +8,17 @@ several devices per reader.)"""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.e2e.nodes import Node, node_pair, pair_clients
 from tests.e2e.realtime_helpers import Ws, auth, login
-from tests.e2e.test_multinode import OPERATOR_TOKEN, Node, _wait_ready
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _start(name: str, database_url: str, nats_url: str, tmp: Path) -> Node:
-    port = free_port()
-    log = tmp / f"{name}.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "NATS_URL": nats_url,
-        "LIUDONG_ENV": "test",
-        "LIUDONG_DATA_DIR": str(tmp / name),
-        "LIUDONG_SINGLE_DEVICE": "true",
-        "PYTHONUNBUFFERED": "1",
-        "LIUDONG_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "LIUDONG_RATE_LOGIN_ADDRESS": "",
-        "LIUDONG_RATE_LOGIN_CODE": "",
-        "LIUDONG_WS_FRAME_RATE": "",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return Node(name, f"http://127.0.0.1:{port}", process, log)
 
 
 @pytest.fixture(scope="module")
@@ -61,25 +26,14 @@ def nodes(
     database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Node, Node]]:
     tmp = tmp_path_factory.mktemp("single-device")
-    a = _start("node-a", database_url, nats_url, tmp)
-    b = _start("node-b", database_url, nats_url, tmp)
-    try:
-        _wait_ready(a)
-        _wait_ready(b)
-        yield a, b
-    finally:
-        for node in (a, b):
-            node.stop()
+    with node_pair(database_url, nats_url, tmp, {"LIUDONG_SINGLE_DEVICE": "true"}, ()) as pair:
+        yield pair
 
 
 @pytest.fixture
 async def clients(nodes: tuple[Node, Node]) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:
-    a, b = nodes
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=30) as http_a,
-        httpx.AsyncClient(base_url=b.url, timeout=30) as http_b,
-    ):
-        yield http_a, http_b
+    async with pair_clients(nodes) as pair:
+        yield pair
 
 
 async def _replaced_within(ws: Ws, since: float) -> float:
