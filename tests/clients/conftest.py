@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import live_server  # noqa: F401 (the live app, for the schema check)
-
 ROOT = Path(__file__).resolve().parents[2]
 SDK = ROOT / "clients" / "miniprogram"
 
