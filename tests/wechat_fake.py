@@ -200,14 +200,6 @@ class FakeWeChat:
         remaining = max(1, int(self.current_expires - time.time()))
         return msgspec.json.encode({"access_token": self.current, "expires_in": remaining})
 
-    def _token_error(self, query: dict[str, list[str]]) -> bytes | None:
-        token = query.get("access_token", [""])[0]
-        if token == self.current and time.time() >= self.current_expires:
-            return _err(42001, "access_token expired")
-        if token != self.current or token in self.refused:
-            return _err(40001, "invalid credential, access_token is invalid or not latest")
-        return None
-
     def _subscribe_send(self, query: dict[str, list[str]], body: dict[str, Any]) -> bytes:
         refused = self._token_error(query)
         if refused is not None:

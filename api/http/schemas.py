@@ -272,6 +272,8 @@ class HistoryEvent(Out, frozen=True):
 
 
 def reader_out(row: dict[str, Any], prefix: str = "") -> ReaderOut:
+    """The reader a read-model row names: ``{prefix}id``, ``{prefix}nickname``,
+    ``{prefix}avatar_url`` (``""`` when absent or erased)."""
     return ReaderOut(
         id=row[f"{prefix}id"] if prefix else row["id"],
         nickname=row.get(f"{prefix}nickname") or "",
@@ -296,11 +298,7 @@ def book_out(row: dict[str, Any], viewer: UUID | None) -> BookOut:
     is_owner = viewer is not None and viewer == row["owner_id"]
     borrower = None
     if is_owner and row.get("borrower_id"):
-        borrower = ReaderOut(
-            id=row["borrower_id"],
-            nickname=row.get("borrower_nickname") or "",
-            avatar_url=row.get("borrower_avatar_url") or "",
-        )
+        borrower = reader_out(row, "borrower_")
     return BookOut(
         id=row["id"],
         isbn=row["isbn"],
@@ -312,11 +310,7 @@ def book_out(row: dict[str, Any], viewer: UUID | None) -> BookOut:
         cover=uploaded_cover(row["cover_url"]),
         summary=row["summary"],
         status=row["status"],
-        owner=ReaderOut(
-            id=row["owner_id"],
-            nickname=row.get("owner_nickname") or "",
-            avatar_url=row.get("owner_avatar_url") or "",
-        ),
+        owner=reader_out(row, "owner_"),
         published_at=row["published_at"],
         updated_at=row["updated_at"],
         borrower=borrower,
@@ -333,16 +327,8 @@ def loan_out(row: dict[str, Any], viewer: UUID) -> LoanOut:
             isbn=row["book_isbn"],
             cover_url=row["book_cover_url"],
         ),
-        borrower=ReaderOut(
-            id=row["borrower_id"],
-            nickname=row.get("borrower_nickname") or "",
-            avatar_url=row.get("borrower_avatar_url") or "",
-        ),
-        lender=ReaderOut(
-            id=row["lender_id"],
-            nickname=row.get("lender_nickname") or "",
-            avatar_url=row.get("lender_avatar_url") or "",
-        ),
+        borrower=reader_out(row, "borrower_"),
+        lender=reader_out(row, "lender_"),
         status=row["status"],
         note=row["note"],
         requested_at=row["requested_at"],

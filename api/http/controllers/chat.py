@@ -35,7 +35,7 @@ from api.http.params import (
     next_seq_cursor,
     seq_cursor,
 )
-from api.http.schemas import Accepted, Body, NextCursor, Out, PictureOut, ReaderOut
+from api.http.schemas import Accepted, Body, NextCursor, Out, PictureOut, ReaderOut, reader_out
 from domain import chat_commands as cc
 from domain.chat_errors import (
     CannotChatWithSelf,
@@ -119,11 +119,7 @@ def message_out(row: dict[str, Any]) -> MessageOut:
         id=row["message_id"],
         conversation_id=row["conversation_id"],
         seq=row["seq"],
-        sender=ReaderOut(
-            id=row["sender_id"],
-            nickname=row.get("sender_nickname") or "",
-            avatar_url=row.get("sender_avatar_url") or "",
-        ),
+        sender=reader_out(row, "sender_"),
         text=row["text"],
         client_msg_id=row["client_msg_id"],
         at=row["at"],
@@ -148,11 +144,7 @@ def conversation_out(row: dict[str, Any], peer_online: bool | None = None) -> Co
     """From a row of ``InboxQueries.conversations`` / ``conversation``."""
     return ConversationOut(
         id=row["conversation_id"],
-        peer=ReaderOut(
-            id=row["peer_id"],
-            nickname=row.get("peer_nickname") or "",
-            avatar_url=row.get("peer_avatar_url") or "",
-        ),
+        peer=reader_out(row, "peer_"),
         unread=row["unread"],
         last_seq=row["last_seq"],
         read_up_to=row["read_up_to"],

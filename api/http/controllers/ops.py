@@ -52,7 +52,7 @@ from api.http.openapi import Code, contract
 from api.http.operator import operator_guard
 from api.http.params import FromPath, JSONBody
 from api.http.rebuilds import RebuildJobs
-from api.http.schemas import Body, Out, ReaderOut
+from api.http.schemas import Body, Out, ReaderOut, reader_out
 from domain.moderation import Scene
 from projections import ops
 from projections.registry import all_projections, projection_named, sources_from_apps
@@ -595,12 +595,7 @@ class OpsController(Controller):
     ) -> ReaderList:
         """Readers whose nickname contains ``q`` (or whose id is ``q``)."""
         rows = container_of(request).shelf.readers_named(q, limit)
-        return ReaderList(
-            items=[
-                ReaderOut(id=r["id"], nickname=r["nickname"], avatar_url=r["avatar_url"])
-                for r in rows
-            ]
-        )
+        return ReaderList(items=[reader_out(r) for r in rows])
 
     @get(
         "/readers/{reader:uuid}/sessions",

@@ -20,7 +20,7 @@ from api.http.controllers.common import container_of
 from api.http.errors import ApiError
 from api.http.openapi import Code, contract
 from api.http.params import Cursor, FromPath, PageSize, ViewerId, next_seq_cursor, seq_cursor
-from api.http.schemas import NextCursor, Out, PictureOut, ReaderOut
+from api.http.schemas import NextCursor, Out, PictureOut, ReaderOut, reader_out
 from domain.chat_commands import ROOM_NAME_PATTERN
 from domain.chat_errors import RoomNotFound
 from projections.rooms import RoomQueries
@@ -155,11 +155,7 @@ class RoomController(Controller):
                     text=r["text"],
                     at=r["at"],
                     media=None if r.get("media") is None else PictureOut(**r["media"]),
-                    sender=ReaderOut(
-                        id=r["sender_id"],
-                        nickname=r.get("sender_nickname") or "",
-                        avatar_url=r.get("sender_avatar_url") or "",
-                    ),
+                    sender=reader_out(r, "sender_"),
                 )
                 for r in rows
             ],
