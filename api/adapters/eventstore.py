@@ -41,6 +41,37 @@ class Claim:
 
 
 _claim: ContextVar[Claim | None] = ContextVar("liudong_idempotency_claim", default=None)
+_batch: ContextVar[Sequence[tuple[Claim | None, int]] | None] = ContextVar(
+    "liudong_idempotency_batch", default=None
+)
+
+
+def current_claim() -> Claim | None:
+    """The claim of the request running in this context, if any."""
+    return _claim.get()
+
+
+@contextmanager
+def acting_for(claim: Claim | None) -> Iterator[None]:
+    """Run the body as the request of ``claim`` (``None``: none), e.g. in another thread
+    that inserts a save on its behalf."""
+    token = _claim.set(claim)
+    try:
+        yield
+    finally:
+        _claim.reset(token)
+
+
+@contextmanager
+def batch_of(saves: Sequence[tuple[Claim | None, int]]) -> Iterator[None]:
+    """Run the body as one insert of several saves (group commit): ``(claim, number of
+    events)`` of each, in the order of their events; each claim is marked with the last
+    position of its own events."""
+    token = _batch.set(saves)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
 
 
 @contextmanager
@@ -72,10 +103,26 @@ class MarkingRecorder(PostgresApplicationRecorder):
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        claim = _claim.get()
-        if claim is not None and ids:
-            curs.execute(_MARK, (self.log_name, max(ids), claim.reader_id, claim.key))
+        if not ids:
+            return ids
+        saves = _batch.get()
+        if saves is None:
+            saves = [(_claim.get(), len(ids))]
+        start = 0
+        for claim, count in saves:
+            own = ids[start : start + count]
+            start += count
+            if claim is not None and own:
+                curs.execute(_MARK, (self.log_name, max(own), claim.reader_id, claim.key))
         return ids
 
 
-__all__ = ["RECORDER_TOPIC", "Claim", "MarkingRecorder", "claimed"]
+__all__ = [
+    "RECORDER_TOPIC",
+    "Claim",
+    "MarkingRecorder",
+    "acting_for",
+    "batch_of",
+    "claimed",
+    "current_claim",
+]

@@ -19,8 +19,11 @@ all. When it fails on a uniqueness violation (``IntegrityError``: one of the sav
 from a stale aggregate), each save of the batch is inserted again on its own, so exactly
 the stale ones get ``IntegrityError`` (optimistic concurrency is unchanged: of 16 concurrent
 approvals of one book one wins). Any other error reaches every save of the batch, as it
-would have reached each alone. Saves with extra arguments (a tracking record) and empty
-saves go straight to the recorder.
+would have reached each alone. Each save's ``Idempotency-Key`` claim travels with it, so the
+leader's insert marks every key with the position of its own save's events
+(``api.adapters.eventstore.batch_of``), not with the leader's. Saves with a tracking record
+(or another extra argument) and empty saves go straight to the recorder; ``tracking=None``,
+which ``Application.save`` always passes, is a plain save.
 """
 
 from __future__ import annotations
@@ -31,16 +34,20 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from api.adapters.eventstore import Claim, acting_for, batch_of, current_claim
+
 __all__ = ["GroupCommit", "group_commit"]
 
 Insert = Callable[..., Sequence[int] | None]
 
 
 class _Save:
-    __slots__ = ("error", "events", "ids", "lead", "ready")
+    __slots__ = ("claim", "error", "events", "ids", "lead", "ready")
 
     def __init__(self, events: Sequence[StoredEvent]) -> None:
         self.events = events
+        # the leader inserts it from its own thread: the Idempotency-Key it marks travels along
+        self.claim: Claim | None = current_claim()
         self.ids: Sequence[int] | None = None
         self.error: BaseException | None = None
         self.lead = False
@@ -68,7 +75,8 @@ class GroupCommit:
         """The recorder's ``insert_events``, batched with concurrent calls. Returns the
         notification ids of ``stored_events`` (in order); raises what the recorder raises
         (``IntegrityError`` only for a save that conflicts on its own)."""
-        if kwargs or not stored_events:
+        # eventsourcing passes ``tracking=None`` with every save of a plain Application
+        if not stored_events or any(value is not None for value in kwargs.values()):
             return self._insert(stored_events, **kwargs)
         me = _Save(stored_events)
         with self._lock:
@@ -110,7 +118,8 @@ class GroupCommit:
         self.saves += len(batch)
         self.transactions += 1
         try:
-            ids = self._insert([event for save in batch for event in save.events])
+            with batch_of([(save.claim, len(save.events)) for save in batch]):
+                ids = self._insert([event for save in batch for event in save.events])
         except IntegrityError as exc:
             if len(batch) == 1:
                 batch[0].error = exc
@@ -118,7 +127,8 @@ class GroupCommit:
             for save in batch:  # find the stale ones: each on its own
                 self.transactions += 1
                 try:
-                    save.ids = self._insert(save.events)
+                    with acting_for(save.claim):
+                        save.ids = self._insert(save.events)
                 except BaseException as own:  # noqa: BLE001 - handed to its caller
                     save.error = own
             return

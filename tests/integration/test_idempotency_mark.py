@@ -5,6 +5,8 @@ claim marks anything."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -13,6 +15,7 @@ import pytest
 
 from api.adapters.eventstore import MarkingRecorder, claimed
 from api.bootstrap.db import connect, eventsourcing_env
+from api.bootstrap.group_commit import group_commit
 from domain import commands as c
 from domain.chat import Chat
 from domain.errors import ConcurrentUpdate
@@ -101,3 +104,51 @@ def test_a_conflicting_save_leaves_no_mark(database_url: str, library: Library) 
         )
 
     assert mark(database_url, owner, key) == (None, None)
+
+
+def test_a_group_commit_marks_each_key_with_its_own_save(database_url: str) -> None:
+    """Saves batched by group commit are inserted by the leader's thread: each key is still
+    marked with the position of its own save, none with another's, none left unmarked."""
+    app = Library(env=eventsourcing_env(database_url, pool_size=4))
+    group = group_commit(app)
+    inner = group._insert
+    first_started, release = threading.Event(), threading.Event()
+    sizes: list[int] = []
+
+    def gated(events: Any, **kwargs: Any) -> Any:
+        sizes.append(len(events))
+        if len(sizes) == 1:  # hold the first transaction until the others have queued
+            first_started.set()
+            release.wait(10)
+        return inner(events, **kwargs)
+
+    group._insert = gated
+    readers = [uuid4() for _ in range(3)]
+    keys = [new_key(database_url, r) for r in readers]
+    recorded: dict[int, c.Recorded] = {}
+
+    def register(i: int) -> None:
+        with claimed(readers[i], keys[i]):
+            recorded[i] = app.handle(c.RegisterReader(reader_id=readers[i], nickname=f"g{i}"))
+
+    try:
+        first = threading.Thread(target=register, args=(0,))
+        first.start()
+        assert first_started.wait(10)
+        others = [threading.Thread(target=register, args=(i,)) for i in (1, 2)]
+        for thread in others:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(group._queue) < 2:
+            assert time.monotonic() < deadline, "the other saves did not queue"
+            time.sleep(0.01)
+        release.set()
+        for thread in (first, *others):
+            thread.join(10)
+    finally:
+        release.set()
+        app.close()
+
+    assert sizes == [1, 2]  # the two queued saves shared the second transaction
+    for i, reader in enumerate(readers):
+        assert mark(database_url, reader, keys[i]) == ("library", recorded[i].position)

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from api.bootstrap.group_commit import GroupCommit
 
@@ -95,8 +95,12 @@ def test_one_save_alone_and_empty_or_tracked_saves_go_straight_through() -> None
     with pytest.raises(IntegrityError):
         group.insert_events([event(a, 1)])
     assert group.insert_events([]) == []
-    assert group.insert_events([event(a, 2)], tracking=None) == [2]  # not batched
-    assert group.saves == 2
+    # Application.save always passes tracking=None: a plain save, grouped
+    assert group.insert_events([event(a, 2)], tracking=None) == [2]
+    assert group.saves == 3
+    tracked = Tracking(application_name="upstream", notification_id=1)
+    assert group.insert_events([event(a, 3)], tracking=tracked) == [3]  # not batched
+    assert group.saves == 3
 
 
 def test_an_error_reaches_every_save_of_its_batch_and_the_group_recovers() -> None:
