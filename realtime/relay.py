@@ -9,9 +9,7 @@ How nothing is lost between the database commit and NATS
     task with ``asyncio.run_coroutine_threadsafe``. The task publishes them to JetStream
     with the header ``Nats-Msg-Id: <reader_id>:<seq>`` and waits for every
     acknowledgement; only then does it advance ``relay_tracking(source, position)``
-    (migration ``0006_relay``). That write is a task of its own (the latest acknowledged
-    position, coalesced): the next page is published without waiting for the previous
-    page's tracking commit, which under load took as long as the rest of the hop. On start, on
+    (migration ``0006_relay``). On start, on
     NATS reconnect, after a failure, whenever a page does not follow the last relayed
     position, and when this node's inbox runner becomes the active one (looked at every
     ``interval`` seconds, in memory), it re-publishes from ``relay_tracking`` up to the
@@ -192,9 +190,6 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._overflowed = False
         self._was_active = False  # is_active() when last looked at
-        self._saved: dict[str, int] = {}  # positions relay_tracking holds (as far as we know)
-        self._save_wanted: asyncio.Event | None = None
-        self._saver: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -210,22 +205,16 @@ class Relay:
                 found = await in_thread(self.inbox.position, source)
                 await in_thread(self.tracking.save, source, found)
             self._positions[source] = found
-            self._saved[source] = found
         self._loop = asyncio.get_running_loop()
-        self._save_wanted = asyncio.Event()
-        self._saver = asyncio.create_task(self._save_positions(), name="inbox-relay-tracking")
         self._task = asyncio.create_task(self._run(), name="inbox-relay")
         self.request_catch_up()
 
     async def stop(self) -> None:
         self._loop = None
-        for task in (self._task, self._saver):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        with contextlib.suppress(Exception):  # best effort: a restart re-publishes the rest
-            await self._save_unsaved()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     def request_catch_up(self) -> None:
         """Re-publish from ``relay_tracking`` soon (call on the event loop)."""
@@ -365,39 +354,10 @@ class Relay:
             position = end
 
     async def _advance(self, source: str, position: int) -> None:
-        """Every item of ``source`` up to ``position`` is acknowledged: move on, and have
-        ``relay_tracking`` follow (``_save_positions``)."""
         self._positions[source] = max(self._positions.get(source, 0), position)
         assert self.stats.positions is not None
         self.stats.positions[source] = self._positions[source]
-        if self._save_wanted is not None:
-            self._save_wanted.set()
-        else:  # not started (a caller driving the relay by hand)
-            await self._save_unsaved()
-
-    async def _save_positions(self) -> None:
-        """Write the acknowledged positions to ``relay_tracking`` whenever they move,
-        the latest one only (pages acknowledged meanwhile are saved together). A failed
-        write is retried; until then a restart re-publishes a little more (deduplicated)."""
-        assert self._save_wanted is not None
-        backoff = 0.5
-        while True:
-            await self._save_wanted.wait()
-            self._save_wanted.clear()
-            try:
-                await self._save_unsaved()
-                backoff = 0.5
-            except Exception as exc:
-                log.warning("relay: tracking not saved (%s); again in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                self._save_wanted.set()
-
-    async def _save_unsaved(self) -> None:
-        for source, position in list(self._positions.items()):
-            if position > self._saved.get(source, -1):
-                await in_thread(self.tracking.save, source, position)
-                self._saved[source] = max(self._saved.get(source, 0), position)
+        await in_thread(self.tracking.save, source, position)
 
     async def _publish(self, items: Sequence[dict[str, Any]]) -> None:
         """Publish ``items`` in order and wait for every JetStream acknowledgement."""
