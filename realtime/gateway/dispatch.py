@@ -55,8 +55,8 @@ from realtime.protocol import (
     decode_client_frame,
     encode_text,
 )
-from realtime.reader_presence import PeerCache, ReaderPresence
 from realtime.ratelimit import SweptMemoryStorage
+from realtime.reader_presence import PeerCache, ReaderPresence
 from realtime.threads import in_thread
 
 log = logging.getLogger(__name__)
