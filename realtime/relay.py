@@ -20,6 +20,14 @@ How nothing is lost between the database commit and NATS
     So a crash after the commit and before the publish costs a delay, never an item; and the
     inbox table, not NATS, is what a client's resume reads.
 
+Local delivery
+    ``local(reader_id, seq, text, withheld)`` (this node's ``Gateway.offer_local``) hears of
+    each item a page handed over in memory the moment that page reaches the event loop,
+    before it queues behind a busy relay and without the trip through nats-server: the
+    sockets of this node get it at once, and the same item coming back from NATS is dropped
+    as a duplicate (its ``seq``). Other nodes, and pages read back from the database, go
+    through NATS only.
+
 Which node relays
     Every node runs a ``Relay``; pages only arrive on the node whose inbox runner holds the
     projection's advisory lock, and the periodic catch-up only runs where ``is_active()``
@@ -80,6 +88,12 @@ def withheld(item: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     if not fields or not any(name in data for name in fields):
         return item, False
     return {**item, "data": {k: v for k, v in data.items() if k not in fields}}, True
+
+
+def event_text(item: dict[str, Any]) -> str:
+    """The ``event`` frame of an inbox item as the text a socket is sent (what the gateway
+    makes of the published message's data)."""
+    return encode(event_frame(item)).decode()
 
 
 def event_frame(item: dict[str, Any]) -> Event:
@@ -190,6 +204,9 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._overflowed = False
         self._was_active = False  # is_active() when last looked at
+        self.local: Callable[[str, int, str, bool], None] | None = None
+        """``(reader_id, seq, event frame text, withheld)`` of each item handed over in
+        memory, on the event loop (see "Local delivery")."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -245,6 +262,14 @@ class Relay:
             asyncio.run_coroutine_threadsafe(self._offer(_Page(source, first, last, items)), loop)
 
     async def _offer(self, page: _Page) -> None:
+        local = self.local
+        if local is not None and page.items:
+            try:
+                for item in page.items:
+                    public, personal = withheld(item)
+                    local(str(item["reader_id"]), int(item["seq"]), event_text(public), personal)
+            except Exception:  # the NATS copy still comes
+                log.exception("relay: local delivery of %s..%s failed", page.first, page.last)
         try:
             self._queue.put_nowait(page)
         except asyncio.QueueFull:  # NATS down for long: the catch-up will read them back
@@ -455,6 +480,7 @@ __all__ = [
     "ensure_stream",
     "erase_reader_messages",
     "event_frame",
+    "event_text",
     "inbox_subject",
     "msg_id",
     "parse_msg_id",

@@ -12,7 +12,9 @@ import math
 import time
 from collections.abc import Mapping
 
-from limits import parse, storage, strategies
+from limits import parse, strategies
+
+from realtime.ratelimit import SweptMemoryStorage
 
 __all__ = ["RateLimited", "RateLimits"]
 
@@ -33,7 +35,7 @@ class RateLimits:
     empty string turns a rule off. Thread-safe (``MemoryStorage`` locks)."""
 
     def __init__(self, rules: Mapping[str, str]) -> None:
-        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._limiter = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
         self._rules = {name: parse(rule) for name, rule in rules.items() if rule}
 
     def hit(self, name: str, *identifiers: str) -> None:

@@ -226,6 +226,7 @@ async def start_realtime(container: Container) -> RealtimeNode:
         INBOX_SOURCES,
         is_active=lambda: _inbox_runner_active(container),
     )
+    relay.local = gateway.offer_local  # this node's sockets get items without the NATS trip
     await relay.start()
     await presence.start()
     await readers.start()
@@ -277,6 +278,7 @@ async def stop_realtime(container: Container, node: RealtimeNode) -> None:
     container.sessions.cache.disable()
     with contextlib.suppress(ValueError):
         container.inbox_projection.item_listeners.remove(node.relay.on_page)
+    node.relay.local = None
     if node.notifier is not None:
         with contextlib.suppress(ValueError):
             container.inbox_projection.item_listeners.remove(node.notifier.wake)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from limits import parse, storage, strategies
+from limits import parse, strategies
 
 from domain import chat_commands as cc
 from domain.errors import DomainError
@@ -55,6 +55,7 @@ from realtime.protocol import (
     decode_client_frame,
     encode_text,
 )
+from realtime.ratelimit import SweptMemoryStorage
 from realtime.reader_presence import PeerCache, ReaderPresence
 from realtime.threads import in_thread
 
@@ -82,7 +83,7 @@ class Dispatcher:
         self.rooms = rooms
         self.stats = stats
         self.config = config
-        self._frames = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._frames = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
         self._frame_rate: tuple[str, Any] | None = None  # (rule, parsed) of config.frame_rate
         self.readers = readers
         self.peers = peers

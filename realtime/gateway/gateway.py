@@ -300,6 +300,19 @@ class Gateway:
             self.replay.offer(session, seq, text)
         await asyncio.sleep(0)  # let the writers run between messages of a burst
 
+    def offer_local(self, reader_id: str, seq: int, text: str, withheld: bool) -> None:
+        """An inbox item from this node's relay (``Relay.local``), before it goes through
+        NATS: offered like ``_on_inbox`` offers the NATS copy (which is then a duplicate).
+        ``withheld``: published without its personal fields (read from the inbox)."""
+        group = self.sessions.get(reader_id)
+        if not group:
+            return
+        for session in list(group):
+            if withheld:
+                self.replay.offer_withheld(session, seq)
+            else:
+                self.replay.offer(session, seq, text)
+
     async def _on_revoked(self, msg: Any) -> None:
         """Login sessions revoked on some node (``liudong.sessions.revoked``, the session ids
         separated by spaces): close this node's sockets of them (``session_ended``, 4401)."""

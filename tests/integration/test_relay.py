@@ -6,6 +6,7 @@ after JetStream acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -225,3 +226,48 @@ async def test_re_publishing_is_deduplicated_by_jetstream(nc: Any, tracking: Rel
         assert info.config.duplicate_window == 120.0
     finally:
         await relay.stop()
+
+
+async def test_pages_handed_over_in_memory_reach_local_sockets_before_nats(
+    nc: Any, tracking: RelayTracking
+) -> None:
+    source, reader = f"test-{uuid4().hex[:8]}", str(uuid4())
+    inbox = FakeInbox(source)
+    relay = Relay(nc, inbox, tracking, [source], is_active=lambda: False, interval=60)
+    local: list[tuple[str, int, dict[str, Any], bool]] = []
+    published: list[int] = []
+
+    def deliver(reader_id: str, seq: int, text: str, withheld: bool) -> None:
+        local.append((reader_id, seq, json.loads(text), withheld))
+
+    async def on_msg(msg: Any) -> None:
+        published.append(int(msg.headers[MSG_ID].rsplit(":", 1)[1]))
+
+    sub = await nc.subscribe(inbox_subject(reader), cb=on_msg)
+    relay.local = deliver
+    await relay.start()
+    real = relay.js.publish_async
+
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        assert len(local) >= 3  # the page went to the local sockets first
+        return await real(*args, **kwargs)
+
+    relay.js.publish_async = checked  # type: ignore[method-assign]
+    try:
+        first, last = inbox.commit(reader, 3)
+        items = inbox.items_for_positions(source, first, last)
+        items[1]["kind"] = "loan.requested"
+        items[1]["data"] = {"contact": "13800000000", "note": "hi", "loan_id": "l1"}
+        await asyncio.to_thread(relay.on_page, source, first, last, items)
+        await _until(lambda: published == [1, 2, 3])
+        assert [(r, s, w) for r, s, _f, w in local] == [
+            (reader, 1, False),
+            (reader, 2, True),  # personal fields withheld: the gateway reads it from the inbox
+            (reader, 3, False),
+        ]
+        frame = local[0][2]
+        assert (frame["type"], frame["seq"], frame["data"]) == ("event", 1, {"p": 1})
+        assert "contact" not in local[1][2]["data"]
+    finally:
+        await relay.stop()
+        await sub.unsubscribe()
