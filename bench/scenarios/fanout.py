@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from bench.common import (
+    _UNLIMITED,
     REPO_ROOT,
     ServerProcess,
     Target,
@@ -159,6 +160,9 @@ def run(ctx: Any) -> None:
             ctx.svc.nats_url,
             ctx.work_dir / "server-fanout",
             ctx.work_dir / "server-fanout.log",
+            # the senders loop as fast as the messages come back: the default room.send
+            # limit (30/minute per reader) would make this measure the rate limiter
+            extra_env={"LIUDONG_RATE_ROOM_SENDS": _UNLIMITED},
         )
         with server:
             wait_projection(url, "shelf", "library")
