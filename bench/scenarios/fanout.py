@@ -93,6 +93,7 @@ async def _fanout(
         await asyncio.sleep(0.2)
     for k in range(senders):
         clients[k].user = k
+    log(f"fanout: {run.joined} sockets joined; sending")
     now = time.perf_counter()
     run.start, run.end = now + warmup, now + warmup + duration
     sent = 0

@@ -10,7 +10,10 @@ Sessions
     queue (a ``deque`` of at most ``queue_size`` frames, 256), the writer drains it all per
     wake-up and ends once it is empty, so frames leave in the order they were pushed and an
     idle socket has no task of its own besides its reader. A frame for many sockets (a room
-    message, a ping) is one ``str``, encoded once.
+    message, a ping) is one ``Shared``: its text, and its bytes on the wire encoded once by
+    the first socket that writes it. A socket that can write without a coroutine
+    (``DirectSocket.send_now``: the server's transport takes the bytes, nothing to wait for)
+    is written that way; otherwise, or when that socket's transport is full, ``send``.
 
 Backpressure
     A live frame that finds the queue full closes the socket with 4008 "slow consumer" (never
@@ -25,12 +28,12 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import DomainError
-from realtime.gateway.ports import SendLimits, Socket
+from realtime.gateway.ports import SendLimits, Shared, Socket
 from realtime.protocol import CloseCode, Error, ReaderRef, encode_text
 
 
@@ -72,6 +75,7 @@ class Session:
         "replay_task",
         "replaying",
         "rooms",
+        "send_now",
         "serving",
         "socket",
         "space",
@@ -85,6 +89,7 @@ class Session:
         self.reader = reader
         self.key = str(reader.id)
         self.socket = socket
+        self.send_now: Callable[[str | Shared], bool] | None = getattr(socket, "send_now", None)
         self.queue: deque[str | _Close] = deque()
         self.queue_size = queue_size
         self.space: asyncio.Future[None] | None = None  # a replay waiting for queue space
@@ -130,18 +135,24 @@ class Session:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def push(self, text: str) -> bool:
-        """Send or queue one frame; a full queue closes the socket (4008). Returns False if
-        dropped (closed, full, or the client is gone).
+    def push(self, frame: str | Shared) -> bool:
+        """Send or queue one frame (its text, or a ``Shared`` frame of many sockets); a full
+        queue closes the socket (4008). Returns False if dropped (closed, full, or the
+        client is gone).
 
         A socket with nothing queued and no writer is written at once, in the caller's
-        step (as ``websockets.broadcast`` does; no task, no loop iteration per frame). Only
-        a send that has to wait (the transport's buffer is full) goes on in a writer task,
-        and the frames pushed meanwhile queue behind it."""
+        step (as ``websockets.broadcast`` does; no task, no loop iteration per frame):
+        with ``send_now`` when the socket has it and its transport takes the bytes, else by
+        stepping ``send``. Only a send that has to wait (the transport's buffer is full)
+        goes on in a writer task, and the frames pushed meanwhile queue behind it."""
         if self.closed:
             return False
         queue = self.queue
+        text = frame if type(frame) is str else frame.text  # type: ignore[union-attr]
         if self.writer is None and not queue:
+            send_now = self.send_now
+            if send_now is not None and send_now(frame):
+                return True
             sending = self.socket.send(text)
             try:
                 waiting_on = sending.send(None)
