@@ -90,7 +90,9 @@ class Session:
         self.key = str(reader.id)
         self.socket = socket
         self.send_now: Callable[[str | Shared], bool] | None = getattr(socket, "send_now", None)
-        self.queue: deque[str | _Close] = deque()
+        # no deque until a frame has to wait (an empty deque is ~0.6 KB, most sockets never
+        # queue anything)
+        self.queue: deque[str | _Close] | tuple[()] = ()
         self.queue_size = queue_size
         self.space: asyncio.Future[None] | None = None  # a replay waiting for queue space
         self.last_seq = 0
@@ -166,7 +168,9 @@ class Session:
         if len(queue) >= self.queue_size:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
-        queue.append(text)
+        if type(queue) is tuple:
+            queue = self.queue = deque()
+        queue.append(text)  # type: ignore[union-attr]
         if self.writer is None:
             self.writer = asyncio.create_task(self._write_loop())
         return True
@@ -225,14 +229,17 @@ class Session:
         self.closed = True
         self.close_code = code
         if flush and len(self.queue) < self.queue_size:
-            self.queue.append(_Close(code, reason))
+            if type(self.queue) is tuple:
+                self.queue = deque()
+            self.queue.append(_Close(code, reason))  # type: ignore[union-attr]
             self.flushing = True
             if self.writer is None:
                 self.writer = asyncio.create_task(self._write_loop())
             return
         if self.writer is not None:
             self.writer.cancel()
-        self.queue.clear()
+        if self.queue:
+            self.queue.clear()
         self.closing = asyncio.create_task(self._close_now(code, reason))
 
     async def finish_writing(self) -> None:
@@ -271,11 +278,11 @@ class Session:
         then write the queued frames until the queue is empty (then this task ends; ``push``
         writes or starts another), a close marker (written, then the session is done) or a
         failed send (the client went away)."""
-        queue = self.queue
         send = self.socket.send
         try:
             if started is not None:
                 await _finish_started(*started)
+            queue = self.queue  # made by the push that found this writer running, if any
             while queue:
                 item = queue.popleft()
                 if self.space is not None:  # a replay waits for room in the queue
@@ -299,7 +306,8 @@ class Session:
     def _gone(self) -> None:
         """A send failed: the client went away."""
         self.closed = True
-        self.queue.clear()
+        if self.queue:
+            self.queue.clear()
         self._finish()
 
 
