@@ -15,9 +15,10 @@ it has (waiting for the buffer to drain, raising once the client is gone).
 Memory: an idle socket of uvicorn's protocol holds an ``asyncio.Queue`` of received events
 (three deques and an ``Event`` with a fourth, ~3 KB), an ``Event`` for the write buffer (a
 deque, ~0.7 KB) and the parsed handshake request and response with their headers (~3 KB),
-kept for the connection's life. Here the queue and the event are ``ReceiveQueue`` and
-``Gate`` (what uvicorn calls of them, without a deque each), and the handshake's request
-and response are let go once the connection is accepted.
+kept for the connection's life (the request also by ``websockets``' parser). Here the
+queue and the event are ``ReceiveQueue`` and ``Gate`` (what uvicorn calls of them, without
+a deque each), and the handshake's request and response are let go once the connection is
+accepted.
 
 ``liudong serve`` runs uvicorn with ``ws=GatewayWebSocketProtocol`` (``api.cli.serve``); under
 any other server the extension is absent and every frame goes through ``send``.
@@ -30,7 +31,7 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
 SEND_NOW = "liudong.send_now"
 """The scope extension: ``send_now(data: bytes) -> bool`` (see ``GatewayWebSocketProtocol``)."""
@@ -128,6 +129,15 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         self.request = None  # type: ignore[assignment]  # the scope has what the app reads
+        conn = self.conn
+        if conn.state is State.CONNECTING and not conn.reader.buffer:
+            # websockets' handshake parser goes on parsing frames as a generator that keeps
+            # the parsed request (a local) for the connection's life; with nothing received
+            # after the request (a client waits for the 101: RFC 6455 §4.1) a new frame
+            # parser is in the same state and keeps nothing
+            parser = Protocol.parse(conn)
+            next(parser)
+            conn.parser = parser
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
             # the ASGI task is created but has not run yet: it sees the extension
