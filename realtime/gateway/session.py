@@ -50,8 +50,9 @@ class Session:
     own methods write to the socket (``push``, ``put_waiting``) and close it (``close``).
 
     ``queue``: the frames (``str``) waiting for the writer, oldest first, at most
-    ``queue_size`` (then a close marker may follow); ``done``: a future resolved when
-    the socket's writing side has ended (closed, or the client went away)."""
+    ``queue_size`` (then a close marker may follow; ``()`` until a frame first waits);
+    ``done``: a future resolved when the socket's writing side has ended (closed, or the
+    client went away)."""
 
     __slots__ = (
         "auth_id",
