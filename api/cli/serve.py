@@ -72,7 +72,9 @@ def serve(host: str | None, port: int | None, workers: int, access_log: bool | N
             lifespan="on",
             ws_max_size=64 * 1024,  # frames are ≤ 16 KiB (realtime.protocol); uvicorn: 16 MiB
             ws_ping_interval=None,  # the gateway pings at application level (realtime.gateway)
-            ws="websockets-sansio",  # per frame: ~10 µs here, vs ~17 for "websockets", "wsproto"
+            # uvicorn's "websockets-sansio" (per frame: ~10 µs here, vs ~17 for "websockets" and
+            # "wsproto") plus a direct write for the gateway's frames (api.http.ws_protocol)
+            ws="api.http.ws_protocol:GatewayWebSocketProtocol",
             timeout_graceful_shutdown=10,
             # behind nginx: X-Forwarded-For/-Proto believed from these addresses only
             proxy_headers=True,

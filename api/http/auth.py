@@ -23,7 +23,12 @@ from api.http.errors import DatabaseUnavailable, Unauthorized
 
 def bearer_token(request: Request) -> str | None:  # type: ignore[type-arg]
     """The token of an ``Authorization: Bearer`` header (RFC 6750 §2.1), else ``None``."""
-    header = request.headers.get("authorization")
+    return parse_bearer(request.headers.get("authorization"))
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization`` header's value ``Bearer <token>`` (RFC 6750 §2.1),
+    else ``None``."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from bench.common import (
+    _UNLIMITED,
     REPO_ROOT,
     ServerProcess,
     Target,
@@ -92,6 +93,7 @@ async def _fanout(
         await asyncio.sleep(0.2)
     for k in range(senders):
         clients[k].user = k
+    log(f"fanout: {run.joined} sockets joined; sending")
     now = time.perf_counter()
     run.start, run.end = now + warmup, now + warmup + duration
     sent = 0
@@ -159,6 +161,9 @@ def run(ctx: Any) -> None:
             ctx.svc.nats_url,
             ctx.work_dir / "server-fanout",
             ctx.work_dir / "server-fanout.log",
+            # the senders loop as fast as the messages come back: the default room.send
+            # limit (30/minute per reader) would make this measure the rate limiter
+            extra_env={"LIUDONG_RATE_ROOM_SENDS": _UNLIMITED},
         )
         with server:
             wait_projection(url, "shelf", "library")

@@ -11,7 +11,8 @@ One module per role (each module's docstring has the rules of its part)::
     heartbeat.py  Heartbeat: one timer per node pings the sockets, closes silent ones (4012)
     rooms.py      Rooms: room.join / room.leave / room.send, room messages, member counts
     dispatch.py   Dispatcher: reads a socket; client frame → handler; malformed frames
-    ports.py      Socket, InboxFeed, ChatPort: what it needs from outside, as protocols
+    ports.py      Socket (DirectSocket: one that can write at once), InboxFeed, ChatPort:
+                  what it needs from outside, as protocols; Shared: a frame for many sockets
     config.py     GatewayConfig, GatewayStats
 
 A frame on its way out: a handler (or the fan-out, the replay, the heartbeat) calls

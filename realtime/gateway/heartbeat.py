@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from realtime.gateway.ports import Shared
 from realtime.gateway.session import Session
 from realtime.protocol import CloseCode, Ping, encode_text
 
@@ -34,7 +35,7 @@ class Heartbeat:
         self.timer: asyncio.TimerHandle | None = None  # the node's heartbeat timer
         self.due = 0.0  # loop time the timer fires at
         self.stopped = False
-        self.ping = encode_text(Ping())
+        self.ping = Shared(encode_text(Ping()))  # one frame for every socket
 
     def add(self, session: Session) -> None:
         """A new socket: its first ping is due one interval from now (or the sweep comes

@@ -24,6 +24,31 @@ class Socket(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+class Shared:
+    """One text frame for many sockets (a room message, a ping): ``text``, and ``wire``, the
+    frame as encoded for the connection by the first ``DirectSocket`` that wrote it (``None``
+    until then; every socket of a node encodes a text frame the same way), so a broadcast is
+    encoded once, not once per socket."""
+
+    __slots__ = ("text", "wire")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.wire: bytes | None = None
+
+
+class DirectSocket(Socket, Protocol):
+    """A ``Socket`` that can also write a frame at once, without a coroutine (what the
+    ``websockets`` library's ``broadcast()`` does). ``Session`` uses ``send_now`` when the
+    socket has it, else ``send``."""
+
+    def send_now(self, frame: str | Shared) -> bool:
+        """Write ``frame`` now if the connection takes it without waiting (open, its
+        transport's buffer under the high-water mark). ``False``: nothing was written (the
+        caller then uses ``send``, which waits or raises)."""
+        ...
+
+
 class InboxFeed(Protocol):
     """The inbox read model, as the gateway reads it (``projections.inbox.InboxQueries``)."""
 
@@ -59,4 +84,13 @@ class SendLimits(Protocol):
         ...
 
 
-__all__ = ["CHAT_SENDS", "ROOM_SENDS", "ChatPort", "InboxFeed", "SendLimits", "Socket"]
+__all__ = [
+    "CHAT_SENDS",
+    "ROOM_SENDS",
+    "ChatPort",
+    "DirectSocket",
+    "InboxFeed",
+    "SendLimits",
+    "Shared",
+    "Socket",
+]

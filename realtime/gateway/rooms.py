@@ -22,7 +22,7 @@ from domain.chat import room_id_for
 from domain.errors import DomainError
 from domain.media import MediaRef, picture_view
 from realtime.gateway.config import GatewayStats
-from realtime.gateway.ports import ROOM_SENDS, ChatPort, SendLimits
+from realtime.gateway.ports import ROOM_SENDS, ChatPort, SendLimits, Shared
 from realtime.gateway.session import Session
 from realtime.presence import Presence
 from realtime.protocol import (
@@ -210,9 +210,10 @@ class Rooms:
             self._broadcast(room, encode_text(frame))
 
     def _broadcast(self, name: str, text: str, skip: Session | None = None) -> None:
+        frame = Shared(text)  # encoded for the wire once, by the first socket written
         for session in list(self._sessions.get(name, ())):
             if session is not skip:
-                session.push(text)
+                session.push(frame)
 
 
 __all__ = ["ROOM_SUBJECT_PREFIX", "Rooms"]

@@ -10,7 +10,10 @@ Sessions
     queue (a ``deque`` of at most ``queue_size`` frames, 256), the writer drains it all per
     wake-up and ends once it is empty, so frames leave in the order they were pushed and an
     idle socket has no task of its own besides its reader. A frame for many sockets (a room
-    message, a ping) is one ``str``, encoded once.
+    message, a ping) is one ``Shared``: its text, and its bytes on the wire encoded once by
+    the first socket that writes it. A socket that can write without a coroutine
+    (``DirectSocket.send_now``: the server's transport takes the bytes, nothing to wait for)
+    is written that way; otherwise, or when that socket's transport is full, ``send``.
 
 Backpressure
     A live frame that finds the queue full closes the socket with 4008 "slow consumer" (never
@@ -25,12 +28,12 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import DomainError
-from realtime.gateway.ports import SendLimits, Socket
+from realtime.gateway.ports import SendLimits, Shared, Socket
 from realtime.protocol import CloseCode, Error, ReaderRef, encode_text
 
 
@@ -47,8 +50,9 @@ class Session:
     own methods write to the socket (``push``, ``put_waiting``) and close it (``close``).
 
     ``queue``: the frames (``str``) waiting for the writer, oldest first, at most
-    ``queue_size`` (then a close marker may follow); ``done``: a future resolved when
-    the socket's writing side has ended (closed, or the client went away)."""
+    ``queue_size`` (then a close marker may follow; ``()`` until a frame first waits);
+    ``done``: a future resolved when the socket's writing side has ended (closed, or the
+    client went away)."""
 
     __slots__ = (
         "auth_id",
@@ -72,6 +76,7 @@ class Session:
         "replay_task",
         "replaying",
         "rooms",
+        "send_now",
         "serving",
         "socket",
         "space",
@@ -85,7 +90,10 @@ class Session:
         self.reader = reader
         self.key = str(reader.id)
         self.socket = socket
-        self.queue: deque[str | _Close] = deque()
+        self.send_now: Callable[[str | Shared], bool] | None = getattr(socket, "send_now", None)
+        # no deque until a frame has to wait (an empty deque is ~0.6 KB, most sockets never
+        # queue anything)
+        self.queue: deque[str | _Close] | tuple[()] = ()
         self.queue_size = queue_size
         self.space: asyncio.Future[None] | None = None  # a replay waiting for queue space
         self.last_seq = 0
@@ -130,18 +138,24 @@ class Session:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def push(self, text: str) -> bool:
-        """Send or queue one frame; a full queue closes the socket (4008). Returns False if
-        dropped (closed, full, or the client is gone).
+    def push(self, frame: str | Shared) -> bool:
+        """Send or queue one frame (its text, or a ``Shared`` frame of many sockets); a full
+        queue closes the socket (4008). Returns False if dropped (closed, full, or the
+        client is gone).
 
         A socket with nothing queued and no writer is written at once, in the caller's
-        step (as ``websockets.broadcast`` does; no task, no loop iteration per frame). Only
-        a send that has to wait (the transport's buffer is full) goes on in a writer task,
-        and the frames pushed meanwhile queue behind it."""
+        step (as ``websockets.broadcast`` does; no task, no loop iteration per frame):
+        with ``send_now`` when the socket has it and its transport takes the bytes, else by
+        stepping ``send``. Only a send that has to wait (the transport's buffer is full)
+        goes on in a writer task, and the frames pushed meanwhile queue behind it."""
         if self.closed:
             return False
         queue = self.queue
+        text = frame if type(frame) is str else frame.text  # type: ignore[union-attr]
         if self.writer is None and not queue:
+            send_now = self.send_now
+            if send_now is not None and send_now(frame):
+                return True
             sending = self.socket.send(text)
             try:
                 waiting_on = sending.send(None)
@@ -155,7 +169,9 @@ class Session:
         if len(queue) >= self.queue_size:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
-        queue.append(text)
+        if type(queue) is tuple:
+            queue = self.queue = deque()
+        queue.append(text)  # type: ignore[union-attr]
         if self.writer is None:
             self.writer = asyncio.create_task(self._write_loop())
         return True
@@ -214,14 +230,17 @@ class Session:
         self.closed = True
         self.close_code = code
         if flush and len(self.queue) < self.queue_size:
-            self.queue.append(_Close(code, reason))
+            if type(self.queue) is tuple:
+                self.queue = deque()
+            self.queue.append(_Close(code, reason))  # type: ignore[union-attr]
             self.flushing = True
             if self.writer is None:
                 self.writer = asyncio.create_task(self._write_loop())
             return
         if self.writer is not None:
             self.writer.cancel()
-        self.queue.clear()
+        if self.queue:
+            self.queue.clear()
         self.closing = asyncio.create_task(self._close_now(code, reason))
 
     async def finish_writing(self) -> None:
@@ -260,11 +279,11 @@ class Session:
         then write the queued frames until the queue is empty (then this task ends; ``push``
         writes or starts another), a close marker (written, then the session is done) or a
         failed send (the client went away)."""
-        queue = self.queue
         send = self.socket.send
         try:
             if started is not None:
                 await _finish_started(*started)
+            queue = self.queue  # made by the push that found this writer running, if any
             while queue:
                 item = queue.popleft()
                 if self.space is not None:  # a replay waits for room in the queue
@@ -288,7 +307,8 @@ class Session:
     def _gone(self) -> None:
         """A send failed: the client went away."""
         self.closed = True
-        self.queue.clear()
+        if self.queue:
+            self.queue.clear()
         self._finish()
 
 

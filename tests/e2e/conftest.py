@@ -76,6 +76,7 @@ def live_server(
         port=port,
         log_level="warning",
         ws_per_message_deflate=False,
+        ws="api.http.ws_protocol:GatewayWebSocketProtocol",  # as ``liudong serve`` runs it
         lifespan="on",
     )
     server = uvicorn.Server(config)

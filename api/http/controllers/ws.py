@@ -18,6 +18,7 @@ Everything after authentication is the gateway's (``realtime.gateway``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -32,11 +33,13 @@ from api.adapters.sessions import (
     SessionStoreUnavailable,
 )
 from api.bootstrap.realtime import realtime_of
-from api.http.auth import authenticate_socket, bearer_token
+from api.http.auth import authenticate_socket, bearer_token, parse_bearer
 from api.http.controllers.common import container_of
 from api.http.errors import ApiError, DatabaseUnavailable, Unauthorized
 from api.http.openapi import Code, contract
 from api.http.params import ReaderId
+from api.http.ws_protocol import SEND_NOW, text_frame
+from realtime.gateway.ports import Shared
 from realtime.protocol import CloseCode, Error, encode_text
 
 
@@ -72,14 +75,19 @@ async def create_ws_ticket(request: Request[Any, Any, Any], reader_id: ReaderId)
 
 
 class LitestarSocket:
-    """``realtime.gateway.Socket`` over a Litestar ``WebSocket``: frames go straight to the
-    connection's ASGI ``send`` (one event dict per frame, not ``send_text``'s layers)."""
+    """``realtime.gateway.DirectSocket`` over a Litestar ``WebSocket``: frames go straight to
+    the connection's ASGI ``send`` (one event dict per frame, not ``send_text``'s layers),
+    or, when the server offers it (``api.http.ws_protocol.SEND_NOW``) and the transport can
+    take them, are written at once by ``send_now``; a ``Shared`` frame is encoded once for
+    all the sockets it goes to."""
 
-    __slots__ = ("_send", "socket")
+    __slots__ = ("_send", "_send_now", "socket")
 
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self.socket = socket
         self._send = socket.send
+        extensions: dict[str, Any] = dict(socket.scope.get("extensions") or {})
+        self._send_now: Callable[[bytes], bool] | None = extensions.get(SEND_NOW)
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -96,8 +104,29 @@ class LitestarSocket:
     async def send(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})
 
+    def send_now(self, frame: str | Shared) -> bool:
+        send_now = self._send_now
+        if send_now is None:
+            return False
+        if type(frame) is str:
+            return send_now(text_frame(frame))
+        wire = frame.wire  # type: ignore[union-attr]
+        if wire is None:
+            wire = frame.wire = text_frame(frame.text)  # type: ignore[union-attr]
+        return send_now(wire)
+
     async def close(self, code: int, reason: str) -> None:
         await self.socket.close(code, reason)
+
+
+def _authorization(scope: Any) -> str | None:
+    """The ``Authorization`` header of the handshake, read from the ASGI scope (``headers``
+    of Litestar's ``WebSocket`` would build a ``Headers`` that stays in the scope for the
+    socket's life, ~1.5 KB)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return None
 
 
 async def _refuse(socket: WebSocket[Any, Any, Any], code: int, error: str, message: str) -> None:
@@ -120,7 +149,7 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
             "or connect with ?ticket= from POST /v1/ws/tickets.",
         )
         return
-    token = bearer_token(socket)  # type: ignore[arg-type]
+    token = parse_bearer(_authorization(socket.scope))
     ticket = socket.query_params.get("ticket") or None
     raw_after = socket.query_params.get("after")
     after: int | None = None
