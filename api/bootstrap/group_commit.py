@@ -39,12 +39,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from prometheus_client import Counter
 
 from api.adapters.eventstore import Claim, acting_for, batch_of, current_claim
 
 __all__ = ["GroupCommit", "group_commit"]
 
 Insert = Callable[..., Sequence[int] | None]
+
+SAVES = Counter(
+    "liudong_group_commit_saves", "Saves inserted through a group commit, by log.", ["log"]
+)
+TRANSACTIONS = Counter(
+    "liudong_group_commit_transactions",
+    "Event-store transactions those saves took (fall-backs included), by log: saves per "
+    "transaction is the batching.",
+    ["log"],
+)
 
 
 class _Save:
@@ -62,11 +73,14 @@ class _Save:
 
 class GroupCommit:
     """See the module docstring. ``insert``: the recorder's own ``insert_events``;
-    ``max_events``: at most this many events a transaction (a save is never split)."""
+    ``max_events``: at most this many events a transaction (a save is never split);
+    ``log``: the label of its counters on ``/metrics`` (``liudong_group_commit_*``)."""
 
-    def __init__(self, insert: Insert, *, max_events: int = 1000) -> None:
+    def __init__(self, insert: Insert, *, max_events: int = 1000, log: str = "") -> None:
         self._insert = insert
         self.max_events = max_events
+        self._saves = SAVES.labels(log)
+        self._transactions = TRANSACTIONS.labels(log)
         self._lock = threading.Lock()
         self._queue: list[_Save] = []
         self._busy = False
@@ -122,6 +136,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Save]) -> None:
         self.saves += len(batch)
+        self._saves.inc(len(batch))
         first, rivals = _split_rivals(batch)
         self._commit_together(first)
         taken = {key for save in first if save.error is None for key in _keys(save)}
@@ -140,6 +155,7 @@ class GroupCommit:
             self._commit_alone(batch[0])
             return
         self.transactions += 1
+        self._transactions.inc()
         try:
             with batch_of([(save.claim, len(save.events)) for save in batch]):
                 ids = self._insert([event for save in batch for event in save.events])
@@ -160,6 +176,7 @@ class GroupCommit:
 
     def _commit_alone(self, save: _Save) -> None:
         self.transactions += 1
+        self._transactions.inc()
         try:
             with acting_for(save.claim):
                 save.ids = self._insert(save.events)
@@ -194,6 +211,7 @@ def group_commit(app: Any, *, max_events: int = 1000) -> GroupCommit:
     insert = getattr(recorder, "insert_events", None)
     if insert is None:
         raise TypeError(f"{type(recorder).__name__} has no insert_events")
-    group = GroupCommit(insert, max_events=max_events)
+    log = getattr(recorder, "log_name", None) or str(app.name).lower()
+    group = GroupCommit(insert, max_events=max_events, log=log)
     recorder.insert_events = group.insert_events
     return group

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
-from api.bootstrap.group_commit import GroupCommit
+from api.bootstrap.group_commit import SAVES, TRANSACTIONS, GroupCommit
 
 
 class FakeRecorder:
@@ -64,9 +64,12 @@ def run_concurrently(group: GroupCommit, saves: list[list[StoredEvent]]) -> list
 
 def test_concurrent_saves_share_transactions_and_get_their_own_ids() -> None:
     recorder = FakeRecorder(delay=0.02)
-    group = GroupCommit(recorder.insert_events)
+    group = GroupCommit(recorder.insert_events, log="shares")
     saves = [[event(uuid4(), 1), event(uuid4(), 1)] for _ in range(16)]
     results = run_concurrently(group, saves)
+    # /metrics shows the same counts
+    assert SAVES.labels("shares")._value.get() == 16
+    assert TRANSACTIONS.labels("shares")._value.get() == len(recorder.calls)
     for save, ids in zip(saves, results, strict=True):
         assert ids == [recorder.rows[(e.originator_id, e.originator_version)] for e in save]
     assert sum(recorder.calls) == 32
