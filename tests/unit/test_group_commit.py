@@ -159,8 +159,7 @@ def test_rivals_in_one_batch_cost_no_transaction_and_spare_the_bystanders() -> N
     while not group._busy:
         time.sleep(0.001)
     threads = [
-        threading.Thread(target=one, args=(i + 1, save))
-        for i, save in enumerate(rivals + others)
+        threading.Thread(target=one, args=(i + 1, save)) for i, save in enumerate(rivals + others)
     ]
     for thread in threads:
         thread.start()
