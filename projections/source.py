@@ -64,6 +64,27 @@ class Source:
             "ORDER BY notification_id LIMIT %s"
         ).format(sql.Identifier(schema, table))
 
+    @cached_property
+    def rows_after_tracked_query(self) -> sql.Composed | None:
+        """``read_rows``'s page after the tracked position of the active version of a
+        projection (parameters: projection, source, stop, limit), as
+        ``(schema_name, *RawRow)`` rows; one row of ``None``s after the schema when no event
+        follows, none without an active version. ``None``: not a PostgreSQL recorder."""
+        recorder = self.app.recorder
+        table = getattr(recorder, "events_table_name", None)
+        schema = getattr(getattr(recorder, "datastore", None), "schema", None)
+        if not table or not schema:
+            return None
+        return sql.SQL(
+            "SELECT p.schema_name, e.notification_id, e.originator_id, e.originator_version, "
+            "e.topic, e.state FROM (SELECT t.schema_name, t.position FROM projection_tracking t "
+            "JOIN projection_versions v ON v.schema_name = t.schema_name "
+            "WHERE v.projection = %s AND v.active AND t.source = %s) p "
+            "LEFT JOIN LATERAL (SELECT notification_id, originator_id, originator_version, "
+            "topic, state FROM {} WHERE notification_id > p.position AND notification_id <= %s "
+            "ORDER BY notification_id LIMIT %s) e ON true"
+        ).format(sql.Identifier(schema, table))
+
     def read_rows(
         self, conn: psycopg.Connection[Any], after: int, limit: int, stop: int | None = None
     ) -> list[RawRow]:

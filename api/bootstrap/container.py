@@ -27,6 +27,7 @@ from api.bootstrap.db import (
     make_pool,
 )
 from api.bootstrap.embedded import EmbeddedNats
+from api.bootstrap.group_commit import group_commit
 from api.bootstrap.media import media_store_for
 from api.bootstrap.runtime import resolve_database_url
 from api.bootstrap.settings import Settings
@@ -104,9 +105,8 @@ class Container:
         breaker = FailFast(wait=timeouts.pool)
         for app in (library, chat):
             breaker.guard(app.recorder.datastore.pool)  # type: ignore[attr-defined]
-            # Not yet ``group_commit(app)`` (api.bootstrap.group_commit): once it really groups,
-            # two processes sending to one room exhaust Chat's conflict retries under load
-            # (tests/integration/test_chat_concurrent_sends.py); see docs/BENCHMARKS.md.
+            if settings.group_commit:  # concurrent saves share one transaction (one lock, commit)
+                group_commit(app)
         board = PositionBoard()
         container = cls(
             settings=settings,

@@ -346,6 +346,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             le=1024,
         ),
     ] = 16
+    group_commit: Annotated[
+        bool,
+        _var(
+            "LIUDONG_GROUP_COMMIT",
+            "concurrent saves of a process share one event-store transaction (one table lock, "
+            "one commit); off: each save is its own transaction",
+        ),
+    ] = True
     access_log: Annotated[
         bool,
         _var(

@@ -3,7 +3,7 @@ send is accepted and recorded once, with distinct, gap-free ``seq``s and log pos
 
 Within a process the Chat application serialises the writes to one stream (a per-stream
 lock); a second ``Chat`` with its own locks stands for another process, whose conflicting
-saves are retried after a back-off."""
+saves are retried after a back-off; with and without group commit."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from api.bootstrap.db import eventsourcing_env
+from api.bootstrap.group_commit import group_commit
 from domain import chat_commands as cc
 from domain.chat import Chat, Room, room_id_for
 
@@ -22,13 +23,17 @@ THREADS = 16
 SENDS_PER_THREAD = 6
 
 
-@pytest.fixture(scope="module")
-def apps(database_url: str) -> Iterator[tuple[Chat, Chat]]:
+@pytest.fixture(scope="module", params=["one_by_one", "group_commit"])
+def apps(database_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[Chat, Chat]]:
     """Two Chat applications on the session database; the second one has its own write
-    locks, as another process would."""
+    locks, as another process would. Each saving one by one, or each through its own group
+    commit, as the server does (``LIUDONG_GROUP_COMMIT``)."""
     first = Chat(env=eventsourcing_env(database_url, pool_size=THREADS))
     second = Chat(env=eventsourcing_env(database_url, pool_size=THREADS))
     second._write_locks = tuple(threading.RLock() for _ in range(4))  # type: ignore[misc]
+    if request.param == "group_commit":
+        group_commit(first)
+        group_commit(second)
     yield first, second
     first.close()
     second.close()

@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from api.bootstrap.db import eventsourcing_env
+from api.bootstrap.group_commit import group_commit
 from domain import commands as c
 from domain.errors import RequestPending
 from domain.library import Library
@@ -21,9 +22,12 @@ N = 16
 ISBN = "9787020002207"
 
 
-@pytest.fixture(scope="module")
-def library(database_url: str) -> Iterator[Library]:
+@pytest.fixture(scope="module", params=["one_by_one", "group_commit"])
+def library(database_url: str, request: pytest.FixtureRequest) -> Iterator[Library]:
+    """The Library saving one by one, or through a group commit as the server does."""
     app = Library(env=eventsourcing_env(database_url, pool_size=N))
+    if request.param == "group_commit":
+        group_commit(app)
     yield app
     app.close()
 

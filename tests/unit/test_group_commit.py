@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
-from api.bootstrap.group_commit import GroupCommit
+from api.bootstrap.group_commit import SAVES, TRANSACTIONS, GroupCommit
 
 
 class FakeRecorder:
@@ -64,9 +64,12 @@ def run_concurrently(group: GroupCommit, saves: list[list[StoredEvent]]) -> list
 
 def test_concurrent_saves_share_transactions_and_get_their_own_ids() -> None:
     recorder = FakeRecorder(delay=0.02)
-    group = GroupCommit(recorder.insert_events)
+    group = GroupCommit(recorder.insert_events, log="shares")
     saves = [[event(uuid4(), 1), event(uuid4(), 1)] for _ in range(16)]
     results = run_concurrently(group, saves)
+    # /metrics shows the same counts
+    assert SAVES.labels("shares")._value.get() == 16
+    assert TRANSACTIONS.labels("shares")._value.get() == len(recorder.calls)
     for save, ids in zip(saves, results, strict=True):
         assert ids == [recorder.rows[(e.originator_id, e.originator_version)] for e in save]
     assert sum(recorder.calls) == 32
@@ -123,3 +126,52 @@ def test_an_error_reaches_every_save_of_its_batch_and_the_group_recovers() -> No
     assert all(isinstance(r, ConnectionError) for r in results)
     assert group.insert_events([event(uuid4(), 1)]) == [0]  # a failed leader passed on
     assert group.insert_events([event(uuid4(), 1)]) == [0]
+
+
+def test_rivals_in_one_batch_cost_no_transaction_and_spare_the_bystanders() -> None:
+    """16 saves of one aggregate version and 8 bystanders queued behind a leader: they go in
+    one more transaction (the first rival and the bystanders); the other 15 rivals get
+    ``IntegrityError`` without a transaction of their own, no bystander is retried."""
+    recorder = FakeRecorder()
+    group = GroupCommit(recorder.insert_events)
+    queued = threading.Event()
+    inner = recorder.insert_events
+
+    def gated(events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
+        if not recorder.calls:  # the leader's transaction waits until the others queued
+            assert queued.wait(10)
+        return inner(events, **kwargs)
+
+    group._insert = gated
+    book = uuid4()
+    rivals = [[event(book, 7), event(uuid4(), 2)] for _ in range(16)]
+    others = [[event(uuid4(), 1)] for _ in range(8)]
+    results: list[Any] = [None] * 25  # the leader's, then the rivals', then the others'
+
+    def one(i: int, save: list[StoredEvent]) -> None:
+        try:
+            results[i] = group.insert_events(save)
+        except IntegrityError as exc:
+            results[i] = exc
+
+    leader = threading.Thread(target=one, args=(0, [event(uuid4(), 1)]))
+    leader.start()
+    while not group._busy:
+        time.sleep(0.001)
+    threads = [
+        threading.Thread(target=one, args=(i + 1, save)) for i, save in enumerate(rivals + others)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(group._queue) < 24 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    queued.set()
+    for thread in [leader, *threads]:
+        thread.join(10)
+    won = [r for r in results[1:17] if not isinstance(r, IntegrityError)]
+    assert len(won) == 1
+    assert all(isinstance(r, list) for r in results[17:])
+    assert isinstance(results[0], list)
+    assert recorder.calls == [1, 2 + 8]  # the leader alone, then one batch
+    assert group.transactions == 2 and group.saves == 25
