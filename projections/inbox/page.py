@@ -130,7 +130,12 @@ class InboxPage(Page):
     """A page of the Library or the Chat log for the inbox (module docstring)."""
 
     def __init__(
-        self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
+        self,
+        schema: sql.Identifier,
+        source: str,
+        events: Sequence[Any],
+        carry: Any,
+        requested_before: dict[int, tuple[UUID, int]] | None = None,
     ) -> None:
         super().__init__(schema, source, events, carry)
         self.conn: psycopg.Connection[Any] | None = None
@@ -169,9 +174,14 @@ class InboxPage(Page):
         # loan key -> (index in ``items``, data) of its loan.requested item with a contact
         self._requested: dict[int, tuple[int, dict[str, Any]]] = {}
         # loan key -> (lender, position) of its loan.requested item with a contact in a page
-        # before (shared along the carried pages): an ended loan's contact is cleared there
-        # by position (``cleared``), not by a search of the lender's items (``ended``)
-        self.requested_before: dict[int, tuple[UUID, int]] = c.requested_before if c else {}
+        # before (``requested_before``: the projection's for this version, else the carried
+        # page's): an ended loan's contact is cleared there by position (``cleared``), not by
+        # a search of the lender's items (``ended``). Positions are those of the log, so
+        # they hold whichever write of a page committed; a stale entry (an item cleared
+        # meanwhile) matches nothing.
+        if requested_before is None:
+            requested_before = c.requested_before if c else {}
+        self.requested_before: dict[int, tuple[UUID, int]] = requested_before
         self.cleared: list[tuple[UUID, int, UUID]] = []
         if source == "library":
             self._plan_library()
