@@ -26,6 +26,7 @@ read as attributes too (``record.title``), so code written for domain events kee
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,8 @@ from eventsourcing.persistence import (
     pass_through_convertor,
 )
 from eventsourcing.utils import resolve_topic
+
+log = logging.getLogger(__name__)
 
 RawRow = tuple[int, Any, int, str, bytes]
 """``(notification_id, originator_id, originator_version, topic, state)`` as read."""
@@ -165,9 +168,15 @@ class RecordDecoder:
         self._topics: dict[str, _Topic] = {}
         self._revivers: dict[str, Callable[[Any], Any]] = {}
         self._uuids: dict[str, UUID] = {}
+        # transcodings that can prepare for a batch of states (``prefetch(states)``: the
+        # sealed personal fields' keys, ``api.adapters.shredding``)
+        self._prefetchers: list[Callable[[list[bytes]], None]] = []
         if self.fast:
             names = mapper.transcoder.names  # type: ignore[attr-defined]
             for name, transcoding in names.items():
+                prefetch = getattr(transcoding, "prefetch", None)
+                if callable(prefetch):
+                    self._prefetchers.append(prefetch)
                 if type(transcoding) is UUIDAsHex:
                     self._revivers[name] = self._uuid
                 elif type(transcoding) is DatetimeAsISO:
@@ -235,22 +244,33 @@ class RecordDecoder:
         skips the others anyway. A topic that does not resolve is decoded (and fails)."""
         decode = self.decode
         if types is None:
+            self._prefetch(rows)
             return [decode(row) for row in rows]
         topics = self._topics
-        out = []
+        wanted = []
         for row in rows:
             info = topics.get(row[3])
             if info is None:
                 try:
                     info = self._topic(row[3])
                 except Exception:  # noqa: BLE001 - the mapper reports it
-                    out.append(decode(row))
+                    wanted.append(row)
                     continue
             if info.type in types:
-                out.append(decode(row))
-        if rows and (not out or out[-1].position != rows[-1][0]):
-            out.append(decode(rows[-1]))
-        return out
+                wanted.append(row)
+        if rows and (not wanted or wanted[-1][0] != rows[-1][0]):
+            wanted.append(rows[-1])
+        self._prefetch(wanted)
+        return [decode(row) for row in wanted]
+
+    def _prefetch(self, rows: Sequence[RawRow]) -> None:
+        if self._prefetchers and rows:
+            states = [row[4] for row in rows]
+            for prefetch in self._prefetchers:
+                try:
+                    prefetch(states)
+                except Exception:  # noqa: BLE001 - an optimisation: decoding asks again
+                    log.debug("prefetch for decoding failed", exc_info=True)
 
     def _decode_fast(self, row: RawRow) -> Record:
         position, originator_id, version, topic, state = row

@@ -86,7 +86,7 @@ from psycopg import sql
 
 from domain.loan import ENDED_STATUSES
 from domain.reader import FORGOTTEN_NICKNAME
-from projections.batch import Table
+from projections.batch import Table, as_json
 
 DDL = """
 CREATE TABLE {schema}.heads (
@@ -231,6 +231,7 @@ def as_uuid(value: Any) -> UUID:
 __all__ = [
     "ENDED",
     "clear_contact",
+    "clear_contacts_at",
     "scrub_forgotten",
     "BOOKS",
     "CONVERSATIONS",
@@ -261,6 +262,33 @@ def clear_contact(
             "AND data->'contact' <> 'null'::jsonb"
         ).format(schema),
         (as_uuid(lender_id), str(loan_id)),
+    )
+
+
+def clear_contacts_at(
+    schema: sql.Identifier, source: str, cleared: list[tuple[UUID, int, UUID]]
+) -> tuple[sql.Composed, tuple[Any, ...]]:
+    """``clear_contact`` for many loans whose ``loan.requested`` item is known by its place:
+    ``cleared`` holds ``(lender, position of the item, loan)``; the items are found through
+    the ``(source, position, reader_id)`` index (one probe a loan) instead of among all the
+    lender's items, with the same conditions otherwise."""
+    return (
+        sql.SQL(
+            "UPDATE {}.items i SET data = jsonb_set(i.data, '{{contact}}', 'null') "
+            "FROM json_to_recordset(%s::json) AS c(reader_id uuid, position bigint, loan_id text) "
+            "WHERE i.source = %s AND i.position = c.position AND i.reader_id = c.reader_id "
+            "AND i.kind = 'loan.requested' AND i.data->>'loan_id' = c.loan_id "
+            "AND i.data->'contact' <> 'null'::jsonb"
+        ).format(schema),
+        (
+            as_json(
+                [
+                    {"reader_id": lender, "position": position, "loan_id": str(loan)}
+                    for lender, position, loan in cleared
+                ]
+            ),
+            source,
+        ),
     )
 
 

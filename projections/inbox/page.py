@@ -60,6 +60,7 @@ from projections.inbox.model import (
     READERS,
     as_uuid,
     clear_contact,
+    clear_contacts_at,
 )
 from projections.media import picture_view
 
@@ -129,7 +130,12 @@ class InboxPage(Page):
     """A page of the Library or the Chat log for the inbox (module docstring)."""
 
     def __init__(
-        self, schema: sql.Identifier, source: str, events: Sequence[Any], carry: Any
+        self,
+        schema: sql.Identifier,
+        source: str,
+        events: Sequence[Any],
+        carry: Any,
+        requested_before: dict[int, tuple[UUID, int]] | None = None,
     ) -> None:
         super().__init__(schema, source, events, carry)
         self.conn: psycopg.Connection[Any] | None = None
@@ -167,6 +173,16 @@ class InboxPage(Page):
         self.ended: list[tuple[UUID, UUID]] = []
         # loan key -> (index in ``items``, data) of its loan.requested item with a contact
         self._requested: dict[int, tuple[int, dict[str, Any]]] = {}
+        # loan key -> (lender, position) of its loan.requested item with a contact in a page
+        # before (``requested_before``: the projection's for this version, else the carried
+        # page's): an ended loan's contact is cleared there by position (``cleared``), not by
+        # a search of the lender's items (``ended``). Positions are those of the log, so
+        # they hold whichever write of a page committed; a stale entry (an item cleared
+        # meanwhile) matches nothing.
+        if requested_before is None:
+            requested_before = c.requested_before if c else {}
+        self.requested_before: dict[int, tuple[UUID, int]] = requested_before
+        self.cleared: list[tuple[UUID, int, UUID]] = []
         if source == "library":
             self._plan_library()
         else:
@@ -357,6 +373,10 @@ class InboxPage(Page):
                 self._fold_library(e)
             else:
                 self._fold_chat(e)
+        items, before = self.items, self.requested_before
+        for k, (at, _) in self._requested.items():  # still open: the pages after end them
+            item = items[at]
+            before[k] = (item[0], item[6])
 
     def _deliver(
         self, readers: Sequence[Any], kind: str, at: datetime, data: dict[str, Any], position: int
@@ -471,13 +491,16 @@ class InboxPage(Page):
             readers = [loan[f"{role}_id"] for role in roles]
             self._deliver(readers, item_kind, e.timestamp, data, e.position)
             if status in ENDED:
-                self.ended.append((loan["lender_id"], uuid))
                 requested = self._requested.pop(k, None)
                 if requested is not None:  # requested in this page: its item, unwritten
                     at, requested_data = requested
                     requested_data["contact"] = None
                     item = self.items[at]
                     self.items[at] = (*item[:4], _jsonb_binary(requested_data), *item[5:])
+                elif (before := self.requested_before.pop(k, None)) is not None:
+                    self.cleared.append((before[0], before[1], uuid))
+                else:
+                    self.ended.append((loan["lender_id"], uuid))
 
     # chat
 
@@ -718,6 +741,7 @@ class InboxPage(Page):
             *self.heads.statements(s),
             *self._items_statements(),
             *(clear_contact(s, lender, loan) for lender, loan in self.ended),
+            *([clear_contacts_at(s, self.source, self.cleared)] if self.cleared else []),
         ]
         if self.on_statements is not None:
             self.on_statements(self)

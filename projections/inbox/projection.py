@@ -44,6 +44,10 @@ ItemListener = Callable[[str, int, int, "Sequence[dict[str, Any]] | None"], None
 committed, with the items it made (``InboxQueries.items_for_positions``' shape and order),
 or ``None`` when they are not known in memory (then read them from the database)."""
 
+REQUESTED_LIMIT = 100_000
+"""Open loans (with a contact) whose request item's position a version remembers; above,
+it starts afresh (a loan it forgot has its contact cleared by the lender's items)."""
+
 STASH_PAGES = 16
 """Folded pages of a source kept for ``item_listeners`` until their commit is announced."""
 
@@ -135,6 +139,9 @@ class InboxProjection(ReadModelProjection):
         self.item_listeners: list[ItemListener] = []
         self._folded: dict[str, list[_Folded]] = {}
         self._folded_lock = threading.Lock()
+        # schema -> the ``InboxPage.requested_before`` of its Library pages, kept across
+        # the runner's fresh starts (an ended loan's contact is then cleared by position)
+        self._requested_at: dict[str, dict[int, tuple[UUID, int]]] = {}
         self._handlers: dict[str, Callable[[Cursor, sql.Identifier, str, int, Any], None]] = {
             "Reader.Registered": self._registered,
             "Reader.ProfileChanged": self._profile_changed,
@@ -175,7 +182,13 @@ class InboxProjection(ReadModelProjection):
         afresh)."""
         if any(e.type in ("Media.Removed", "Reader.Forgotten") for e in events):
             return None
-        page = InboxPage(schema, source, events, carry)
+        requested = None
+        if source == "library":
+            name = schema.as_string(None)
+            requested = self._requested_at.get(name)
+            if requested is None or len(requested) > REQUESTED_LIMIT:
+                requested = self._requested_at[name] = {}
+        page = InboxPage(schema, source, events, carry, requested_before=requested)
         if events and (self.item_listeners or self._folded):
             self._forget(schema.as_string(None), source, events[0].position, events[-1].position)
             if self.item_listeners:

@@ -74,3 +74,44 @@ def test_keys_are_made_once_kept_apart_from_events_and_destroyed_for_good(
             fresh.close()
     finally:
         chat.close()
+
+
+def test_a_page_of_events_has_its_keys_looked_up_in_one_query(
+    library: Any, database_url: str
+) -> None:
+    """``SealedAsCiphertext.prefetch`` (what the projections' decoder calls before a page):
+    the subjects of the page's sealed values get their keys with one query; a destroyed key
+    is known as such, a subject without a key stays unknown (``find`` asks again)."""
+    from api.adapters.shredding import PostgresKeyStore, SealedAsCiphertext
+
+    ada, bob, nobody = uuid4(), uuid4(), uuid4()
+    library.handle(c.RegisterReader(reader_id=ada, nickname="阿达"))
+    library.handle(c.RegisterReader(reader_id=bob, nickname="小波"))
+    assert library.mapper.keys.destroy(bob)
+    with psycopg.connect(database_url) as conn:
+        states = [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT state FROM library_events WHERE originator_id = ANY(%s)", ([ada, bob],)
+            )
+        ]
+        (ada_key,) = conn.execute(
+            "SELECT data_key FROM reader_keys WHERE reader_id = %s", (ada,)
+        ).fetchone()
+    queries: list[str] = []
+
+    def transaction() -> Any:
+        queries.append("transaction")
+        return library.recorder.datastore.transaction(commit=True)
+
+    keys = PostgresKeyStore(transaction)
+    sealed = SealedAsCiphertext(keys)
+    sealed.prefetch([*states, f'"v1.{nobody.hex}.nickname.x"'.encode()])
+    assert queries == ["transaction"]
+    assert keys.find(ada) == bytes(ada_key)
+    assert keys.find(bob) is None
+    assert queries == ["transaction"]  # both answered from the prefetch
+    assert keys.find(nobody) is None
+    assert queries == ["transaction", "transaction"]  # no row: not cached by the prefetch
+    sealed.prefetch(states)  # all cached: no query
+    assert len(queries) == 2
