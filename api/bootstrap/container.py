@@ -216,6 +216,38 @@ class Container:
                 f"{projection} has not reached {source} position {recorded.position}"
             )
 
+    async def wait_for_shelf_async(self, recorded: Recorded) -> None:
+        """``wait_for_shelf`` awaited on the event loop (no thread held while waiting).
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        await self.wait_for_async("shelf", "library", recorded)
+
+    async def wait_for_async(self, projection: str, source: str, recorded: Recorded) -> None:
+        """``wait_for`` awaited on the event loop: the board wakes it when a runner or the
+        position listener publishes the position; its rare database polls run in a worker
+        thread.
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        if recorded.position is None:
+            return
+        for runner in self.runners:
+            if runner.projection.name == projection:
+                runner.wake(source)
+
+        def read() -> int:
+            with (self.read_pool or self.pool).connection() as conn:
+                return tracked_position(conn, projection, source)
+
+        async def poll() -> int:  # in the handlers' executor (``api.http.app``)
+            return await asyncio.get_running_loop().run_in_executor(None, read)
+
+        if not await self.board.wait_async(
+            projection, source, recorded.position, self.settings.consistency_timeout, poll
+        ):
+            raise ReadModelLag(
+                f"{projection} has not reached {source} position {recorded.position}"
+            )
+
     def check_database(self) -> None:
         """Raises ``psycopg.Error`` when the database does not answer."""
         with self.pool.connection(timeout=self.settings.db_pool_timeout) as conn:

@@ -219,6 +219,21 @@ def open_loan_conversation(container: Container, loan_id: UUID) -> None:
     derived from the loan id (looked up in the read model too, beyond the send window).
 
     Never raises: the loan is recorded whatever happens here, so a failure is logged."""
+    opened = start_loan_conversation(container, loan_id)
+    if opened is None:
+        return
+    try:
+        container.wait_for("inbox", "chat", opened)
+    except ReadModelLag:
+        log.warning("inbox lags behind the conversation of loan %s", loan_id)
+    except Exception:
+        log.exception("could not open the conversation of loan %s", loan_id)
+
+
+def start_loan_conversation(container: Container, loan_id: UUID) -> Recorded | None:
+    """``open_loan_conversation`` without its wait (blocking): the conversation's id and
+    the chat position to await for the inbox (``await_loan_conversation``); ``None`` when
+    it failed (logged: never raises)."""
     try:
         loan = container.library.loan(loan_id)
         opened = container.chat.handle(
@@ -240,7 +255,21 @@ def open_loan_conversation(container: Container, loan_id: UUID) -> None:
             )
             positions.append(sent.position)
         last = max((p for p in positions if p is not None), default=None)
-        container.wait_for("inbox", "chat", Recorded(id=opened.id, position=last))
+        return Recorded(id=opened.id, position=last)
+    except Exception:
+        log.exception("could not open the conversation of loan %s", loan_id)
+        return None
+
+
+async def await_loan_conversation(
+    container: Container, loan_id: UUID, opened: Recorded | None
+) -> None:
+    """The wait of ``open_loan_conversation``, on the event loop. Never raises (but a
+    cancellation): a lag or a failure is logged."""
+    if opened is None:
+        return
+    try:
+        await container.wait_for_async("inbox", "chat", opened)
     except ReadModelLag:
         log.warning("inbox lags behind the conversation of loan %s", loan_id)
     except Exception:
