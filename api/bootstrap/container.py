@@ -44,6 +44,11 @@ from projections.source import Source
 log = logging.getLogger(__name__)
 
 
+COMMAND_THREADS = 6
+"""Commands (the async handlers' blocking halves) run at once per process: more only queue
+on the log's table lock and the pools (``api.http.controllers.common.run_command``)."""
+
+
 class ReadModelLag(RuntimeError):
     """The read models did not reach a command's position within the consistency timeout."""
 
@@ -75,6 +80,11 @@ class Container:
     positions: PositionListener | None = None
     """Autocommit connections for single-statement reads (``shelf``, ``inbox``, session
     lookups); ``pool`` for everything that writes or needs a transaction."""
+    command_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(COMMAND_THREADS)
+    )
+    """How many async command handlers run their blocking half at once
+    (``api.http.controllers.common.run_command``)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Container:

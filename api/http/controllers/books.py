@@ -9,7 +9,6 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.concurrency import sync_to_thread
 from litestar.params import PathParameter, QueryParameter
 
 from api.adapters.catalog import PublishRefused, publish_command
@@ -26,6 +25,7 @@ from api.http.controllers.common import (
     execute,
     position_headers,
     respond_when,
+    run_command,
     shelf_includes,
     shelf_includes_async,
 )
@@ -473,7 +473,7 @@ class BookController(Controller):
                 container, reader_id, idempotency_key, "POST", path, body, action, recover
             )
 
-        reader_id, staged = await sync_to_thread(start)
+        reader_id, staged = await run_command(container, start)
         if isinstance(staged, Response):
             return staged
 

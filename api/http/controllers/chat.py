@@ -16,11 +16,15 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.concurrency import sync_to_thread
 
 from api.bootstrap.container import Container, ReadModelLag
 from api.bootstrap.realtime import realtime_of
-from api.http.controllers.common import POSITION_HEADER, container_of, respond_when
+from api.http.controllers.common import (
+    POSITION_HEADER,
+    container_of,
+    respond_when,
+    run_command,
+)
 from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
 from api.http.idempotency import (
@@ -534,7 +538,7 @@ class ConversationController(Controller):
             status = 201 if recorded.created else 200
             return Response(message_out(row), status_code=status, headers=chat_headers(recorded))
 
-        staged = await sync_to_thread(start)
+        staged = await run_command(container, start)
         if isinstance(staged, Response):
             return staged
         return await respond_when(container, staged, wait, respond)
@@ -574,7 +578,8 @@ class ConversationController(Controller):
             recorded = Recorded(id=conversation_id, position=done.position)
             return respond(recorded, inbox_includes(container, recorded))
 
-        staged = await sync_to_thread(
+        staged = await run_command(
+            container,
             begin_idempotent,
             container,
             reader_id,

@@ -42,6 +42,18 @@ def shelf_includes(container: Container, recorded: Recorded) -> bool:
     return True
 
 
+async def run_command(container: Container, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` (the blocking half of a command: checks, idempotency claim, the
+    domain call) in a handler thread, at most ``COMMAND_THREADS`` at once per process.
+
+    Every save of a log takes that log's table lock (eventsourcing's insert), so commands
+    beyond a few at once only queue on the lock and the connection pools; once their waits
+    no longer hold a thread, 16 at once (``LIUDONG_HANDLER_THREADS``) made 64 clients
+    slower (137 vs 198 commands/s, ``docs/BENCHMARKS.md``)."""
+    async with container.command_slots:
+        return await sync_to_thread(fn, *args)
+
+
 async def shelf_includes_async(container: Container, recorded: Recorded) -> bool:
     """``shelf_includes`` awaited on the event loop (no thread held while waiting)."""
     try:

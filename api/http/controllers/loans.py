@@ -7,7 +7,6 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.concurrency import sync_to_thread
 
 from api.http.auth import current_reader
 from api.http.controllers.common import (
@@ -15,6 +14,7 @@ from api.http.controllers.common import (
     container_of,
     position_headers,
     respond_when,
+    run_command,
     shelf_includes,
     shelf_includes_async,
 )
@@ -120,7 +120,7 @@ class LoanController(Controller):
                 loan_out(row, reader_id), status_code=200, headers=position_headers(recorded)
             )
 
-        reader_id, staged = await sync_to_thread(start)
+        reader_id, staged = await run_command(container, start)
         if isinstance(staged, Response):
             return staged
         return await respond_when(
