@@ -10,11 +10,12 @@ benchmarks read).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -44,7 +45,7 @@ class PositionBoard:
         self._lock = threading.Lock()
         self._positions: dict[tuple[str, str], int] = {}
         self._holders: dict[str, int] = {}
-        self._waiters: dict[tuple[str, str], dict[threading.Event, int]] = {}
+        self._waiters: dict[tuple[str, str], dict[threading.Event | _LoopWaiter, int]] = {}
         self.listening = False
         """A ``PositionListener`` feeds this board every position committed by any process:
         waiters of a projection no local runner holds poll only every
@@ -58,9 +59,9 @@ class PositionBoard:
                 self._positions[key] = position
             waiters = self._waiters.get(key)
             if waiters:
-                for event, wanted in waiters.items():
+                for waiter, wanted in waiters.items():
                     if wanted <= position:
-                        event.set()
+                        waiter.set()
 
     def known(self, projection: str, source: str) -> int:
         """The highest position published for ``projection`` and ``source`` (0: none)."""
@@ -83,8 +84,8 @@ class PositionBoard:
                 self._holders.pop(projection, None)
             for (name, _), waiters in self._waiters.items():
                 if name == projection:
-                    for event in waiters:
-                        event.set()
+                    for waiter in waiters:
+                        waiter.set()
 
     def held(self, projection: str) -> bool:
         """Whether a runner of this process holds ``projection``."""
@@ -146,6 +147,96 @@ class PositionBoard:
                     waiters.pop(event, None)
                     if not waiters:
                         del self._waiters[key]
+
+    async def wait_async(
+        self,
+        projection: str,
+        source: str,
+        position: int,
+        timeout: float,
+        poll: Callable[[], Awaitable[int]] | None = None,
+    ) -> bool:
+        """``wait`` for a coroutine: awaited on the running event loop, holding no thread.
+
+        The thread that ``publish``-es (a runner, the ``PositionListener``) wakes the waiter
+        with ``call_soon_threadsafe``. ``poll()`` is awaited on the same schedule as
+        ``wait``'s (the caller runs its query in a worker thread). Returns False on timeout
+        (seconds)."""
+        key = (projection, source)
+        if self.known(projection, source) >= position:
+            return True
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadline = now + timeout
+        waiter = _LoopWaiter(loop)
+        with self._lock:
+            self._waiters.setdefault(key, {})[waiter] = position
+        try:
+            interval = (
+                self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
+            )
+            next_poll = now + interval
+            while self.known(projection, source) < position:
+                now = loop.time()
+                if now >= deadline:
+                    return False
+                interval = (
+                    self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
+                )
+                next_poll = min(next_poll, now + interval)
+                if poll is not None and now >= next_poll:
+                    polled = int(await poll())
+                    if polled >= position:
+                        self.publish(projection, source, polled)
+                        return True
+                    next_poll = loop.time() + interval
+                until = min(deadline, next_poll) if poll is not None else deadline
+                await waiter.wait(max(0.0, until - loop.time()))
+            return True
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.pop(waiter, None)
+                    if not waiters:
+                        del self._waiters[key]
+
+
+class _LoopWaiter:
+    """A waiter of ``PositionBoard.wait_async``, a ``threading.Event`` for a coroutine:
+    ``set()`` from any thread wakes the coroutine awaiting ``wait()`` on ``loop``, or its
+    next ``wait()`` returns at once; each ``wait()`` clears it."""
+
+    __slots__ = ("_future", "_is_set", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+        self._is_set = False
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        future = self._future
+        if future is None:
+            self._is_set = True
+        elif not future.done():
+            future.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Return when ``set()`` or after ``timeout`` seconds, whichever comes first."""
+        if self._is_set:
+            self._is_set = False
+            return
+        future = self._future = self._loop.create_future()
+        timer = self._loop.call_later(timeout, self._wake)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._future = None
 
 
 class PositionListener:

@@ -45,6 +45,11 @@ from projections.source import Source
 log = logging.getLogger(__name__)
 
 
+COMMAND_THREADS = 6
+"""Commands (the async handlers' blocking halves) run at once per process: more only queue
+on the log's table lock and the pools (``api.http.controllers.common.run_command``)."""
+
+
 class ReadModelLag(RuntimeError):
     """The read models did not reach a command's position within the consistency timeout."""
 
@@ -76,6 +81,11 @@ class Container:
     positions: PositionListener | None = None
     """Autocommit connections for single-statement reads (``shelf``, ``inbox``, session
     lookups); ``pool`` for everything that writes or needs a transaction."""
+    command_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(COMMAND_THREADS)
+    )
+    """How many async command handlers run their blocking half at once
+    (``api.http.controllers.common.run_command``)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -210,6 +220,38 @@ class Container:
                 return tracked_position(conn, projection, source)
 
         if not self.board.wait(
+            projection, source, recorded.position, self.settings.consistency_timeout, poll
+        ):
+            raise ReadModelLag(
+                f"{projection} has not reached {source} position {recorded.position}"
+            )
+
+    async def wait_for_shelf_async(self, recorded: Recorded) -> None:
+        """``wait_for_shelf`` awaited on the event loop (no thread held while waiting).
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        await self.wait_for_async("shelf", "library", recorded)
+
+    async def wait_for_async(self, projection: str, source: str, recorded: Recorded) -> None:
+        """``wait_for`` awaited on the event loop: the board wakes it when a runner or the
+        position listener publishes the position; its rare database polls run in a worker
+        thread.
+
+        Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
+        if recorded.position is None:
+            return
+        for runner in self.runners:
+            if runner.projection.name == projection:
+                runner.wake(source)
+
+        def read() -> int:
+            with (self.read_pool or self.pool).connection() as conn:
+                return tracked_position(conn, projection, source)
+
+        async def poll() -> int:  # in the handlers' executor (``api.http.app``)
+            return await asyncio.get_running_loop().run_in_executor(None, read)
+
+        if not await self.board.wait_async(
             projection, source, recorded.position, self.settings.consistency_timeout, poll
         ):
             raise ReadModelLag(

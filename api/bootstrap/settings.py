@@ -341,7 +341,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _var(
             "LIUDONG_HANDLER_THREADS",
             "threads running the synchronous request "
-            "handlers (each command holds one while it waits for the read models)",
+            "handlers and the blocking parts of the async ones (a loan or chat-send "
+            "command waits for the read models on the event loop, the others in their thread)",
             ge=1,
             le=1024,
         ),

@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
@@ -52,6 +53,8 @@ from api.http.errors import ApiError, problem
 from domain.errors import DomainError
 
 STALE_AFTER = timedelta(seconds=60)
+
+T = TypeVar("T")
 
 
 class Committed(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +105,85 @@ def run_idempotent(
     4xx is stored and replayed like a success)."""
     if key is None:
         return action()
+    replayed = _claim(container, reader_id, key, method, path, payload, recover)
+    if replayed is not None:
+        return replayed
+
+    def run() -> Response[Any]:
+        with claimed(reader_id, key):
+            return action()
+
+    return _conclude(container.pool, reader_id, key, run)
+
+
+@dataclass(frozen=True, slots=True)
+class Staged(Generic[T]):
+    """An idempotent command that ran (``begin_idempotent``) and whose response is still to
+    be made and stored (``finish_idempotent``): ``value`` is what it returned."""
+
+    value: T
+    reader_id: UUID
+    key: str | None
+
+
+def begin_idempotent(
+    container: Any,
+    reader_id: UUID,
+    key: str | None,
+    method: str,
+    path: str,
+    payload: Any,
+    act: Callable[[], T],
+    recover: Recover | None = None,
+) -> Response[Any] | Staged[T]:
+    """The first half of ``run_idempotent`` (blocking: run it in a worker thread), for a
+    handler that awaits the read models between the command and its response: claims the
+    key and runs ``act`` (the command) under it. Returns the response to send at once (a
+    replay, a recovered answer, the stored problem of a domain error), else ``Staged``:
+    await what the response needs, then ``finish_idempotent`` (or ``abandon_idempotent``
+    when that fails). Raises like ``run_idempotent``."""
+    if key is None:
+        return Staged(act(), reader_id, None)
+    replayed = _claim(container, reader_id, key, method, path, payload, recover)
+    if replayed is not None:
+        return replayed
+    try:
+        with claimed(reader_id, key):
+            value = act()
+    except BaseException as exc:
+        return _failed(container.pool, reader_id, key, exc)
+    return Staged(value, reader_id, key)
+
+
+def finish_idempotent(
+    container: Any, staged: Staged[T], respond: Callable[[T], Response[Any]]
+) -> Response[Any]:
+    """The second half (blocking): ``respond(staged.value)``, stored for the key as
+    ``run_idempotent`` stores its action's response (errors likewise)."""
+    if staged.key is None:
+        return respond(staged.value)
+    return _conclude(container.pool, staged.reader_id, staged.key, lambda: respond(staged.value))
+
+
+def abandon_idempotent(container: Any, staged: Staged[Any]) -> None:
+    """What went wrong between the halves is a server error (blocking): forget the key
+    like ``run_idempotent`` does (unless its command committed: a retry recovers)."""
+    if staged.key is not None:
+        _forget(container.pool, staged.reader_id, staged.key)
+
+
+def _claim(
+    container: Any,
+    reader_id: UUID,
+    key: str,
+    method: str,
+    path: str,
+    payload: Any,
+    recover: Recover | None,
+) -> Response[Any] | None:
+    """Take the key for this request: ``None`` when the action is to run now, else the
+    response to send instead (a replay, a recovered answer). Raises like
+    ``run_idempotent``."""
     request_hash = hashlib.sha256(
         method.encode() + b" " + path.encode() + b" " + msgspec.json.encode(payload)
     ).hexdigest()
@@ -113,65 +195,79 @@ def run_idempotent(
             f"VALUES (%s, %s, %s, %s, %s, {_SESSION}) ON CONFLICT DO NOTHING RETURNING key",
             (reader_id, key, method, path, request_hash),
         ).fetchone()
-        if inserted is None:
-            row = conn.execute(
-                "SELECT request_hash, status, body, now() - created_at AS age, "
-                "committed_log, committed_position, owner_pid, owner_start, "
-                "EXISTS (SELECT 1 FROM pg_stat_activity a "
-                "  WHERE a.pid = k.owner_pid AND a.backend_start = k.owner_start) AS owner_alive "
-                "FROM idempotency_keys k WHERE reader_id = %s AND key = %s",
-                (reader_id, key),
-            ).fetchone()
-            if row is None:  # deleted meanwhile: treat as new
-                conn.rollback()
-                return run_idempotent(
-                    container, reader_id, key, method, path, payload, action, recover
-                )
-            if row["request_hash"] != request_hash:
+        if inserted is not None:
+            return None
+        row = conn.execute(
+            "SELECT request_hash, status, body, now() - created_at AS age, "
+            "committed_log, committed_position, owner_pid, owner_start, "
+            "EXISTS (SELECT 1 FROM pg_stat_activity a "
+            "  WHERE a.pid = k.owner_pid AND a.backend_start = k.owner_start) AS owner_alive "
+            "FROM idempotency_keys k WHERE reader_id = %s AND key = %s",
+            (reader_id, key),
+        ).fetchone()
+        if row is None:  # deleted meanwhile: treat as new
+            conn.rollback()
+            return _claim(container, reader_id, key, method, path, payload, recover)
+        if row["request_hash"] != request_hash:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request.",
+            )
+        if row["status"] is None:
+            conn.commit()
+            committed = (
+                None
+                if row["committed_position"] is None
+                else Committed(log=row["committed_log"], position=row["committed_position"])
+            )
+            recovered = recover(committed) if recover is not None else None
+            if recovered is not None:  # it committed, then its response was lost
+                _store(pool, reader_id, key, recovered)
+                recovered.headers["Idempotent-Replayed"] = "true"
+                return recovered
+            orphaned = committed is None and recover is not None and not row["owner_alive"]
+            if orphaned and _take_over(pool, reader_id, key, row):
+                return None  # the first request died before its command committed: run it now
+            if committed is not None or row["age"] < STALE_AFTER:
                 raise ApiError(
-                    422,
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was used for a different request.",
+                    409,
+                    "idempotency_in_progress",
+                    "A request with this Idempotency-Key is still being processed.",
                 )
-            if row["status"] is None:
-                conn.commit()
-                committed = (
-                    None
-                    if row["committed_position"] is None
-                    else Committed(log=row["committed_log"], position=row["committed_position"])
-                )
-                recovered = recover(committed) if recover is not None else None
-                if recovered is not None:  # it committed, then its response was lost
-                    _store(pool, reader_id, key, recovered)
-                    recovered.headers["Idempotent-Replayed"] = "true"
-                    return recovered
-                orphaned = committed is None and recover is not None and not row["owner_alive"]
-                if orphaned and _take_over(pool, reader_id, key, row):
-                    pass  # the first request died before its command committed: run it now
-                elif committed is not None or row["age"] < STALE_AFTER:
-                    raise ApiError(
-                        409,
-                        "idempotency_in_progress",
-                        "A request with this Idempotency-Key is still being processed.",
-                    )
-            else:
-                stored = msgspec.json.decode(row["body"])
-                return _replay(stored["status"], stored["body"])
+            return None
+        stored = msgspec.json.decode(row["body"])
+        return _replay(stored["status"], stored["body"])
+
+
+def _conclude(
+    pool: Any, reader_id: UUID, key: str, run: Callable[[], Response[Any]]
+) -> Response[Any]:
+    """``run()``'s response stored for the key; its errors as ``_failed`` treats them."""
     try:
-        with claimed(reader_id, key):
-            response = action()
-    except DomainError as exc:
+        response = run()
+    except BaseException as exc:
+        return _failed(pool, reader_id, key, exc)
+    return _stored(pool, reader_id, key, response)
+
+
+def _failed(pool: Any, reader_id: UUID, key: str, exc: BaseException) -> Response[Any]:
+    """A domain error or a 4xx ``ApiError`` is stored and answered like a success;
+    anything else forgets the key and is raised again."""
+    if isinstance(exc, DomainError):
         from api.http.errors import domain_problem
 
-        response = domain_problem(exc)
-    except ApiError as exc:
-        if exc.status >= 500:
-            _forget(pool, reader_id, key)
-            raise
-        response = problem(exc.status, exc.code, exc.detail, errors=exc.errors)
-    except BaseException:
-        _forget(pool, reader_id, key)
-        raise
+        return _stored(pool, reader_id, key, domain_problem(exc))
+    if isinstance(exc, ApiError) and exc.status < 500:
+        return _stored(
+            pool, reader_id, key, problem(exc.status, exc.code, exc.detail, errors=exc.errors)
+        )
+    _forget(pool, reader_id, key)
+    raise exc
+
+
+def _stored(pool: Any, reader_id: UUID, key: str, response: Response[Any]) -> Response[Any]:
+    """``response`` stored for the key (a 5xx forgets it instead)."""
     if response.status_code is None:  # a programming error: the stored status must be known
         _forget(pool, reader_id, key)
         raise TypeError("an idempotent action must give its response's status_code")

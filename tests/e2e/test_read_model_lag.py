@@ -20,7 +20,12 @@ def lagging(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterato
     def wait_for(projection: str, source: str, recorded: Any) -> None:
         raise ReadModelLag(f"{projection} lags (test)")
 
+    async def wait_for_async(projection: str, source: str, recorded: Any) -> None:
+        raise ReadModelLag(f"{projection} lags (test)")
+
     monkeypatch.setattr(live_server.container, "wait_for", wait_for)
+    # the async handlers (loans, loan requests) await the board on the event loop
+    monkeypatch.setattr(live_server.container, "wait_for_async", wait_for_async)
     yield
 
 
@@ -67,3 +72,22 @@ def test_a_login_while_the_shelf_lags_is_503_with_retry_after(
         response = anon.post("/v1/auth/login", json={"code": "dev:lagging-reader"})
     assert_problem(response, 503, "read_model_lag")
     assert response.headers["Retry-After"] == "1"
+
+
+def test_loan_commands_answer_202_accepted_while_the_shelf_lags(
+    live_server: LiveServer, actors: Callable[..., Actor], request: pytest.FixtureRequest
+) -> None:
+    owner, borrower = actors(), actors()
+    book = publish(owner)
+    request.getfixturevalue("lagging")
+
+    requested = borrower.http.post(f"/v1/books/{book['id']}/loans", json={"note": "慢"})
+    loan_id = accepted(live_server, requested, "library")["id"]
+    key = {"Idempotency-Key": "lagging-approve"}
+    approved = owner.http.post(f"/v1/loans/{loan_id}/approve", headers=key)
+    first = accepted(live_server, approved, "library")
+    assert first["id"] == loan_id
+    # the 202 is what the key remembers: a retry gets it again, and nothing runs twice
+    again = owner.http.post(f"/v1/loans/{loan_id}/approve", headers=key)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first

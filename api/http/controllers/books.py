@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any
 from uuid import UUID
@@ -13,17 +14,31 @@ from litestar.params import PathParameter, QueryParameter
 from api.adapters.catalog import PublishRefused, publish_command
 from api.adapters.isbn import InvalidIsbn, isbn10_of, normalize_isbn
 from api.http.auth import current_reader
-from api.http.controllers.chat import open_loan_conversation
+from api.http.controllers.chat import (
+    await_loan_conversation,
+    open_loan_conversation,
+    start_loan_conversation,
+)
 from api.http.controllers.common import (
     accepted,
     container_of,
     execute,
     position_headers,
+    respond_when,
+    run_command,
     shelf_includes,
+    shelf_includes_async,
 )
 from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
-from api.http.idempotency import Committed, after_commit, derived_id, run_idempotent
+from api.http.idempotency import (
+    Committed,
+    Staged,
+    after_commit,
+    begin_idempotent,
+    derived_id,
+    run_idempotent,
+)
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
 from api.http.params import (
@@ -398,7 +413,6 @@ class BookController(Controller):
         "/{book_id:uuid}/loans",
         operation_id="requestLoan",
         status_code=201,
-        sync_to_thread=True,
         opt=contract(
             *MODERATED,
             BookNotFound,
@@ -410,7 +424,7 @@ class BookController(Controller):
             command="library",
         ),
     )
-    def request_loan(
+    async def request_loan(
         self,
         request: Request[Any, Any, Any],
         book_id: FromPath[UUID],
@@ -422,53 +436,67 @@ class BookController(Controller):
         you already have an open request (or loan) of this book: its id is the problem's
         ``loan_id``. One open request per borrower per book; when the lender approves one,
         the others are declined (reason ``lent_to_another``)."""
-        reader_id = current_reader(request)  # in this thread (see there)
         container = container_of(request)
-        data = data or LoanRequestBody()
-        check_texts(
-            container, reader_id, {"note": data.note}, Scene.COMMENT, subject=f"book:{book_id}"
-        )
+        body = data or LoanRequestBody()
+        path = request.url.path
 
-        def action() -> Response[Any]:
-            # per reader, per node; a replayed retry is not counted, a refusal not stored
-            container.rate_limits.hit("loan_requests", str(reader_id))
-            command = c.RequestLoan(
-                loan_id=derived_id(reader_id, idempotency_key, "loan"),
-                book_id=book_id,
-                borrower_id=reader_id,
-                note=data.note,
-                contact=data.contact,
+        def start() -> tuple[UUID, Response[Any] | Staged[tuple[c.Recorded, c.Recorded | None]]]:
+            reader_id = current_reader(request)  # in this thread (see there)
+            check_texts(
+                container, reader_id, {"note": body.note}, Scene.COMMENT, subject=f"book:{book_id}"
             )
-            recorded = container.library.handle(command)
-            # its note opens the chat (which waits for the inbox) while the shelf's page is
-            # written: the two waits overlap
-            open_loan_conversation(container, recorded.id)
-            if not shelf_includes(container, recorded):
-                return accepted(recorded)
-            row = container.shelf.loan(recorded.id)
+
+            def action() -> tuple[c.Recorded, c.Recorded | None]:
+                # per reader, per node; a replayed retry is not counted, a refusal not stored
+                container.rate_limits.hit("loan_requests", str(reader_id))
+                command = c.RequestLoan(
+                    loan_id=derived_id(reader_id, idempotency_key, "loan"),
+                    book_id=book_id,
+                    borrower_id=reader_id,
+                    note=body.note,
+                    contact=body.contact,
+                )
+                recorded = container.library.handle(command)
+                # its note opens the chat; the inbox and the shelf are awaited together
+                return recorded, start_loan_conversation(container, recorded.id)
+
+            def recover(_: Committed | None) -> Response[Any] | None:
+                loan_id = derived_id(reader_id, idempotency_key, "loan")
+                try:
+                    container.library.loan(loan_id)
+                except LoanNotFound:
+                    return None
+                open_loan_conversation(container, loan_id)  # idempotent; it may not have run
+                return _created(container.shelf.loan(loan_id), loan_out, loan_id, reader_id)
+
+            return reader_id, begin_idempotent(
+                container, reader_id, idempotency_key, "POST", path, body, action, recover
+            )
+
+        reader_id, staged = await run_command(container, start)
+        if isinstance(staged, Response):
+            return staged
+
+        async def wait(recorded: tuple[c.Recorded, c.Recorded | None]) -> bool:
+            loan, opened = recorded
+            consistent, _ = await asyncio.gather(
+                shelf_includes_async(container, loan),
+                await_loan_conversation(container, loan.id, opened),
+            )
+            return consistent
+
+        def respond(
+            recorded: tuple[c.Recorded, c.Recorded | None], consistent: bool
+        ) -> Response[Any]:
+            loan = recorded[0]
+            if not consistent:
+                return accepted(loan)
+            row = container.shelf.loan(loan.id)
             return Response(
-                loan_out(row, reader_id), status_code=201, headers=position_headers(recorded)
+                loan_out(row, reader_id), status_code=201, headers=position_headers(loan)
             )
 
-        def recover(_: Committed | None) -> Response[Any] | None:
-            loan_id = derived_id(reader_id, idempotency_key, "loan")
-            try:
-                container.library.loan(loan_id)
-            except LoanNotFound:
-                return None
-            open_loan_conversation(container, loan_id)  # idempotent; it may not have run
-            return _created(container.shelf.loan(loan_id), loan_out, loan_id, reader_id)
-
-        return run_idempotent(
-            container,
-            reader_id,
-            idempotency_key,
-            "POST",
-            request.url.path,
-            data,
-            action,
-            recover,
-        )
+        return await respond_when(container, staged, wait, respond)
 
 
 def _created(row: Any, out: Any, aggregate_id: UUID, reader_id: UUID) -> Response[Any]:

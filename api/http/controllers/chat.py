@@ -19,10 +19,21 @@ from litestar import Controller, Request, Response, get, post
 
 from api.bootstrap.container import Container, ReadModelLag
 from api.bootstrap.realtime import realtime_of
-from api.http.controllers.common import POSITION_HEADER, container_of
+from api.http.controllers.common import (
+    POSITION_HEADER,
+    container_of,
+    respond_when,
+    run_command,
+)
 from api.http.controllers.media import ATTACH_PROBLEMS, attach_media
 from api.http.errors import ApiError
-from api.http.idempotency import Committed, after_commit, run_idempotent
+from api.http.idempotency import (
+    Committed,
+    Staged,
+    after_commit,
+    begin_idempotent,
+    run_idempotent,
+)
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
 from api.http.params import (
@@ -184,6 +195,15 @@ def inbox_includes(container: Container, recorded: Recorded) -> bool:
     return True
 
 
+async def inbox_includes_async(container: Container, recorded: Recorded) -> bool:
+    """``inbox_includes`` awaited on the event loop (no thread held while waiting)."""
+    try:
+        await container.wait_for_async("inbox", "chat", recorded)
+    except ReadModelLag:
+        return False
+    return True
+
+
 def execute_chat(container: Container, command: Command) -> tuple[Recorded, bool]:
     """Run a Chat command and wait until the inbox read model includes it. Returns
     ``(recorded, consistent)``; ``consistent`` is False if the inbox lagged past the
@@ -219,6 +239,21 @@ def open_loan_conversation(container: Container, loan_id: UUID) -> None:
     derived from the loan id (looked up in the read model too, beyond the send window).
 
     Never raises: the loan is recorded whatever happens here, so a failure is logged."""
+    opened = start_loan_conversation(container, loan_id)
+    if opened is None:
+        return
+    try:
+        container.wait_for("inbox", "chat", opened)
+    except ReadModelLag:
+        log.warning("inbox lags behind the conversation of loan %s", loan_id)
+    except Exception:
+        log.exception("could not open the conversation of loan %s", loan_id)
+
+
+def start_loan_conversation(container: Container, loan_id: UUID) -> Recorded | None:
+    """``open_loan_conversation`` without its wait (blocking): the conversation's id and
+    the chat position to await for the inbox (``await_loan_conversation``); ``None`` when
+    it failed (logged: never raises)."""
     try:
         loan = container.library.loan(loan_id)
         opened = container.chat.handle(
@@ -240,7 +275,21 @@ def open_loan_conversation(container: Container, loan_id: UUID) -> None:
             )
             positions.append(sent.position)
         last = max((p for p in positions if p is not None), default=None)
-        container.wait_for("inbox", "chat", Recorded(id=opened.id, position=last))
+        return Recorded(id=opened.id, position=last)
+    except Exception:
+        log.exception("could not open the conversation of loan %s", loan_id)
+        return None
+
+
+async def await_loan_conversation(
+    container: Container, loan_id: UUID, opened: Recorded | None
+) -> None:
+    """The wait of ``open_loan_conversation``, on the event loop. Never raises (but a
+    cancellation): a lag or a failure is logged."""
+    if opened is None:
+        return
+    try:
+        await container.wait_for_async("inbox", "chat", opened)
     except ReadModelLag:
         log.warning("inbox lags behind the conversation of loan %s", loan_id)
     except Exception:
@@ -382,7 +431,6 @@ class ConversationController(Controller):
         "/{conversation_id:uuid}/messages",
         operation_id="sendMessage",
         status_code=201,
-        sync_to_thread=True,
         opt=contract(
             *MODERATED,
             ConversationNotFound,
@@ -394,7 +442,7 @@ class ConversationController(Controller):
             also=(200,),
         ),
     )
-    def send(
+    async def send(
         self,
         request: Request[Any, Any, Any],
         conversation_id: FromPath[UUID],
@@ -408,15 +456,9 @@ class ConversationController(Controller):
         for a picture you cannot attach; 422 ``invalid_message`` for neither text nor
         picture."""
         container = container_of(request)
-        check_texts(
-            container,
-            reader_id,
-            {"text": data.text},
-            Scene.SOCIAL_LOG,
-            subject=f"conversation:{conversation_id}",
-        )
+        path = request.url.path
 
-        def action() -> Response[Any]:
+        def action() -> Response[Any] | cc.MessageRecorded:
             container.rate_limits.hit("chat_sends", str(reader_id))  # per reader, per node
             known = container.inbox.message_by_client_id(
                 conversation_id, reader_id, data.client_msg_id
@@ -434,8 +476,50 @@ class ConversationController(Controller):
                 client_msg_id=data.client_msg_id,
                 media=media,
             )
-            recorded, consistent = execute_chat(container, command)
+            recorded = container.chat.handle(command)
             assert isinstance(recorded, cc.MessageRecorded)
+            return recorded
+
+        def sent(done: Committed) -> Response[Any]:
+            """The answer of the send that committed (so it created the message: 201)."""
+            recorded = Recorded(id=conversation_id, position=done.position)
+            if not inbox_includes(container, recorded):
+                return chat_accepted(recorded)
+            row = container.inbox.message_by_client_id(
+                conversation_id, reader_id, data.client_msg_id
+            )
+            if row is None:  # cannot happen once the inbox includes the commit
+                return chat_accepted(recorded)
+            return Response(message_out(row), status_code=201, headers=chat_headers(recorded))
+
+        def start() -> Response[Any] | Staged[Response[Any] | cc.MessageRecorded]:
+            check_texts(
+                container,
+                reader_id,
+                {"text": data.text},
+                Scene.SOCIAL_LOG,
+                subject=f"conversation:{conversation_id}",
+            )
+            return begin_idempotent(
+                container,
+                reader_id,
+                idempotency_key,
+                "POST",
+                path,
+                data,
+                action,
+                after_commit(sent),
+            )
+
+        async def wait(value: Response[Any] | cc.MessageRecorded) -> bool:
+            if isinstance(value, Response):  # a known message: nothing recorded
+                return True
+            return await inbox_includes_async(container, value)
+
+        def respond(value: Response[Any] | cc.MessageRecorded, consistent: bool) -> Response[Any]:
+            if isinstance(value, Response):
+                return value
+            recorded = value
             row = container.inbox.message(recorded.message_id) if consistent else None
             if row is None:
                 if recorded.created:
@@ -454,37 +538,18 @@ class ConversationController(Controller):
             status = 201 if recorded.created else 200
             return Response(message_out(row), status_code=status, headers=chat_headers(recorded))
 
-        def sent(done: Committed) -> Response[Any]:
-            """The answer of the send that committed (so it created the message: 201)."""
-            recorded = Recorded(id=conversation_id, position=done.position)
-            if not inbox_includes(container, recorded):
-                return chat_accepted(recorded)
-            row = container.inbox.message_by_client_id(
-                conversation_id, reader_id, data.client_msg_id
-            )
-            if row is None:  # cannot happen once the inbox includes the commit
-                return chat_accepted(recorded)
-            return Response(message_out(row), status_code=201, headers=chat_headers(recorded))
-
-        return run_idempotent(
-            container,
-            reader_id,
-            idempotency_key,
-            "POST",
-            request.url.path,
-            data,
-            action,
-            after_commit(sent),
-        )
+        staged = await run_command(container, start)
+        if isinstance(staged, Response):
+            return staged
+        return await respond_when(container, staged, wait, respond)
 
     @post(
         "/{conversation_id:uuid}/read",
         operation_id="markRead",
         status_code=200,
-        sync_to_thread=True,
         opt=contract(ConversationNotFound, NotAMember, command="chat"),
     )
-    def read(
+    async def read(
         self,
         request: Request[Any, Any, Any],
         conversation_id: FromPath[UUID],
@@ -495,34 +560,40 @@ class ConversationController(Controller):
         """Read receipt: you have read up to message ``seq`` ``up_to`` (capped at the last
         message; going backwards changes nothing). Returns your view of the conversation."""
         container = container_of(request)
+        path = request.url.path
 
-        def respond(recorded: Recorded) -> Response[Any]:
-            row = (
-                container.inbox.conversation(conversation_id, reader_id)
-                if inbox_includes(container, recorded)
-                else None
-            )
+        def respond(recorded: Recorded, consistent: bool) -> Response[Any]:
+            row = container.inbox.conversation(conversation_id, reader_id) if consistent else None
             if row is None:
                 return chat_accepted(recorded)
             return Response(conversation_out(row), status_code=200, headers=chat_headers(recorded))
 
-        def action() -> Response[Any]:
+        def action() -> Recorded:
             command = cc.MarkRead(
                 conversation_id=conversation_id, reader_id=reader_id, up_to=data.up_to
             )
-            return respond(container.chat.handle(command))
+            return container.chat.handle(command)
 
-        return run_idempotent(
+        def recover(done: Committed) -> Response[Any]:  # a recovery: rare
+            recorded = Recorded(id=conversation_id, position=done.position)
+            return respond(recorded, inbox_includes(container, recorded))
+
+        staged = await run_command(
+            container,
+            begin_idempotent,
             container,
             reader_id,
             idempotency_key,
             "POST",
-            request.url.path,
+            path,
             data,
             action,
-            after_commit(
-                lambda done: respond(Recorded(id=conversation_id, position=done.position))
-            ),
+            after_commit(recover),
+        )
+        if isinstance(staged, Response):
+            return staged
+        return await respond_when(
+            container, staged, lambda recorded: inbox_includes_async(container, recorded), respond
         )
 
     @post(

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from litestar import Request, Response
+from litestar.concurrency import sync_to_thread
 
 from api.bootstrap.container import Container, ReadModelLag
+from api.http.idempotency import Staged, abandon_idempotent, finish_idempotent
 from api.http.schemas import Accepted
 from domain.commands import Command, Recorded
+
+T = TypeVar("T")
+W = TypeVar("W")
 
 POSITION_HEADER = "Liudong-Position"
 
@@ -33,6 +40,49 @@ def shelf_includes(container: Container, recorded: Recorded) -> bool:
     except ReadModelLag:
         return False
     return True
+
+
+async def run_command(container: Container, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` (the blocking half of a command: checks, idempotency claim, the
+    domain call) in a handler thread, at most ``COMMAND_THREADS`` at once per process.
+
+    Every save of a log takes that log's table lock (eventsourcing's insert), so commands
+    beyond a few at once only queue on the lock and the connection pools; once their waits
+    no longer hold a thread, 16 at once (``LIUDONG_HANDLER_THREADS``) made 64 clients
+    slower (137 vs 198 commands/s, ``docs/BENCHMARKS.md``)."""
+    async with container.command_slots:
+        return await sync_to_thread(fn, *args)
+
+
+async def shelf_includes_async(container: Container, recorded: Recorded) -> bool:
+    """``shelf_includes`` awaited on the event loop (no thread held while waiting)."""
+    try:
+        await container.wait_for_shelf_async(recorded)
+    except ReadModelLag:
+        return False
+    return True
+
+
+async def respond_when(
+    container: Container,
+    staged: Staged[T],
+    wait: Callable[[T], Awaitable[W]],
+    respond: Callable[[T, W], Response[Any]],
+) -> Response[Any]:
+    """The response of a command that ran in a worker thread (``begin_idempotent``):
+    awaits ``wait(staged.value)`` on the event loop (the read models reaching it), then
+    makes ``respond(value, waited)`` and stores it for its idempotency key in a worker
+    thread (``finish_idempotent``). If the wait fails (or the client goes away), the key
+    is forgotten as ``run_idempotent`` forgets it, and the error raised again."""
+    try:
+        waited = await wait(staged.value)
+    except BaseException:
+        # shielded: a client gone away must not stop it
+        await asyncio.shield(sync_to_thread(abandon_idempotent, container, staged))
+        raise
+    return await sync_to_thread(
+        finish_idempotent, container, staged, lambda value: respond(value, waited)
+    )
 
 
 def position_headers(recorded: Recorded) -> dict[str, str]:

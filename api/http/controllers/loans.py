@@ -13,9 +13,12 @@ from api.http.controllers.common import (
     accepted,
     container_of,
     position_headers,
+    respond_when,
+    run_command,
     shelf_includes,
+    shelf_includes_async,
 )
-from api.http.idempotency import after_commit, run_idempotent
+from api.http.idempotency import Staged, after_commit, begin_idempotent
 from api.http.moderation import Scene, check_texts
 from api.http.openapi import MODERATED, Code, contract
 from api.http.params import FromPath, IdempotencyKey, JSONBody, ReaderId
@@ -71,44 +74,68 @@ class LoanController(Controller):
             raise NotAParty
         return loan_out(row, reader_id)
 
-    def _transition(
+    async def _transition(
         self,
         request: Request[Any, Any, Any],
         loan_id: UUID,
         command: Callable[[UUID], c.Command],
         key: str | None,
         payload: Any = None,
+        check: Callable[[UUID], None] | None = None,
     ) -> Response[LoanOut]:
-        """Run ``command(reader_id)`` for the request's reader (``current_reader``: in this
-        handler's thread) under its ``Idempotency-Key`` and answer with the loan once the
-        shelf has it; a retry after a crash answers from the recorded commit."""
+        """Run ``command(reader_id)`` for the request's reader under its
+        ``Idempotency-Key`` and answer with the loan once the shelf has it; a retry after a
+        crash answers from the recorded commit. The reader (``current_reader``), ``check``
+        and the command run in one worker thread; the shelf is awaited on the event loop;
+        the answer is read and stored in a second thread."""
         container = container_of(request)
-        reader_id = current_reader(request)
+        path = request.url.path
 
-        def respond(recorded: c.Recorded) -> Response[Any]:
-            if not shelf_includes(container, recorded):
-                return accepted(recorded)
+        def start() -> tuple[UUID, Response[Any] | Staged[c.Recorded]]:
+            reader_id = current_reader(request)
+            if check is not None:
+                check(reader_id)
+
+            def respond_after(recorded: c.Recorded) -> Response[Any]:  # a recovery: rare
+                if not shelf_includes(container, recorded):
+                    return accepted(recorded)
+                return loan_response(recorded, reader_id)
+
+            return reader_id, begin_idempotent(
+                container,
+                reader_id,
+                key,
+                "POST",
+                path,
+                payload,
+                lambda: container.library.handle(command(reader_id)),
+                after_commit(
+                    lambda done: respond_after(c.Recorded(id=loan_id, position=done.position))
+                ),
+            )
+
+        def loan_response(recorded: c.Recorded, reader_id: UUID) -> Response[Any]:
             row = container.shelf.loan(recorded.id)
             return Response(
                 loan_out(row, reader_id), status_code=200, headers=position_headers(recorded)
             )
 
-        return run_idempotent(
+        reader_id, staged = await run_command(container, start)
+        if isinstance(staged, Response):
+            return staged
+        return await respond_when(
             container,
-            reader_id,
-            key,
-            "POST",
-            request.url.path,
-            payload,
-            lambda: respond(container.library.handle(command(reader_id))),
-            after_commit(lambda done: respond(c.Recorded(id=loan_id, position=done.position))),
+            staged,
+            lambda recorded: shelf_includes_async(container, recorded),
+            lambda recorded, consistent: (
+                loan_response(recorded, reader_id) if consistent else accepted(recorded)
+            ),
         )
 
     @post(
         "/{loan_id:uuid}/approve",
         operation_id="approveLoan",
         status_code=200,
-        sync_to_thread=True,
         opt=contract(
             LoanNotFound,
             NotTheLender,
@@ -119,14 +146,14 @@ class LoanController(Controller):
             command="library",
         ),
     )
-    def approve(
+    async def approve(
         self,
         request: Request[Any, Any, Any],
         loan_id: FromPath[UUID],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Lender agrees; the book goes on loan. 409 if the book is already lent or withdrawn."""
-        return self._transition(
+        return await self._transition(
             request, loan_id, lambda r: c.ApproveLoan(loan_id=loan_id, actor_id=r), idempotency_key
         )
 
@@ -134,7 +161,6 @@ class LoanController(Controller):
         "/{loan_id:uuid}/decline",
         operation_id="declineLoan",
         status_code=200,
-        sync_to_thread=True,
         opt=contract(
             *MODERATED,
             LoanNotFound,
@@ -144,7 +170,7 @@ class LoanController(Controller):
             command="library",
         ),
     )
-    def decline(
+    async def decline(
         self,
         request: Request[Any, Any, Any],
         loan_id: FromPath[UUID],
@@ -153,39 +179,42 @@ class LoanController(Controller):
     ) -> Response[LoanOut]:
         """Lender refuses the request."""
         reason = data.reason if data else ""
-        if reason:
-            check_texts(
-                container_of(request),
-                current_reader(request),
-                {"reason": reason},
-                Scene.COMMENT,
-                subject=f"loan:{loan_id}",
-            )
-        return self._transition(
+
+        def check(reader_id: UUID) -> None:
+            if reason:
+                check_texts(
+                    container_of(request),
+                    reader_id,
+                    {"reason": reason},
+                    Scene.COMMENT,
+                    subject=f"loan:{loan_id}",
+                )
+
+        return await self._transition(
             request,
             loan_id,
             lambda r: c.DeclineLoan(loan_id=loan_id, actor_id=r, reason=reason),
             idempotency_key,
             {"reason": reason},
+            check,
         )
 
     @post(
         "/{loan_id:uuid}/cancel",
         operation_id="cancelLoan",
         status_code=200,
-        sync_to_thread=True,
         opt=contract(
             LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader", command="library"
         ),
     )
-    def cancel(
+    async def cancel(
         self,
         request: Request[Any, Any, Any],
         loan_id: FromPath[UUID],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Borrower withdraws the request."""
-        return self._transition(
+        return await self._transition(
             request, loan_id, lambda r: c.CancelLoan(loan_id=loan_id, actor_id=r), idempotency_key
         )
 
@@ -193,19 +222,18 @@ class LoanController(Controller):
         "/{loan_id:uuid}/return",
         operation_id="startReturn",
         status_code=200,
-        sync_to_thread=True,
         opt=contract(
             LoanNotFound, NotTheBorrower, InvalidLoanTransition, auth="reader", command="library"
         ),
     )
-    def start_return(
+    async def start_return(
         self,
         request: Request[Any, Any, Any],
         loan_id: FromPath[UUID],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Borrower says "I gave it back"."""
-        return self._transition(
+        return await self._transition(
             request, loan_id, lambda r: c.StartReturn(loan_id=loan_id, actor_id=r), idempotency_key
         )
 
@@ -213,7 +241,6 @@ class LoanController(Controller):
         "/{loan_id:uuid}/confirm-return",
         operation_id="confirmReturn",
         status_code=200,
-        sync_to_thread=True,
         opt=contract(
             LoanNotFound,
             NotTheLender,
@@ -223,14 +250,14 @@ class LoanController(Controller):
             command="library",
         ),
     )
-    def confirm_return(
+    async def confirm_return(
         self,
         request: Request[Any, Any, Any],
         loan_id: FromPath[UUID],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[LoanOut]:
         """Lender says "I have it"; the book is available again."""
-        return self._transition(
+        return await self._transition(
             request,
             loan_id,
             lambda r: c.ConfirmReturn(loan_id=loan_id, actor_id=r),
