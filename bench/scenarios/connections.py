@@ -79,7 +79,7 @@ async def _measure(ctx: Any, server: ServerProcess, readers: list[Any], count: i
         "connections.memory_per_socket",
         per_conn / 1000,
         "KB",
-        target=Target("<=", 30),
+        target=Target("<=", 16),
         params={
             "sockets": count,
             "kib_per_socket": round(per_conn / 1024, 2),

@@ -245,6 +245,6 @@ def _emit(
         f"delivery.s{sockets}.p99",
         main["p99"],
         "ms",
-        target=Target("<=", 50) if top else None,
+        target=Target("<=", 25) if top else None,
         params={"sockets": sockets, "ack_to_frame_p99_ms": params["ack_to_frame_ms"]["p99"]},
     )

@@ -226,6 +226,19 @@ def run(ctx: Any) -> None:
         },
     )
     ctx.emit(
+        "fanout.vs_node_ws",
+        product["frames_per_s"] if node else None,
+        "frames/s",
+        baseline=node["frames_per_s"] if node else None,
+        target=Target(">=", 0.8, on="ratio"),
+        params={
+            "server_cpu_cores": product.get("server_cpu_cores"),
+            "node_ws_server_cpu_cores": (node or {}).get("server_cpu_cores"),
+            "baseline": "Node ws broadcast server (bench/peers/ws), same client and load",
+        },
+        skipped=node_skipped,
+    )
+    ctx.emit(
         "fanout.peer.node_ws",
         node["frames_per_s"] if node else None,
         "frames/s",
