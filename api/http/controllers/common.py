@@ -46,10 +46,10 @@ async def run_command(container: Container, fn: Callable[..., T], *args: Any) ->
     """``fn(*args)`` (the blocking half of a command: checks, idempotency claim, the
     domain call) in a handler thread, at most ``COMMAND_THREADS`` at once per process.
 
-    Every save of a log takes that log's table lock (eventsourcing's insert), so commands
-    beyond a few at once only queue on the lock and the connection pools; once their waits
-    no longer hold a thread, 16 at once (``LIUDONG_HANDLER_THREADS``) made 64 clients
-    slower (137 vs 198 commands/s, ``docs/BENCHMARKS.md``)."""
+    A bound, because every save of a log waits for that log's table lock: without group
+    commit, 16 at once made 64 clients slower than 6 (137 vs 198 commands/s); with it,
+    concurrent saves share a transaction and 16 did better than 6 (``COMMAND_THREADS``,
+    ``docs/BENCHMARKS.md``)."""
     async with container.command_slots:
         return await sync_to_thread(fn, *args)
 
