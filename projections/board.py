@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -91,6 +91,26 @@ class PositionBoard:
         """Whether a runner of this process holds ``projection``."""
         return self._holders.get(projection, 0) > 0
 
+    def _interval(self, projection: str) -> float:
+        """Seconds between a waiter's database polls for ``projection``."""
+        return self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
+
+    @contextlib.contextmanager
+    def _registered(self, key: tuple[str, str], waiter: Any, position: int) -> Iterator[None]:
+        """``waiter`` (a ``threading.Event`` or ``_LoopWaiter``) is ``set()`` by ``publish``
+        of ``position`` or beyond for ``key`` while the block runs."""
+        with self._lock:
+            self._waiters.setdefault(key, {})[waiter] = position
+        try:
+            yield
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.pop(waiter, None)
+                    if not waiters:
+                        del self._waiters[key]
+
     def _informed(self, projection: str) -> bool:
         """Whether this board hears of ``projection``'s pages without asking the database
         (a local runner holds it, or a ``PositionListener`` is connected)."""
@@ -115,20 +135,13 @@ class PositionBoard:
         now = time.monotonic()
         deadline = now + timeout
         event = threading.Event()
-        with self._lock:
-            self._waiters.setdefault(key, {})[event] = position
-        try:
-            interval = (
-                self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
-            )
-            next_poll = now + interval
+        with self._registered(key, event, position):
+            next_poll = now + self._interval(projection)
             while self.known(projection, source) < position:
                 now = time.monotonic()
                 if now >= deadline:
                     return False
-                interval = (
-                    self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
-                )
+                interval = self._interval(projection)
                 next_poll = min(next_poll, now + interval)
                 if poll is not None and now >= next_poll:
                     polled = int(poll())
@@ -140,13 +153,6 @@ class PositionBoard:
                 event.wait(max(0.0, until - time.monotonic()))
                 event.clear()
             return True
-        finally:
-            with self._lock:
-                waiters = self._waiters.get(key)
-                if waiters is not None:
-                    waiters.pop(event, None)
-                    if not waiters:
-                        del self._waiters[key]
 
     async def wait_async(
         self,
@@ -169,20 +175,13 @@ class PositionBoard:
         now = loop.time()
         deadline = now + timeout
         waiter = _LoopWaiter(loop)
-        with self._lock:
-            self._waiters.setdefault(key, {})[waiter] = position
-        try:
-            interval = (
-                self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
-            )
-            next_poll = now + interval
+        with self._registered(key, waiter, position):
+            next_poll = now + self._interval(projection)
             while self.known(projection, source) < position:
                 now = loop.time()
                 if now >= deadline:
                     return False
-                interval = (
-                    self.SAFETY_POLL_INTERVAL if self._informed(projection) else self.POLL_INTERVAL
-                )
+                interval = self._interval(projection)
                 next_poll = min(next_poll, now + interval)
                 if poll is not None and now >= next_poll:
                     polled = int(await poll())
@@ -193,13 +192,6 @@ class PositionBoard:
                 until = min(deadline, next_poll) if poll is not None else deadline
                 await waiter.wait(max(0.0, until - loop.time()))
             return True
-        finally:
-            with self._lock:
-                waiters = self._waiters.get(key)
-                if waiters is not None:
-                    waiters.pop(waiter, None)
-                    if not waiters:
-                        del self._waiters[key]
 
 
 class _LoopWaiter:
