@@ -213,20 +213,15 @@ class Container:
         Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
         if recorded.position is None:
             return
-        for runner in self.runners:
-            if runner.projection.name == projection:
-                runner.wake(source)
-
-        def poll() -> int:
-            with (self.read_pool or self.pool).connection() as conn:
-                return tracked_position(conn, projection, source)
-
+        self._wake_runners(projection, source)
         if not self.board.wait(
-            projection, source, recorded.position, self.settings.consistency_timeout, poll
+            projection,
+            source,
+            recorded.position,
+            self.settings.consistency_timeout,
+            lambda: self._tracked(projection, source),
         ):
-            raise ReadModelLag(
-                f"{projection} has not reached {source} position {recorded.position}"
-            )
+            raise _lag(projection, source, recorded.position)
 
     async def wait_for_shelf_async(self, recorded: Recorded) -> None:
         """``wait_for_shelf`` awaited on the event loop (no thread held while waiting).
@@ -242,28 +237,37 @@ class Container:
         Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
         if recorded.position is None:
             return
-        for runner in self.runners:
-            if runner.projection.name == projection:
-                runner.wake(source)
-
-        def read() -> int:
-            with (self.read_pool or self.pool).connection() as conn:
-                return tracked_position(conn, projection, source)
+        self._wake_runners(projection, source)
 
         async def poll() -> int:  # in the handlers' executor (``api.http.app``)
-            return await asyncio.get_running_loop().run_in_executor(None, read)
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self._tracked, projection, source
+            )
 
         if not await self.board.wait_async(
             projection, source, recorded.position, self.settings.consistency_timeout, poll
         ):
-            raise ReadModelLag(
-                f"{projection} has not reached {source} position {recorded.position}"
-            )
+            raise _lag(projection, source, recorded.position)
+
+    def _wake_runners(self, projection: str, source: str) -> None:
+        """A local runner of ``projection`` looks at ``source`` now (not at its next NOTIFY)."""
+        for runner in self.runners:
+            if runner.projection.name == projection:
+                runner.wake(source)
+
+    def _tracked(self, projection: str, source: str) -> int:
+        """``projection``'s committed position in ``source`` (one read)."""
+        with (self.read_pool or self.pool).connection() as conn:
+            return tracked_position(conn, projection, source)
 
     def check_database(self) -> None:
         """Raises ``psycopg.Error`` when the database does not answer."""
         with self.pool.connection(timeout=self.settings.db_pool_timeout) as conn:
             conn.execute("SELECT 1")
+
+
+def _lag(projection: str, source: str, position: int) -> ReadModelLag:
+    return ReadModelLag(f"{projection} has not reached {source} position {position}")
 
 
 __all__ = ["Container", "ReadModelLag", "psycopg"]
