@@ -21,12 +21,13 @@ How nothing is lost between the database commit and NATS
     inbox table, not NATS, is what a client's resume reads.
 
 Local delivery
-    ``local(reader_id, seq, text, withheld)`` (this node's ``Gateway.offer_local``) hears of
+    ``local(reader_id, seq, frame)`` (this node's ``Gateway.offer_local``) hears of
     each item a page handed over in memory the moment that page reaches the event loop,
     before it queues behind a busy relay and without the trip through nats-server: the
     sockets of this node get it at once, and the same item coming back from NATS is dropped
-    as a duplicate (its ``seq``). Other nodes, and pages read back from the database, go
-    through NATS only.
+    as a duplicate (its ``seq``). ``frame()`` makes ``(event frame text, withheld)`` only
+    for a reader with a socket here (most items have none). Other nodes, and pages read back
+    from the database, go through NATS only.
 
 Which node relays
     Every node runs a ``Relay``; pages only arrive on the node whose inbox runner holds the
@@ -46,6 +47,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -94,6 +96,13 @@ def event_text(item: dict[str, Any]) -> str:
     """The ``event`` frame of an inbox item as the text a socket is sent (what the gateway
     makes of the published message's data)."""
     return encode(event_frame(item)).decode()
+
+
+def local_frame(item: dict[str, Any]) -> tuple[str, bool]:
+    """``(event frame text, withheld)`` of an inbox item for this node's sockets: the text
+    is of the item as published (without its personal fields when ``withheld``)."""
+    public, personal = withheld(item)
+    return event_text(public), personal
 
 
 def event_frame(item: dict[str, Any]) -> Event:
@@ -204,9 +213,9 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._overflowed = False
         self._was_active = False  # is_active() when last looked at
-        self.local: Callable[[str, int, str, bool], None] | None = None
-        """``(reader_id, seq, event frame text, withheld)`` of each item handed over in
-        memory, on the event loop (see "Local delivery")."""
+        self.local: Callable[[str, int, Callable[[], tuple[str, bool]]], None] | None = None
+        """``(reader_id, seq, frame)`` of each item handed over in memory, on the event loop;
+        ``frame()`` makes its ``(event frame text, withheld)`` (see "Local delivery")."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -266,8 +275,7 @@ class Relay:
         if local is not None and page.items:
             try:
                 for item in page.items:
-                    public, personal = withheld(item)
-                    local(str(item["reader_id"]), int(item["seq"]), event_text(public), personal)
+                    local(str(item["reader_id"]), int(item["seq"]), partial(local_frame, item))
             except Exception:  # the NATS copy still comes
                 log.exception("relay: local delivery of %s..%s failed", page.first, page.last)
         try:

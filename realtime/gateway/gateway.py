@@ -290,23 +290,21 @@ class Gateway:
         except (KeyError, ValueError):
             log.warning("gateway: inbox message without a usable %s on %s", MSG_ID, msg.subject)
             return
-        if (msg.headers or {}).get(WITHHELD):
-            # published without its personal fields: each socket reads it from the inbox
-            for session in list(group):
-                self.replay.offer_withheld(session, seq)
-            return
-        text = msg.data.decode()
-        for session in list(group):
-            self.replay.offer(session, seq, text)
+        self._offer(group, seq, msg.data.decode(), bool((msg.headers or {}).get(WITHHELD)))
         await asyncio.sleep(0)  # let the writers run between messages of a burst
 
-    def offer_local(self, reader_id: str, seq: int, text: str, withheld: bool) -> None:
+    def offer_local(self, reader_id: str, seq: int, frame: Callable[[], tuple[str, bool]]) -> None:
         """An inbox item from this node's relay (``Relay.local``), before it goes through
         NATS: offered like ``_on_inbox`` offers the NATS copy (which is then a duplicate).
-        ``withheld``: published without its personal fields (read from the inbox)."""
+        ``frame()`` (made only when the reader has a socket here): ``(event frame text,
+        withheld)``, withheld meaning published without its personal fields."""
         group = self.sessions.get(reader_id)
-        if not group:
-            return
+        if group:
+            self._offer(group, seq, *frame())
+
+    def _offer(self, group: Iterable[Session], seq: int, text: str, withheld: bool) -> None:
+        """Item ``seq`` to each socket of one reader; a withheld one (no personal fields)
+        is read by each socket from the inbox instead."""
         for session in list(group):
             if withheld:
                 self.replay.offer_withheld(session, seq)

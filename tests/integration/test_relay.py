@@ -9,7 +9,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -237,7 +237,8 @@ async def test_pages_handed_over_in_memory_reach_local_sockets_before_nats(
     local: list[tuple[str, int, dict[str, Any], bool]] = []
     published: list[int] = []
 
-    def deliver(reader_id: str, seq: int, text: str, withheld: bool) -> None:
+    def deliver(reader_id: str, seq: int, frame: Callable[[], tuple[str, bool]]) -> None:
+        text, withheld = frame()
         local.append((reader_id, seq, json.loads(text), withheld))
 
     async def on_msg(msg: Any) -> None:
