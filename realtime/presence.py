@@ -39,6 +39,7 @@ from realtime.protocol import (
     presence_state_decoder,
     presence_sync_decoder,
 )
+from realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,8 @@ class Presence:
 
     async def stop(self) -> None:
         """Tell the others this node has nobody anywhere, then stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        await stop_task(task)
         for room in list(self._local):
             self._local[room] = _LocalRoom()
             with contextlib.suppress(Exception):

@@ -61,6 +61,7 @@ from realtime.protocol import (
     encode_text,
     reader_presence_decoder,
 )
+from realtime.tasks import stop_task
 from realtime.threads import in_thread
 
 log = logging.getLogger(__name__)
@@ -127,11 +128,8 @@ class ReaderPresence:
 
     async def stop(self) -> None:
         """Tell the others this node has nobody online any more, then stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         self._local.clear()
         await self._publish(ReadersGone(node=self.node))
         for sub in self._subs:
@@ -426,11 +424,8 @@ class PresenceFanout:
             self._task = asyncio.create_task(self._run(), name="presence-fanout")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         self._pending.clear()
         self._idle.set()
 

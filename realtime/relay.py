@@ -52,6 +52,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from realtime.protocol import Event, encode
+from realtime.tasks import stop_task
 from realtime.threads import in_thread
 
 log = logging.getLogger(__name__)
@@ -237,10 +238,8 @@ class Relay:
 
     async def stop(self) -> None:
         self._loop = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        await stop_task(task)
 
     def request_catch_up(self) -> None:
         """Re-publish from ``relay_tracking`` soon (call on the event loop)."""
@@ -289,7 +288,8 @@ class Relay:
         backoff = 0.5
         while True:
             try:
-                job = await asyncio.wait_for(self._queue.get(), timeout=self.interval)
+                async with asyncio.timeout(self.interval):  # not wait_for: see stop_task
+                    job = await self._queue.get()
             except TimeoutError:
                 if not self._due():
                     continue
@@ -410,7 +410,8 @@ class Relay:
                         inbox_subject(reader), encode(event_frame(public)), headers=headers
                     )
                 )
-            acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
+            async with asyncio.timeout(self.publish_timeout):
+                acks = await asyncio.gather(*futures)
         except BaseException:
             for future in futures:
                 future.cancel()

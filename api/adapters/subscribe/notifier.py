@@ -55,6 +55,7 @@ from prometheus_client import Counter
 
 from api.adapters.subscribe.store import Claim, Outbox
 from api.adapters.wechat import WeChatError, WeChatQuotaExceeded
+from realtime.tasks import stop_task
 
 __all__ = ["NO_GRANT_ERRCODE", "OUTCOMES", "Notifier", "NotifierStats"]
 
@@ -133,10 +134,7 @@ class Notifier:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def wake(self, *_: Any) -> None:
         """Look at once (new inbox items were committed); callable from any thread, and
@@ -156,7 +154,8 @@ class Notifier:
                 self.stats.last_error = repr(exc)
                 log.warning("notifier: %r; retrying", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):  # not wait_for: see stop_task
+                    await self._wake.wait()
             self._wake.clear()
 
     async def run_once(self) -> None:
