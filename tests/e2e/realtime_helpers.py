@@ -77,6 +77,15 @@ class Ws:
     async def recv_type(self, kind: str, timeout: float = 10.0) -> Frame:
         return await self.recv_until(lambda f: f.get("type") == kind, timeout)
 
+    async def take_type(self, kind: str, timeout: float = 10.0) -> Frame:
+        """The first frame of type ``kind`` that an earlier ``recv_until`` skipped (taken out
+        of ``seen``), else the next one: for frames of independent channels (a room's NATS
+        subject, the inbox) whose relative order is not guaranteed."""
+        for index, frame in enumerate(self.seen):
+            if frame.get("type") == kind:
+                return self.seen.pop(index)
+        return await self.recv_type(kind, timeout)
+
     async def events(self, count: int, timeout: float = 30.0) -> list[Frame]:
         """The next ``count`` ``event`` frames."""
         found: list[Frame] = []
