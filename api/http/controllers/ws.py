@@ -197,6 +197,8 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
         )
         return
     await socket.accept()
+    # nothing reads the handshake's headers any more; the scope lives as long as the socket
+    socket.scope["headers"] = []
     await node.gateway.serve(
         LitestarSocket(socket),
         auth.reader_id,
