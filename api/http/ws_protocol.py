@@ -102,17 +102,25 @@ class ReceiveQueue:
     def empty(self) -> bool:
         return not self._items
 
+    def arrival(self) -> asyncio.Future[None]:
+        """A future resolved by the next ``put_nowait`` (the event stays in the queue: a
+        receiver cancelled meanwhile loses nothing). Raises ``RuntimeError`` if another
+        receiver is already waiting (uvicorn's ``receive`` has one caller: the app)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("ReceiveQueue.get: one receiver at a time")
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def get_nowait(self) -> Any:
+        """The oldest event. Raises ``IndexError`` if there is none."""
+        return self._items.pop(0)
+
     async def get(self) -> Any:
         """The oldest event, waiting for one. Raises ``RuntimeError`` if another task is
-        already waiting (uvicorn's ``receive`` has one caller: the app)."""
+        already waiting."""
         while not self._items:
-            if self._waiter is not None:
-                raise RuntimeError("ReceiveQueue.get: one receiver at a time")
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            await self.arrival()
         return self._items.pop(0)
 
 
@@ -186,6 +194,18 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             # the ASGI task is created but has not run yet: it sees the extension
             scope["extensions"][SEND_NOW] = self.send_now
+
+    async def receive(self) -> Any:
+        """uvicorn's ``receive`` with ``ReceiveQueue.get`` inlined: one coroutine frame less
+        per idle socket (~0.2 KB) in the chain its app's task waits on."""
+        queue = self.queue
+        while queue.empty():
+            await queue.arrival()  # type: ignore[attr-defined]
+        message = queue.get_nowait()
+        if self.read_paused and queue.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
 
     async def send(self, message: Any) -> None:
         await super().send(message)
