@@ -17,8 +17,9 @@ Memory: an idle socket of uvicorn's protocol holds an ``asyncio.Queue`` of recei
 deque, ~0.7 KB) and the parsed handshake request and response with their headers (~3 KB),
 kept for the connection's life (the request also by ``websockets``' parser). Here the
 queue and the event are ``ReceiveQueue`` and ``Gate`` (what uvicorn calls of them, without
-a deque each), and the handshake's request and response are let go once the connection is
-accepted.
+a deque each), the handshake's request and response are let go once the connection is
+accepted, uvicorn's 37 attributes are slots (not an instance dict of ~1.6 KB), and
+``receive`` waits on the queue itself (one coroutine frame less in the app task's chain).
 
 ``liudong serve`` runs uvicorn with ``ws=GatewayWebSocketProtocol`` (``api.cli.serve``); under
 any other server the extension is absent and every frame goes through ``send``.
