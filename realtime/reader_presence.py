@@ -335,6 +335,9 @@ class ReaderPresence:
 # -- peers ----------------------------------------------------------------------------------
 
 
+_NO_PEERS: frozenset[UUID] = frozenset()
+
+
 class PeerCache:
     """``lookup(reader_id)`` (blocking: the readers ``reader_id`` has a conversation with),
     cached per reader for ``ttl`` seconds, at most ``max_entries`` readers (least recently
@@ -383,7 +386,10 @@ class PeerCache:
     async def _load(self, reader: UUID) -> frozenset[UUID]:
         started = self.clock()
         try:
-            peers = frozenset(await in_thread(lambda: list(self.lookup(reader))))
+            found = await in_thread(lambda: list(self.lookup(reader)))
+            # one shared empty set for the readers without a conversation (CPython makes a
+            # new 216 B one each time, kept as long as the entry)
+            peers = frozenset(found) if found else _NO_PEERS
         finally:
             self._loading.pop(reader, None)
         self.lookups += 1

@@ -88,7 +88,10 @@ class Rooms:
             members = self.presence.count(name)
             session.push(encode_text(RoomJoined(room=name, title=title, members=members)))
             return
-        session.rooms.add(name)
+        rooms = session.rooms
+        if not isinstance(rooms, set):  # its first room (session.NO_ROOMS until now)
+            rooms = session.rooms = set()
+        rooms.add(name)
         self._sessions.setdefault(name, set()).add(session)
         self._names[str(room_id_for(name))] = name
         members, newly = await self.presence.join(name, session.reader)
@@ -105,7 +108,8 @@ class Rooms:
                 members = self.presence.count(name)
                 session.push(encode_text(RoomLeft(room=name, members=members)))
             return
-        session.rooms.discard(name)
+        if isinstance(session.rooms, set):  # it is: name is in it
+            session.rooms.discard(name)
         local = self._sessions.get(name)
         if local is not None:
             local.discard(session)

@@ -36,6 +36,9 @@ from domain.errors import DomainError
 from realtime.gateway.ports import SendLimits, Shared, Socket
 from realtime.protocol import CloseCode, Error, ReaderRef, encode_text
 
+NO_ROOMS: frozenset[str] = frozenset()
+"""``Session.rooms`` of a socket in no room yet (shared; ``Rooms.join`` makes its own set)."""
+
 
 @dataclass
 class _Close:
@@ -51,6 +54,7 @@ class Session:
 
     ``queue``: the frames (``str``) waiting for the writer, oldest first, at most
     ``queue_size`` (then a close marker may follow; ``()`` until a frame first waits);
+    ``rooms``: the names of the rooms it is in (``NO_ROOMS`` until it first joins one);
     ``done``: a future resolved when the socket's writing side has ended (closed, or the
     client went away)."""
 
@@ -101,7 +105,8 @@ class Session:
         self.held: dict[int, str] = {}
         self.held_overflow = False
         self.replay_task: asyncio.Task[None] | None = None
-        self.rooms: set[str] = set()
+        # no set until the socket joins a room (an empty set is 216 B; most never do)
+        self.rooms: set[str] | frozenset[str] = NO_ROOMS
         self.last_received = time.monotonic()
         self.next_ping = 0.0  # loop time of the next heartbeat check
         self.closed = False
@@ -332,4 +337,4 @@ async def _finish_started(sending: Coroutine[Any, Any, None], waiting_on: Any) -
             return
 
 
-__all__ = ["Session"]
+__all__ = ["NO_ROOMS", "Session"]

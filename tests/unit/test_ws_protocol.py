@@ -167,6 +167,26 @@ async def test_the_protocol_offers_send_now_while_send_would_not_wait() -> None:
     protocol.connection_lost(None)
 
 
+async def test_the_protocol_keeps_its_state_in_slots_not_a_dict() -> None:
+    """Every attribute uvicorn's protocol sets (at creation, at the handshake) is one of
+    ``GatewayWebSocketProtocol.__slots__``: no instance dict per connection (one would be
+    ~1.6 KB). Fails when a uvicorn upgrade adds one: add it to the slots."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    config = uvicorn.Config(app, ws=GatewayWebSocketProtocol, log_level="warning")
+    config.load()
+    protocol = GatewayWebSocketProtocol(config, ServerState(), {})
+    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
+    protocol.data_received(HANDSHAKE)
+    await _until(lambda: protocol.handshake_complete)
+    assert vars(protocol) == {}
+    protocol.connection_lost(None)
+
+
 async def _until(predicate: Any, timeout: float = 2.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():

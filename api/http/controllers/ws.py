@@ -23,8 +23,10 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, WebSocket, post, websocket
+from litestar import Request, WebSocket, post
 from litestar.exceptions import WebSocketDisconnect
+from litestar.handlers import WebsocketRouteHandler
+from litestar.types import ExceptionHandlersMap
 
 from api.adapters.sessions import (
     TICKET_TTL,
@@ -135,7 +137,22 @@ async def _refuse(socket: WebSocket[Any, Any, Any], code: int, error: str, messa
     await socket.close(code, error)
 
 
-@websocket("/v1/ws", name="ws", opt={"exclude_from_auth": True})
+class _WebsocketHandler(WebsocketRouteHandler):
+    """Litestar's ``websocket`` route handler, its exception handlers resolved once: Litestar
+    merges its layers' into a new dict per connection (2.25's ``resolve_exception_handlers``)
+    and keeps it in the scope for the socket's life (~0.6 KB per socket)."""
+
+    __slots__ = ("_exception_handlers",)
+
+    def resolve_exception_handlers(self) -> ExceptionHandlersMap:
+        try:
+            return self._exception_handlers
+        except AttributeError:  # the first connection (the app registered a copy of this)
+            self._exception_handlers: ExceptionHandlersMap = super().resolve_exception_handlers()
+            return self._exception_handlers
+
+
+@_WebsocketHandler("/v1/ws", name="ws", opt={"exclude_from_auth": True})
 async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
     """The reader's realtime socket: inbox events, chat sends and read receipts, rooms,
     the presence of conversation peers."""
@@ -180,6 +197,8 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
         )
         return
     await socket.accept()
+    # nothing reads the handshake's headers any more; the scope lives as long as the socket
+    socket.scope["headers"] = []
     await node.gateway.serve(
         LitestarSocket(socket),
         auth.reader_id,
