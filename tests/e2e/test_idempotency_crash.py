@@ -249,7 +249,8 @@ def test_a_publish_whose_process_died_before_the_commit_runs_on_retry(
                 (reader["id"], key),
             ).fetchone()
             assert owner is not None and owner[0] is not None
-            admin.execute("SELECT pg_terminate_backend(%s)", (owner[0],))
+            # with a timeout it returns once the backend has exited (PostgreSQL 14+), not at SIGTERM
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (owner[0],))
         retry = http.post("/v1/books", json=body, headers={"Idempotency-Key": key})
         assert retry.status_code == 201, retry.text
         replay = http.post("/v1/books", json=body, headers={"Idempotency-Key": key})

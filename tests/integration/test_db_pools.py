@@ -25,7 +25,9 @@ def _break_all(database_url: str, pool: Any) -> int:
         pids.append(conn.info.backend_pid)
     with psycopg.connect(database_url, autocommit=True) as admin:
         for pid in pids:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            admin.execute(
+                "SELECT pg_terminate_backend(%s, 10000)", (pid,)
+            )  # returns once it exited
     return len(pids)
 
 
