@@ -119,9 +119,16 @@ def create_deferred_indexes(
 def switch_to(conn: psycopg.Connection[Any], projection: ReadModelProjection, schema: str) -> None:
     """Make ``schema`` the active version: registry and views change in the caller's
     transaction, so readers see either the old or the new version, never a mix."""
+    # the old row first: the one-active unique index is checked row by row, not at the end
+    # of the statement, so a single UPDATE that met the new row first would fail
     conn.execute(
-        "UPDATE projection_versions SET active = (schema_name = %s) WHERE projection = %s",
-        (schema, projection.name),
+        "UPDATE projection_versions SET active = false "
+        "WHERE projection = %s AND active AND schema_name <> %s",
+        (projection.name, schema),
+    )
+    conn.execute(
+        "UPDATE projection_versions SET active = true WHERE projection = %s AND schema_name = %s",
+        (projection.name, schema),
     )
     view_schema = sql.Identifier(projection.name)
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(view_schema))

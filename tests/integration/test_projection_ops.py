@@ -363,3 +363,25 @@ def test_cli_status_and_rebuild(
     assert text.exit_code == 0 and "shelf" in text.output and "lag" in text.output
     unknown = CliRunner().invoke(main, ["projections", "rebuild", "nope"], env=env)
     assert unknown.exit_code != 0 and "known" in unknown.output
+
+
+def test_switching_versions_whatever_order_their_rows_are_stored_in(
+    conn: psycopg.Connection[dict[str, Any]],
+) -> None:
+    """The one-active unique index is checked per row: the switch must not meet the new
+    version's row (made active) before the old one (still active). A no-op update of the
+    old row stores its new tuple after the new version's, so a scan meets the new row
+    first (a rebuild failed so, now and then, on a busy table)."""
+    from projections.versions import switch_to
+
+    projection = shelf_named("order")
+    with conn.transaction():
+        first = create_version(conn, projection, activate=True)
+        second = create_version(conn, projection, activate=False)
+    conn.execute("UPDATE projection_versions SET active = active WHERE schema_name = %s", (first,))
+    with conn.transaction():
+        switch_to(conn, projection, second)
+    assert active_schema(conn, projection.name) == second
+    with conn.transaction():
+        switch_to(conn, projection, first)  # and back
+    assert active_schema(conn, projection.name) == first
