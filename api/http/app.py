@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.bootstrap.container import Container
+from api.bootstrap.gc_pauses import gc_lifespan
 from api.bootstrap.media import media_lifespan
 from api.bootstrap.realtime import realtime_lifespan
 from api.bootstrap.settings import Settings
@@ -102,7 +103,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         dependencies=AUTH_DEPENDENCIES,
         before_request=check_query,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan, realtime_lifespan, media_lifespan],  # both need the container
+        # the others need the container; gc_lifespan freezes what they all built
+        lifespan=[lifespan, realtime_lifespan, media_lifespan, gc_lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="Liudong API",
