@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 async def stop_task(task: asyncio.Task[Any] | None, *, patience: float = 1.0) -> None:
@@ -14,15 +16,15 @@ async def stop_task(task: asyncio.Task[Any] | None, *, patience: float = 1.0) ->
     One ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for`` returns the
     inner result instead of raising ``CancelledError`` when the inner awaitable finishes in
     the same loop step as the cancellation (CPython gh-86296, fixed in 3.12), and a loop
-    around it then runs on for ever. Raises nothing of the task's own (it is logged by
-    asyncio if unretrieved)."""
+    around it then runs on for ever. An error the task ended with is logged, not raised:
+    stopping goes on with the caller's other clean-up."""
     if task is None:
         return
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=patience)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s ended with an error", task.get_name(), exc_info=task.exception())
 
 
 __all__ = ["stop_task"]

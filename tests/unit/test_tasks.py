@@ -45,7 +45,7 @@ async def test_stop_task_ends_the_loop_whatever_the_race() -> None:
     assert task.done() and task.cancelled()
 
 
-async def test_stop_task_takes_none_and_a_finished_task() -> None:
+async def test_stop_task_takes_none_and_a_finished_task(caplog: pytest.LogCaptureFixture) -> None:
     await stop_task(None)
 
     async def fails() -> None:
@@ -53,5 +53,6 @@ async def test_stop_task_takes_none_and_a_finished_task() -> None:
 
     task = asyncio.create_task(fails())
     await asyncio.sleep(0)
-    await stop_task(task)  # the task's error is not the stopper's
+    await stop_task(task)  # the task's error is not the stopper's: it is logged
     assert task.done()
+    assert "its own error" in caplog.text
