@@ -75,3 +75,34 @@ def test_eventsourcing_pools_behind_the_breaker_recover_at_once(database_url: st
         library.recorder.max_notification_id()  # a real query through the pool works
     finally:
         library.close()
+
+
+def test_taking_a_healthy_connection_sends_it_no_statement(database_url: str) -> None:
+    pool = make_pool(database_url, size=1, name="test-quiet", autocommit=True)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 'last statement' AS marker")
+            pid = conn.info.backend_pid
+        with pool.connection() as conn:  # the same connection, checked by looking at its socket
+            assert conn.info.backend_pid == pid
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                row = admin.execute(
+                    "SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+            assert row == ("SELECT 'last statement' AS marker",)  # not the check's empty query
+    finally:
+        pool.close()
+
+
+def test_a_connection_ended_while_idle_is_never_handed_out(database_url: str) -> None:
+    pool = make_pool(database_url, size=1, name="test-ended")
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        with pool.connection(timeout=5) as conn:
+            assert conn.info.backend_pid != pid
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    finally:
+        pool.close()
