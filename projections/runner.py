@@ -142,7 +142,13 @@ class ReadModelRunner:
 
     ``page_size`` (500) bounds a page while following (pages are as small as what was
     committed meanwhile); when a page comes back full the runner is behind and catches up
-    with overlapped pages of ``catch_up_page_size`` (5,000, ``catch_up``)."""
+    with overlapped pages of ``catch_up_page_size`` (5,000, ``catch_up``).
+
+    ``listen=False``: the runner does not ``LISTEN`` itself; something else calls
+    ``wake(source)`` on each ``NOTIFY`` of its logs' channels and after each of its own
+    (re)connects (the server's one listening connection,
+    ``projections.board.PositionListener.follow``). Its lock's connection is still read
+    (nothing sent) while idle, so a lost session is noticed as before."""
 
     def __init__(
         self,
@@ -155,8 +161,10 @@ class ReadModelRunner:
         idle_wait: float | None = None,
         retry_interval: float = 5.0,
         catch_up_page_size: int = 5000,
+        listen: bool = True,
     ) -> None:
         self.projection = projection
+        self.listen = listen
         self.database_url = database_url
         self.sources = {name: sources[name] for name in projection.sources}
         self.board = board or PositionBoard()
@@ -265,7 +273,8 @@ class ReadModelRunner:
         ``idle_wait``, after that many seconds)."""
         ensure_active_version(self.database_url, self.projection)
         for source in self.sources.values():
-            lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(source.channel)))
+            if self.listen:
+                lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(source.channel)))
             # waiters of this process stop polling once the board is held: tell them where
             # the previous holder (maybe another process) left the projection
             self.board.publish(
@@ -341,7 +350,7 @@ class ReadModelRunner:
     def _idle(self, lock_conn: psycopg.Connection[Any]) -> set[str]:
         """Sleep until a NOTIFY, a local ``wake()`` or the polling interval (if any);
         returns the names of the sources to look at (all of them after the polling
-        interval). Sends no statement: it only reads the LISTEN connection's socket."""
+        interval). Sends no statement: it only reads the lock's connection's socket."""
         channels = {source.channel: name for name, source in self.sources.items()}
         pending: set[str] = set()
         wait = self.idle_wait
@@ -357,6 +366,13 @@ class ReadModelRunner:
                 return set(self.sources)
             # with sources pending, only collect the NOTIFYs already there
             timeout = 0.0 if pending else min(0.1, remaining)
+            if not self.listen:  # woken by wake(); the lock's session is only watched
+                if pending:
+                    return pending
+                self._wake.wait(timeout)
+                for _ in lock_conn.notifies(timeout=0.0):  # raises once the session ended
+                    pass
+                continue
             for notify in lock_conn.notifies(timeout=timeout, stop_after=1):
                 pending.add(channels.get(notify.channel, ""))
             if pending:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -148,33 +149,27 @@ class Container:
                 "room_sends": settings.rate_room_sends,
             }
         )
+        # the process's one LISTEN connection: positions for the board, NOTIFYs of the logs
+        # for the runners (PositionListener's docstring)
+        container.positions = PositionListener(database_url, board)
         if settings.run_projections:
-            container.runners.append(
-                ReadModelRunner(
-                    ShelfProjection(),
-                    database_url,
-                    {"library": Source("library", library)},
-                    board=board,
+            apps: dict[str, Any] = {"library": library, "chat": chat}
+            for projection, names in (
+                (ShelfProjection(), ("library",)),
+                (container.inbox_projection, ("library", "chat")),
+                (RoomsProjection(), ("chat",)),
+            ):
+                sources = {name: Source(name, apps[name]) for name in names}
+                runner = ReadModelRunner(
+                    projection, database_url, sources, board=board, listen=False
                 )
-            )
-            container.runners.append(
-                ReadModelRunner(
-                    container.inbox_projection,
-                    database_url,
-                    {"library": Source("library", library), "chat": Source("chat", chat)},
-                    board=board,
-                )
-            )
-            container.runners.append(
-                ReadModelRunner(
-                    RoomsProjection(), database_url, {"chat": Source("chat", chat)}, board=board
-                )
-            )
+                for name, source in sources.items():
+                    container.positions.follow(source.channel, partial(runner.wake, name))
+                container.runners.append(runner)
             # one process of those sharing the database runs them (serve --workers N)
             container.ownership = Ownership(database_url, container.runners)
             container.ownership.start()
         # every process hears every committed position (read-your-writes without polling)
-        container.positions = PositionListener(database_url, board)
         container.positions.start()
         return container
 

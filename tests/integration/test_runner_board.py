@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from domain.library import Library
-from projections.board import PositionBoard, tracked_position
+from projections.board import PositionBoard, PositionListener, tracked_position
 from projections.inbox import InboxProjection
 from projections.read_model import Cursor, ReadModelProjection
 from projections.rooms import RoomsProjection
@@ -126,3 +126,50 @@ def test_wake_ignores_logs_the_runner_does_not_follow(database_url: str, library
     assert not runner._wake.is_set()
     runner.wake("library")
     assert runner._wake.is_set()
+
+
+def test_a_runner_that_does_not_listen_is_woken_by_the_process_listener(
+    database_url: str, library: Library
+) -> None:
+    """The server's runners do not LISTEN themselves: the process's one listening connection
+    (``PositionListener.follow``) wakes them on each NOTIFY of their logs. A runner with
+    nothing else to wake it follows events committed by another writer, and after its lock's
+    session was ended while it idled it takes the lock again and goes on."""
+    projection = commit_mode(durable=True)
+    source = Source("library", library)
+    board = PositionBoard()
+    runner = ReadModelRunner(
+        projection, database_url, {"library": source}, board=board, listen=False
+    )
+    listener = PositionListener(database_url, PositionBoard())
+    listener.follow(source.channel, lambda: runner.wake("library"))
+    runner.start()
+    listener.start()
+    try:
+        wait_until(lambda: board.known(projection.name, "library") >= source.head(), timeout=30)
+        for _ in range(3):  # idle now: only the listener's wake brings it to these events
+            reader(library, "woken")
+            head = source.head()
+            wait_until(lambda h=head: board.known(projection.name, "library") >= h, timeout=10)
+
+        name = f"liudong projection {projection.name}"[:63]
+        lock_pid = lock_session(database_url, name)
+        assert lock_pid is not None
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (lock_pid,))
+        wait_until(lambda: lock_session(database_url, name) not in (None, lock_pid), timeout=10)
+        reader(library, "after the lock's session ended")
+        head = source.head()
+        wait_until(lambda: board.known(projection.name, "library") >= head, timeout=10)
+    finally:
+        listener.stop()
+        runner.stop()
+
+
+def lock_session(database_url: str, application_name: str) -> int | None:
+    """The backend pid of the session named ``application_name`` (a runner's lock)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchone()
+    return None if row is None else int(row[0])
