@@ -208,7 +208,6 @@ class Container:
         Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
         if recorded.position is None:
             return
-        self._wake_runners(projection, source)
         if not self.board.wait(
             projection,
             source,
@@ -232,7 +231,6 @@ class Container:
         Raises ``ReadModelLag`` after ``settings.consistency_timeout`` seconds."""
         if recorded.position is None:
             return
-        self._wake_runners(projection, source)
 
         async def poll() -> int:  # in the handlers' executor (``api.http.app``)
             return await asyncio.get_running_loop().run_in_executor(
@@ -243,12 +241,6 @@ class Container:
             projection, source, recorded.position, self.settings.consistency_timeout, poll
         ):
             raise _lag(projection, source, recorded.position)
-
-    def _wake_runners(self, projection: str, source: str) -> None:
-        """A local runner of ``projection`` looks at ``source`` now (not at its next NOTIFY)."""
-        for runner in self.runners:
-            if runner.projection.name == projection:
-                runner.wake(source)
 
     def _tracked(self, projection: str, source: str) -> int:
         """``projection``'s committed position in ``source`` (one read)."""
