@@ -241,11 +241,11 @@ class PositionListener:
     before (``board.listening`` is False); after a (re)connect it reads every tracked
     position once and calls every callback (a NOTIFY sent meanwhile was missed).
 
-    One connection for all: PostgreSQL signals every listening session of a database on
-    each ``NOTIFY``, whatever its channel, and each signalled session runs a transaction to
-    read the queue. With the runners listening on their own connections, five sessions were
-    woken per commit: ~3 of the ~10 transactions per command that ``pg_stat_database``
-    counted under the ``commands`` load."""
+    One connection for all: PostgreSQL signals the listening sessions of a database on a
+    ``NOTIFY``, whatever their channel, and a signalled session runs a transaction to read
+    the queue. With the runners listening on their own connections, four sessions were
+    woken per commit: 1.3 of the 6.2 transactions per command that ``pg_stat_database``
+    counted under the ``commands`` load (``docs/BENCHMARKS.md``)."""
 
     def __init__(self, database_url: str, board: PositionBoard) -> None:
         self.database_url = database_url
