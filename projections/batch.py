@@ -367,13 +367,13 @@ class Rows:
                 )
             )
         if self.dirty:
-            columns = self.changed_columns or None  # (none known: all of them)
-            if columns is None:
+            updated = self.changed_columns or None  # (none known: all of them)
+            if updated is None:
                 changed = [rows[k] for k in self.dirty]
             else:
-                keep = (*self.table.key, *columns)
+                keep = (*self.table.key, *updated)
                 changed = [{c: rows[k][c] for c in keep} for k in self.dirty]
-            out.append((self.table.update_sql(schema, columns), (as_json(changed),)))
+            out.append((self.table.update_sql(schema, updated), (as_json(changed),)))
         return out
 
 
