@@ -222,21 +222,27 @@ class Table:
             ),
         )
 
-    def update_sql(self, schema: sql.Identifier) -> sql.Composed:
+    def update_sql(
+        self, schema: sql.Identifier, columns: Sequence[str] | None = None
+    ) -> sql.Composed:
+        """``UPDATE`` of ``columns`` (default: every ``mutable`` one) from the JSON array
+        ``%s`` of rows (their key columns and those ``columns``)."""
+        changed = tuple(columns) if columns is not None else self.mutable
+
         def build() -> sql.Composed:
             return sql.SQL("UPDATE {}.{} t SET {} FROM {} WHERE {}").format(
                 schema,
                 sql.Identifier(self.name),
                 sql.SQL(", ").join(
-                    sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in self.mutable
+                    sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in changed
                 ),
-                self._recordset([*self.key, *self.mutable]),
+                self._recordset([*self.key, *changed]),
                 sql.SQL(" AND ").join(
                     sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in self.key
                 ),
             )
 
-        return self._cached("update", schema, build)
+        return self._cached("update " + ",".join(changed), schema, build)
 
 
 class Rows:
@@ -258,6 +264,11 @@ class Rows:
         else:
             self.carried = carry.rows  # the rows the page before knew
         self.wanted: dict[Any, Any] = {}
+        self.changed_columns: tuple[str, ...] | None = None
+        """The only columns this page's events change in existing rows, when the page
+        knows them (``None``: any ``mutable`` column): its ``UPDATE`` then sets (and its
+        JSON carries) those alone. Sound because every page writes the columns its own
+        events changed, in log order."""
 
     def remember(self) -> None:
         """After the fold: the page's rows join the rows later pages may take (for a
@@ -356,7 +367,13 @@ class Rows:
                 )
             )
         if self.dirty:
-            out.append((self.table.update_sql(schema), (as_json([rows[k] for k in self.dirty]),)))
+            updated = self.changed_columns or None  # (none known: all of them)
+            if updated is None:
+                changed = [rows[k] for k in self.dirty]
+            else:
+                keep = (*self.table.key, *updated)
+                changed = [{c: rows[k][c] for c in keep} for k in self.dirty]
+            out.append((self.table.update_sql(schema, updated), (as_json(changed),)))
         return out
 
 

@@ -31,6 +31,7 @@ poison event to its reader). Sealing a field for a forgotten reader raises
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import threading
@@ -101,6 +102,13 @@ class Sealed:
 _SUBJECT = re.compile(rb'"' + VERSION.encode() + rb"\.([0-9a-f]{32})\.")
 """A sealed value's subject in stored JSON: ``"v1.<32 hex digits>.`` (``prefetch``)."""
 
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+"""What ``base64.urlsafe_b64decode`` translates before ``binascii.a2b_base64``."""
+
+SUBJECTS_REMEMBERED = 100_000
+"""Subjects (hex → ``UUID``) a ``SealedAsCiphertext`` keeps parsed: a rebuild opens the
+same readers' values again and again."""
+
 
 def _aad(subject_hex: str, field: str) -> bytes:
     return f"liudong:{VERSION}:{subject_hex}:{field}".encode()
@@ -117,6 +125,19 @@ class SealedAsCiphertext(Transcoding):
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
         self._ciphers: dict[bytes, AESGCM] = {}  # key → its AESGCM (the key schedule, once)
+        self._subjects: dict[str, UUID] = {}  # subject hex → its UUID (parsed once)
+
+    def _subject(self, subject_hex: str) -> UUID:
+        """``UUID(hex=subject_hex)``, parsed once for the last ``SUBJECTS_REMEMBERED``
+        subjects (only the key store's answer may change, never the subject's UUID).
+        Raises ``ValueError`` for what is not a UUID."""
+        subject = self._subjects.get(subject_hex)
+        if subject is None:
+            subject = UUID(hex=subject_hex)
+            if len(self._subjects) >= SUBJECTS_REMEMBERED:
+                self._subjects.clear()
+            self._subjects[subject_hex] = subject
+        return subject
 
     def _cipher(self, key: bytes) -> AESGCM:
         cipher = self._ciphers.get(key)
@@ -134,10 +155,10 @@ class SealedAsCiphertext(Transcoding):
         prefetch = getattr(self.keys, "prefetch", None)
         if prefetch is None:
             return
-        found = _SUBJECT.findall
-        subjects = {hex_ for state in states for hex_ in found(state)}
+        # one scan of all the states (a state is a JSON object: no match spans two)
+        subjects = set(_SUBJECT.findall(b"\n".join(states)))
         if subjects:
-            prefetch([UUID(hex=h.decode()) for h in subjects])
+            prefetch([self._subject(h.decode()) for h in subjects])
 
     def encode(self, obj: Sealed) -> str:
         subject_hex = obj.subject.hex
@@ -152,8 +173,9 @@ class SealedAsCiphertext(Transcoding):
     def decode(self, data: str) -> Any:
         try:
             version, subject_hex, field, token = data.split(".", 3)
-            subject = UUID(hex=subject_hex)
-            blob = base64.urlsafe_b64decode(token.encode())
+            subject = self._subject(subject_hex)
+            # ``base64.urlsafe_b64decode`` without its Python wrappers (same result)
+            blob = binascii.a2b_base64(token.encode().translate(_URLSAFE_TO_STANDARD))
         except (AttributeError, TypeError, ValueError) as exc:
             raise PersonalDataTampered(f"malformed sealed value: {exc}") from None
         if version != VERSION or len(blob) < NONCE_BYTES + 16:  # noqa: PLR2004 - GCM tag

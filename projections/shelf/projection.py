@@ -4,6 +4,7 @@ Library log, event by event or folded a page at a time (``ShelfPage``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -339,6 +340,7 @@ class ShelfProjection(ReadModelProjection):
         return handle
 
 
+_type_of = attrgetter("type")
 _READERS = Table("readers", _READER_COLUMNS)
 _BOOKS = Table("books", _BOOK_COLUMNS_TYPES)
 _LOANS = Table("loans", _LOAN_COLUMNS_TYPES)
@@ -356,6 +358,37 @@ _TABLE_OF = {
         *_LOAN_TIMESTAMP,
     )
 }
+
+_CHANGES: dict[str, tuple[int, tuple[str, ...]]] = {
+    # event type -> (table: 0 readers, 1 books, 2 loans; the columns ``_fold`` may change in
+    # an existing row)
+    "Reader.ProfileChanged": (0, ("nickname", "avatar_url", "updated_at")),
+    "Book.DetailsRevised": (1, (*_REVISABLE, "updated_at", "version")),
+    **{kind: (1, ("status", "updated_at", "version")) for kind in _BOOK_STATUS},
+    "Book.Lent": (1, ("status", "loan_id", "borrower_id", "updated_at", "version")),
+    "Book.Returned": (1, ("status", "loan_id", "borrower_id", "updated_at", "version")),
+    **{
+        kind: (
+            2,
+            (
+                "status",
+                column,
+                "updated_at",
+                "version",
+                *(("decline_reason",) if status == "declined" else ()),
+                *(("contact",) if status in ENDED else ()),
+            ),
+        )
+        for kind, (status, column) in _LOAN_TIMESTAMP.items()
+    },
+}
+
+
+def _changed_columns(table: Table, kinds: set[str], which: int) -> tuple[str, ...]:
+    """The columns of ``table`` (number ``which`` in ``_CHANGES``) that events of ``kinds``
+    change in existing rows, in the table's order."""
+    changed = {c for kind in kinds if (t := _CHANGES.get(kind)) and t[0] == which for c in t[1]}
+    return tuple(c for c in table.mutable if c in changed)
 
 
 class ShelfPage(Page):
@@ -377,8 +410,13 @@ class ShelfPage(Page):
             if which is not None:
                 uuid = e.originator_id
                 touched[which][uuid.int] = uuid
-        for table, wanted in zip((self.readers, self.books, self.loans), touched, strict=True):
+        kinds = set(map(_type_of, events))
+        for which, (table, wanted) in enumerate(
+            zip((self.readers, self.books, self.loans), touched, strict=True)
+        ):
             table.want_all(wanted)
+            # an UPDATE of the columns this page changes, not of every column
+            table.changed_columns = _changed_columns(table.table, kinds, which)
 
     def load(self, conn: psycopg.Connection[Any]) -> None:
         tables = (self.readers, self.books, self.loans)

@@ -18,6 +18,8 @@ from api.adapters.shredding import (
     MemoryKeyStore,
     PersonalDataMapper,
     PersonalDataTampered,
+    Sealed,
+    SealedAsCiphertext,
     SubjectForgotten,
 )
 from domain import commands as c
@@ -152,6 +154,29 @@ def test_changed_ciphertext_fails_authentication(app: ShreddingLibrary) -> None:
     n = _with_state(event, state)
     with pytest.raises(MapperDeserialisationError):
         decoder.decode((1, n.originator_id, n.originator_version, n.topic, n.state))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda v, s, f, t: (v, s[:-1] + "g", f, t),  # a subject that is not hex
+        lambda v, s, f, t: (v, s[:31], f, t),  # too short for a UUID
+        lambda v, s, f, t: (v, s, f, t[:-1]),  # base64 without its padding
+        lambda v, s, f, t: (v, s, f, t[:8]),  # too short for nonce and tag
+        lambda v, s, f, t: ("v2", s, f, t),
+    ],
+)
+def test_malformed_sealed_values_are_tampered_not_misread(damage: Any) -> None:
+    """Decoding parses a subject once and base64 without ``base64``'s wrappers: what is
+    malformed still raises ``PersonalDataTampered``, what is sound still opens."""
+    keys = MemoryKeyStore()
+    sealed = SealedAsCiphertext(keys)
+    subject = uuid4()
+    good = sealed.encode(Sealed(subject, "note", "打我电话"))
+    assert sealed.decode(good) == sealed.decode(good) == "打我电话"  # the 2nd: subject known
+    bad = ".".join(damage(*good.split(".", 3)))
+    with pytest.raises(PersonalDataTampered):
+        sealed.decode(bad)
 
 
 def test_ciphertext_moved_to_another_field_or_reader_fails(app: ShreddingLibrary) -> None:
