@@ -392,9 +392,11 @@ class Chat(Application[UUID]):
     Concurrent writes to one stream (two members typing at once, a busy room): within a
     process, commands on an existing stream take that stream's lock (one of
     ``WRITE_LOCK_STRIPES`` re-entrant locks, picked by the stream id) around load → act →
-    save, so they never conflict with each other. A conflict with another process (the
+    save, so they never conflict with each other; the commands that wait for the lock meanwhile
+    are then loaded, acted and saved together, by the thread that takes it next (a busy room:
+    one transaction per batch, not per message). A conflict with another process (the
     save's ``IntegrityError``) is retried after a jittered back-off (``retry_backoff`` s,
-    doubling, at most ``retry_backoff_cap`` s; the lock is released meanwhile), up to
+    doubling, at most ``retry_backoff_cap`` s; the lock is kept meanwhile), up to
     ``max_attempts`` attempts in all; after that ``ConcurrentUpdate``.
 
     Its events table is ``chat_events``, its snapshots table ``chat_snapshots``.
@@ -425,6 +427,9 @@ class Chat(Application[UUID]):
         super().__init__(env)
         self._loaded: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._loaded_lock = threading.Lock()
+        # commands waiting for a stream's write lock (``_update``): stream id → oldest first
+        self._combining: dict[UUID, list[_Pending]] = {}
+        self._combining_lock = threading.Lock()
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -456,7 +461,7 @@ class Chat(Application[UUID]):
             with self._loaded_lock:
                 self._loaded.pop(aggregate_id, None)
             return None
-        return project_aggregate(copy.deepcopy(kept), since)
+        return project_aggregate(_copy_to_change(kept), since)
 
     def _keep(self, aggregate: Aggregate) -> None:
         """Remember ``aggregate`` as just saved (no pending events; not changed after)."""
@@ -494,28 +499,71 @@ class Chat(Application[UUID]):
     ) -> tuple[_R, int | None]:
         """Load → act → save under ``stream_id``'s lock, again after a back-off on a
         conflict with another process (see the class docstring). Returns what ``act``
-        returned and the log position of the last event recorded (``None`` if nothing
-        was). Raises what ``load`` / ``act`` raise, ``ConcurrentUpdate`` after
-        ``max_attempts`` conflicts."""
-        lock = self._write_lock(stream_id)
+        returned and the log position of the last event it recorded (``None`` if it
+        recorded none). Raises what ``load`` / ``act`` raise, ``ConcurrentUpdate`` after
+        ``max_attempts`` conflicts.
+
+        Commands on one stream that arrive while it is being written are combined: the
+        thread that takes the lock next loads the stream once, acts for every command
+        waiting (in arrival order, each on the state the previous ones left) and saves
+        all their events in one transaction, so a busy room costs one load and one commit
+        per batch instead of per message. ``load`` must be the same for every command on
+        ``stream_id`` (the stream's kind)."""
+        pending = _Pending(act)
+        with self._combining_lock:
+            self._combining.setdefault(stream_id, []).append(pending)
+        with self._write_lock(stream_id):
+            if not pending.done:  # not taken by an earlier holder: run what waits now
+                with self._combining_lock:
+                    batch = self._combining.pop(stream_id)
+                self._write_batch(load, batch)
+        return pending.outcome()
+
+    def _write_batch(self, load: Callable[[], Aggregate], batch: list[_Pending]) -> None:
+        """Run ``batch`` (commands on one stream, oldest first) as ``_update`` says, under
+        the stream's lock (kept through a back-off: the commands are this thread's to
+        finish); each ``_Pending`` gets its result and position, or its exception."""
         attempt = 1
-        while True:
-            with lock:
+        try:
+            while True:
                 aggregate = load()
-                result = act(aggregate)
-                if not aggregate.pending_events:
-                    return result, None
-                try:
-                    recordings = self.save(aggregate)
-                except IntegrityError as exc:
-                    if attempt >= self.max_attempts:
-                        raise ConcurrentUpdate from exc
+                acted: list[tuple[_Pending, Any, int, int]] = []  # result, events from..to
+                for pending in list(batch):
+                    before = len(aggregate.pending_events)
+                    try:
+                        result = pending.act(aggregate)
+                    except Exception as exc:
+                        pending.fail(exc)
+                        batch.remove(pending)
+                        if len(aggregate.pending_events) != before:
+                            break  # it changed the stream before failing: act again without it
+                        continue
+                    acted.append((pending, result, before, len(aggregate.pending_events)))
                 else:
+                    if not aggregate.pending_events:
+                        for pending, result, _, _ in acted:
+                            pending.succeed(result, None)
+                        return
+                    try:
+                        recordings = self.save(aggregate)
+                    except IntegrityError as exc:
+                        if attempt >= self.max_attempts:
+                            raise ConcurrentUpdate from exc
+                        bound = min(self.retry_backoff_cap, self.retry_backoff * 2 ** (attempt - 1))
+                        time.sleep(random.uniform(0, bound))  # noqa: S311 - jitter, not security
+                        attempt += 1
+                        continue
                     self._keep(aggregate)
-                    return result, max((r.notification.id for r in recordings), default=None)
-            bound = min(self.retry_backoff_cap, self.retry_backoff * 2 ** (attempt - 1))
-            time.sleep(random.uniform(0, bound))  # noqa: S311 - jitter, not security
-            attempt += 1
+                    for pending, result, first, end in acted:
+                        own = recordings[first:end]
+                        position = max((r.notification.id for r in own), default=None)
+                        pending.succeed(result, position)
+                    return
+        except BaseException as exc:  # the stream failed (not found, conflicts): every command
+            for pending in batch:
+                if not pending.done:
+                    pending.fail(_own_copy(exc))
+            raise
 
     def take_snapshot(
         self,
@@ -606,6 +654,58 @@ class Chat(Application[UUID]):
             ),
         )
         return _message_recorded(command.room_id, sent, position, command.media)
+
+
+def _copy_to_change(kept: Aggregate) -> Aggregate:
+    """A copy of a kept stream that a command may change without changing ``kept``: its
+    attributes' dicts and lists are copied one level deep, which is enough because the
+    aggregates here never change a value inside them in place (``_recent``'s ``[seq, at]``
+    entries and ``_read``'s counts are replaced, ``_members`` never changes); for a room
+    with a full 1,000-entry window ~10x cheaper than ``copy.deepcopy`` (9 % of the server's
+    GIL samples in the fanout bench)."""
+    twin = copy.copy(kept)
+    attributes = vars(twin)
+    for name, value in attributes.items():
+        if type(value) is dict or type(value) is list:
+            attributes[name] = value.copy()
+    return twin
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` (its cause kept) for another thread to raise: one exception object
+    raised in several threads would collect all their tracebacks."""
+    try:
+        twin = copy.copy(exc)
+    except Exception:
+        return exc
+    twin.__cause__ = exc.__cause__
+    return twin
+
+
+class _Pending:
+    """One command waiting to be written (``Chat._update``): its ``act``, then its outcome,
+    set by the thread that wrote it (under the stream's lock, which the waiter takes after)."""
+
+    __slots__ = ("act", "done", "error", "position", "result")
+
+    def __init__(self, act: Callable[[Any], Any]) -> None:
+        self.act = act
+        self.done = False
+        self.result: Any = None
+        self.position: int | None = None
+        self.error: BaseException | None = None
+
+    def succeed(self, result: Any, position: int | None) -> None:
+        self.result, self.position, self.done = result, position, True
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.done = error, True
+
+    def outcome(self) -> tuple[Any, int | None]:
+        """``(result, position)``. Raises the command's exception."""
+        if self.error is not None:
+            raise self.error
+        return self.result, self.position
 
 
 def _message_recorded(

@@ -37,15 +37,30 @@ class Shared:
         self.wire: bytes | None = None
 
 
+class SharedRun:
+    """Several text frames for many sockets, in order (room messages that reached the node
+    in one loop iteration): ``texts``, and ``wire``, all of them encoded for the connection
+    back to back by the first ``DirectSocket`` that wrote them (``None`` until then), so a
+    socket gets them in one transport write (one ``send`` syscall, one read for its client)
+    instead of one per frame."""
+
+    __slots__ = ("texts", "wire")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.wire: bytes | None = None
+
+
 class DirectSocket(Socket, Protocol):
     """A ``Socket`` that can also write a frame at once, without a coroutine (what the
     ``websockets`` library's ``broadcast()`` does). ``Session`` uses ``send_now`` when the
     socket has it, else ``send``."""
 
-    def send_now(self, frame: str | Shared) -> bool:
-        """Write ``frame`` now if the connection takes it without waiting (open, its
-        transport's buffer under the high-water mark). ``False``: nothing was written (the
-        caller then uses ``send``, which waits or raises)."""
+    def send_now(self, frame: str | Shared | SharedRun) -> bool:
+        """Write ``frame`` (or all the frames of a ``SharedRun``, in one write) now if the
+        connection takes it without waiting (open, its transport's buffer under the
+        high-water mark). ``False``: nothing was written (the caller then uses ``send``,
+        which waits or raises)."""
         ...
 
 

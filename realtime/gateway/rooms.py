@@ -4,9 +4,12 @@ A ``room.send`` (from a member of the room, within the reader's ``room_sends`` l
 ``error`` ``rate_limited``) is recorded by the Chat application (history), acknowledged to the
 sender, and then published once on ``liudong.room.<room id>`` (best effort: the history has
 it); every node subscribes to ``liudong.room.*`` and writes the message, encoded once, to its
-own sockets in that room. Member counts are the cluster's (``realtime.presence.Presence``): a
-join or leave that changes them, and changes seen on other nodes (``on_presence_change``), are
-sent to the room's local sockets as ``room.presence``.
+own sockets in that room. The room messages that reach the node in one loop iteration (a
+burst read from NATS at once) are written together: each socket gets the consecutive
+messages of one room in one transport write (``SharedRun``), in the order they came. Member
+counts are the cluster's (``realtime.presence.Presence``): a join or leave that changes them,
+and changes seen on other nodes (``on_presence_change``), are sent to the room's local
+sockets as ``room.presence``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from domain.chat import room_id_for
 from domain.errors import DomainError
 from domain.media import MediaRef, picture_view
 from realtime.gateway.config import GatewayStats
-from realtime.gateway.ports import ROOM_SENDS, ChatPort, SendLimits, Shared
+from realtime.gateway.ports import ROOM_SENDS, ChatPort, SendLimits, Shared, SharedRun
 from realtime.gateway.session import Session
 from realtime.presence import Presence
 from realtime.protocol import (
@@ -43,6 +46,10 @@ from realtime.threads import in_thread
 log = logging.getLogger(__name__)
 
 ROOM_SUBJECT_PREFIX = "liudong.room."
+RUN_BYTES = 64 * 1024
+"""At most this many bytes of room messages go to a socket in one write (asyncio's default
+write high-water mark): past it, ``send_now`` refuses the next run and the frames queue, so a
+socket's transport never holds much more than it did with one write per frame."""
 
 
 class Rooms:
@@ -69,6 +76,9 @@ class Rooms:
         self._sessions: dict[str, set[Session]] = {}  # room name → its sockets on this node
         self._titles: dict[str, str] = {}
         self._names: dict[str, str] = {}  # str(room id) → name
+        # room messages from NATS not written yet, oldest first: (room name, frame text, its
+        # size in bytes); written by ``_write_arrived``, scheduled for the loop's next iteration
+        self._arrived: list[tuple[str, str, int]] = []
 
     async def title(self, name: str) -> str:
         """The title of room ``name``. Raises ``RoomNotFound`` (a ``DomainError``)."""
@@ -199,8 +209,34 @@ class Rooms:
         name = self._names.get(msg.subject[len(ROOM_SUBJECT_PREFIX) :])
         if name is None or name not in self._sessions:
             return
-        self._broadcast(name, msg.data.decode())
-        await asyncio.sleep(0)  # let the writers run between messages of a burst
+        if not self._arrived:
+            # nats-py hands this subscription every message it has read before it yields: they
+            # all arrive before the loop's next iteration, and go out together then
+            asyncio.get_running_loop().call_soon(self._write_arrived)
+        data = msg.data
+        self._arrived.append((name, data.decode(), len(data)))
+
+    def _write_arrived(self) -> None:
+        """Write the room messages that arrived since the last call, in order: each run of
+        consecutive messages of one room (at most ``RUN_BYTES``) to its sockets at once
+        (``Session.push_run``)."""
+        arrived, self._arrived = self._arrived, []
+        start = 0
+        while start < len(arrived):
+            name, _, size = arrived[start]
+            end = start + 1
+            while end < len(arrived) and arrived[end][0] == name:
+                size += arrived[end][2]
+                if size > RUN_BYTES:
+                    break
+                end += 1
+            if end - start == 1:
+                self._broadcast(name, arrived[start][1])
+            else:
+                run = SharedRun([text for _, text, _ in arrived[start:end]])
+                for session in list(self._sessions.get(name, ())):
+                    session.push_run(run)
+            start = end
 
     def on_presence_change(
         self, room: str, members: int, joined: list[ReaderRef], left: list[ReaderRef]
@@ -214,10 +250,12 @@ class Rooms:
             self._broadcast(room, encode_text(frame))
 
     def _broadcast(self, name: str, text: str, skip: Session | None = None) -> None:
+        if self._arrived:  # the room messages that came before this frame go out before it
+            self._write_arrived()
         frame = Shared(text)  # encoded for the wire once, by the first socket written
         for session in list(self._sessions.get(name, ())):
             if session is not skip:
                 session.push(frame)
 
 
-__all__ = ["ROOM_SUBJECT_PREFIX", "Rooms"]
+__all__ = ["ROOM_SUBJECT_PREFIX", "RUN_BYTES", "Rooms"]

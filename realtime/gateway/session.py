@@ -11,7 +11,8 @@ Sessions
     wake-up and ends once it is empty, so frames leave in the order they were pushed and an
     idle socket has no task of its own besides its reader. A frame for many sockets (a room
     message, a ping) is one ``Shared``: its text, and its bytes on the wire encoded once by
-    the first socket that writes it. A socket that can write without a coroutine
+    the first socket that writes it; room messages that arrived together are one ``SharedRun``,
+    all written in one go (``push_run``). A socket that can write without a coroutine
     (``DirectSocket.send_now``: the server's transport takes the bytes, nothing to wait for)
     is written that way; otherwise, or when that socket's transport is full, ``send``.
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import DomainError
-from realtime.gateway.ports import SendLimits, Shared, Socket
+from realtime.gateway.ports import SendLimits, Shared, SharedRun, Socket
 from realtime.protocol import CloseCode, Error, ReaderRef, encode_text
 
 NO_ROOMS: frozenset[str] = frozenset()
@@ -94,7 +95,9 @@ class Session:
         self.reader = reader
         self.key = str(reader.id)
         self.socket = socket
-        self.send_now: Callable[[str | Shared], bool] | None = getattr(socket, "send_now", None)
+        self.send_now: Callable[[str | Shared | SharedRun], bool] | None = getattr(
+            socket, "send_now", None
+        )
         # no deque until a frame has to wait (an empty deque is ~0.6 KB, most sockets never
         # queue anything)
         self.queue: deque[str | _Close] | tuple[()] = ()
@@ -180,6 +183,18 @@ class Session:
         if self.writer is None:
             self.writer = asyncio.create_task(self._write_loop())
         return True
+
+    def push_run(self, run: SharedRun) -> bool:
+        """``push`` each frame of ``run`` in order, in one transport write when the socket
+        has nothing queued and ``send_now`` takes them all (else frame by frame, as
+        ``push``: a full queue closes the socket, 4008). Returns False if any was dropped."""
+        if self.closed:
+            return False
+        if self.writer is None and not self.queue:
+            send_now = self.send_now
+            if send_now is not None and send_now(run):
+                return True
+        return all(self.push(text) for text in run.texts)  # stops at the first dropped
 
     async def put_waiting(self, text: str, timeout: float) -> None:
         """Queue one frame, waiting up to ``timeout`` s for space (replays); then the

@@ -514,3 +514,63 @@ async def test_a_slow_consumer_is_closed_with_4008_and_others_keep_being_served(
         await nc.close()
         await good.close()
         await slow.close()
+
+
+async def test_a_burst_of_room_messages_reaches_every_member_whole_and_in_order(
+    live_server: LiveServer, http: httpx.AsyncClient, database_url: str, nats_url: str
+) -> None:
+    """Room messages that reach the node together (published at once on NATS, two rooms
+    interleaved) are written to each socket in runs (one write per run of one room): a
+    member of both rooms gets every message in the order published, a member of one room
+    its room's messages in order."""
+    import nats
+
+    from domain.chat import room_id_for
+    from realtime.protocol import ReaderRef, RoomMessage, encode
+
+    first, second = f"burst-{uuid4().hex[:8]}", f"burst-{uuid4().hex[:8]}"
+    _create_room(database_url, first, "first")
+    _create_room(database_url, second, "second")
+    both_token, sender = await login(http)
+    one_token, _ = await login(http)
+    both = await Ws.open(live_server.url, both_token)
+    one = await Ws.open(live_server.url, one_token)
+    nc = await nats.connect(nats_url)
+    try:
+        for ws, rooms in ((both, (first, second)), (one, (first,))):
+            await ws.recv_type("hello")
+            for room in rooms:
+                await ws.send({"type": "room.join", "room": room})
+                await ws.recv_type("room.joined")
+        # runs of 1 to 4 messages of one room, alternating rooms: 150 messages
+        published: list[tuple[str, int]] = []
+        run = 0
+        while len(published) < 150:
+            room = (first, second)[run % 2]
+            published += [(room, len(published) + k + 1) for k in range(run % 4 + 1)]
+            run += 1
+        for room, seq in published:
+            message = RoomMessage(
+                room=room,
+                message_id=uuid4(),
+                sender=ReaderRef(id=sender["id"]),
+                text=f"m{seq}",
+                at=datetime.now(UTC),
+                seq=seq,
+            )
+            await nc.publish(f"liudong.room.{room_id_for(room)}", encode(message))
+        await nc.flush()
+
+        async def messages(ws: Ws, count: int) -> list[tuple[str, int]]:
+            return [
+                (frame["room"], frame["seq"])
+                for frame in [await ws.recv_type("room.message") for _ in range(count)]
+            ]
+
+        in_first = [(room, seq) for room, seq in published if room == first]
+        assert await messages(both, len(published)) == published
+        assert await messages(one, len(in_first)) == in_first
+    finally:
+        await nc.close()
+        await both.close()
+        await one.close()

@@ -2,12 +2,14 @@
 send is accepted and recorded once, with distinct, gap-free ``seq``s and log positions.
 
 Within a process the Chat application serialises the writes to one stream (a per-stream
-lock); a second ``Chat`` with its own locks stands for another process, whose conflicting
-saves are retried after a back-off; with and without group commit."""
+lock), and the sends that wait for it are written together (one load, one save); a second
+``Chat`` with its own locks stands for another process, whose conflicting saves are retried
+after a back-off; with and without group commit."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID, uuid4
@@ -18,6 +20,7 @@ from api.bootstrap.db import eventsourcing_env
 from api.bootstrap.group_commit import group_commit
 from domain import chat_commands as cc
 from domain.chat import Chat, Room, room_id_for
+from domain.chat_errors import InvalidMessage
 
 THREADS = 16
 SENDS_PER_THREAD = 6
@@ -127,3 +130,79 @@ def test_concurrent_sends_to_one_conversation_are_all_recorded(apps: tuple[Chat,
         seqs = [seq for batch in pool.map(sender, range(8)) for seq in batch]
     assert sorted(seqs) == list(range(1, 41))
     assert first.conversation(conversation).last_seq == 40
+
+
+def _send_while_the_stream_is_held(
+    app: Chat, room_id: UUID, texts: list[str]
+) -> tuple[list[cc.MessageRecorded | Exception], int]:
+    """Send ``texts`` to the room from one thread each while this thread holds the room's
+    write lock, so that all of them wait for it; then let them go. Returns each send's
+    outcome (in ``texts``' order) and how many saves the application made."""
+    saves = 0
+    save = app.save
+
+    def counting_save(*args: object, **kwargs: object) -> object:
+        nonlocal saves
+        saves += 1
+        return save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def sender(k: int) -> cc.MessageRecorded | Exception:
+        try:
+            return app.send(
+                cc.SendRoomMessage(
+                    room_id=room_id,
+                    sender_id=UUID(int=k + 1),
+                    text=texts[k],
+                    client_msg_id=f"held-{k}",
+                )
+            )
+        except Exception as exc:
+            return exc
+
+    app.save = counting_save  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(len(texts)) as pool:
+            with app._write_lock(room_id):
+                outcomes = [pool.submit(sender, k) for k in range(len(texts))]
+                deadline = time.monotonic() + 10
+                while len(app._combining.get(room_id, ())) < len(texts):
+                    assert time.monotonic() < deadline, "the sends never queued"
+                    time.sleep(0.001)
+            results = [outcome.result(10) for outcome in outcomes]
+    finally:
+        del app.save
+    return results, saves
+
+
+def test_room_sends_waiting_for_the_stream_are_saved_together_each_with_its_own_position(
+    apps: tuple[Chat, Chat],
+) -> None:
+    first, _ = apps
+    room_id = _room(first)
+    recorded, saves = _send_while_the_stream_is_held(first, room_id, [f"t{k}" for k in range(8)])
+    assert saves == 1  # one load, one transaction for the eight
+    assert all(isinstance(r, cc.MessageRecorded) and r.created for r in recorded)
+    sends = [r for r in recorded if isinstance(r, cc.MessageRecorded)]
+    assert sorted(r.seq for r in sends) == list(range(1, 9))
+    # each send's position is the log position of its own event (version seq + 1)
+    notifications = first.recorder.select_notifications(
+        start=min(r.position or 0 for r in sends), limit=100
+    )
+    position_of = {n.originator_version: n.id for n in notifications if n.originator_id == room_id}
+    assert all(r.position == position_of[r.seq + 1] for r in sends)
+    assert [e.text for e in first.events.get(room_id) if isinstance(e, Room.MessageSent)] == [
+        f"t{k}" for k in sorted(range(8), key=lambda k: sends[k].seq)
+    ]
+
+
+def test_a_refused_send_among_sends_saved_together_fails_alone(apps: tuple[Chat, Chat]) -> None:
+    first, _ = apps
+    room_id = _room(first)
+    texts = ["one", "two", "   ", "four", "five"]  # a blank message is refused
+    outcomes, saves = _send_while_the_stream_is_held(first, room_id, texts)
+    assert saves == 1
+    assert isinstance(outcomes[2], InvalidMessage)
+    sends = [o for k, o in enumerate(outcomes) if k != 2]
+    assert all(isinstance(r, cc.MessageRecorded) and r.created for r in sends)
+    assert sorted(r.seq for r in sends) == [1, 2, 3, 4]  # type: ignore[union-attr]
+    assert first.room(room_id).last_seq == 4

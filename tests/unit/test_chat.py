@@ -28,6 +28,7 @@ from domain.chat import (
     Chat,
     Conversation,
     Room,
+    _copy_to_change,
     conversation_id_for,
     message_id_for,
     room_id_for,
@@ -883,3 +884,20 @@ def test_message_recorded_is_a_recorded_and_encodes_to_json(app: Chat, conversat
 def test_an_unknown_command_is_a_type_error(app: Chat) -> None:
     with pytest.raises(TypeError):
         app.handle(Command())
+
+
+def test_a_copy_of_a_kept_stream_changes_without_changing_the_kept_one() -> None:
+    """``Chat`` loads a stream it wrote last from a copy of the one it kept: a command on the
+    copy (new message, retry window, read position) leaves the kept stream as it was."""
+    ann, ben = uuid4(), uuid4()
+    kept = Conversation.open(ann, ben)
+    kept.send(ann, "first", "c1")
+    kept.collect_events()
+    copied = _copy_to_change(kept)
+    copied.send(ben, "second", "c2")
+    copied.mark_read(ann, 2)
+    assert (kept.last_seq, len(kept._recent), kept.pending_events) == (1, 1, [])
+    assert kept._read == {str(ann): 0, str(ben): 0}
+    assert (copied.last_seq, len(copied._recent), len(copied.pending_events)) == (2, 2, 2)
+    assert copied._read[str(ann)] == 2
+    assert kept.send(ben, "second", "c2").seq == 2  # its window never saw the copy's send

@@ -11,9 +11,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from domain.chat import room_id_for
 from realtime.gateway import Gateway, GatewayConfig, Session
+from realtime.gateway.rooms import RUN_BYTES, Rooms
 from realtime.presence import Presence
-from realtime.protocol import Event, encode_text
+from realtime.protocol import Event, ReaderRef, encode_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -464,3 +466,93 @@ async def test_a_withheld_item_is_read_from_the_inbox_whole_and_in_order() -> No
     assert socket.events() == [1, 2, 3]
     socket.incoming.put_nowait(None)
     await task
+
+
+class DirectFakeSocket(FakeSocket):
+    """A ``DirectSocket`` whose transport takes every write (``writes``: each ``send_now``'s
+    frame as given), or none once ``full``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[Any] = []
+        self.full = False
+
+    def send_now(self, frame: Any) -> bool:
+        if self.full:
+            return False
+        self.writes.append(frame)
+        return True
+
+
+class RoomMsg:
+    def __init__(self, room: str, text: str) -> None:
+        self.subject = f"liudong.room.{room_id_for(room)}"
+        self.data = text.encode()
+
+
+async def _rooms_with_members(*sockets: DirectFakeSocket, queue_size: int = 256) -> Any:
+    rooms = Rooms(FakeNats(), chat=None, presence=Presence(FakeNats(), "n1"))  # type: ignore[arg-type]
+    rooms._titles["lobby"] = "Lobby"
+    sessions = []
+    for socket in sockets:
+        session = Session(ReaderRef(id=uuid4()), socket, queue_size)  # type: ignore[arg-type]
+        await rooms.join(session, "lobby")
+        sessions.append(session)
+    for socket in sockets:
+        socket.writes.clear()
+    return rooms, sessions
+
+
+async def test_room_messages_arriving_together_go_to_each_socket_in_one_write() -> None:
+    one, two = DirectFakeSocket(), DirectFakeSocket()
+    rooms, _ = await _rooms_with_members(one, two)
+    for n in range(3):  # as nats-py hands a burst over: one callback after the other
+        await rooms.on_message(RoomMsg("lobby", f'{{"n":{n}}}'))
+    assert one.writes == [] and two.writes == []  # written at the loop's next iteration
+    await asyncio.sleep(0)
+    (run,) = one.writes
+    assert two.writes == [run] and run.texts == ['{"n":0}', '{"n":1}', '{"n":2}']
+    await rooms.on_message(RoomMsg("lobby", '{"n":3}'))  # alone: one frame, as before
+    await asyncio.sleep(0)
+    assert [w.text for w in one.writes[1:]] == ['{"n":3}']
+
+
+async def test_a_burst_over_run_bytes_goes_out_in_several_runs_in_order() -> None:
+    socket = DirectFakeSocket()
+    rooms, _ = await _rooms_with_members(socket)
+    texts = [f'{{"n":{n},"pad":"{"x" * 20_000}"}}' for n in range(5)]  # ~20 KB each
+    for text in texts:
+        await rooms.on_message(RoomMsg("lobby", text))
+    await asyncio.sleep(0)
+    runs = [write.texts for write in socket.writes]
+    assert runs == [texts[:3], texts[3:]]  # at most RUN_BYTES (64 KB) in one write
+    assert all(sum(len(t) for t in run) <= RUN_BYTES for run in runs)
+
+
+async def test_a_frame_broadcast_after_room_messages_arrived_goes_out_after_them() -> None:
+    one, two = DirectFakeSocket(), DirectFakeSocket()
+    rooms, _ = await _rooms_with_members(one, two)
+    await rooms.on_message(RoomMsg("lobby", '{"n":0}'))
+    await rooms.on_message(RoomMsg("lobby", '{"n":1}'))
+    rooms.on_presence_change("lobby", 3, [ReaderRef(id=uuid4())], [])
+    assert [type(w).__name__ for w in one.writes] == ["SharedRun", "Shared"]
+    assert json.loads(one.writes[1].text)["type"] == "room.presence"
+    await asyncio.sleep(0)
+    assert len(one.writes) == 2  # nothing written twice
+
+
+async def test_a_run_for_a_full_transport_queues_frame_by_frame_and_overflow_closes_4008() -> None:
+    socket = DirectFakeSocket()
+    rooms, (session,) = await _rooms_with_members(socket, queue_size=3)
+    socket.full = socket.stuck = True  # over the high-water mark: send() waits
+    socket.sent.append({"type": "hello"})
+    for n in range(4):
+        await rooms.on_message(RoomMsg("lobby", f'{{"n":{n}}}'))
+    await asyncio.sleep(0)
+    # the first frame's send waits in a writer task, the rest queue behind it, in order
+    assert session.writer is not None and not session.closed
+    assert list(session.queue) == ['{"n":1}', '{"n":2}', '{"n":3}']
+    for n in range(4, 6):  # one more than the queue holds
+        await rooms.on_message(RoomMsg("lobby", f'{{"n":{n}}}'))
+    await asyncio.sleep(0)
+    assert session.closed and session.close_code == 4008

@@ -41,7 +41,7 @@ from api.http.errors import ApiError, DatabaseUnavailable, Unauthorized
 from api.http.openapi import Code, contract
 from api.http.params import ReaderId
 from api.http.ws_protocol import SEND_NOW, text_frame
-from realtime.gateway.ports import Shared
+from realtime.gateway.ports import Shared, SharedRun
 from realtime.protocol import CloseCode, Error, encode_text
 
 
@@ -106,7 +106,7 @@ class LitestarSocket:
     async def send(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})
 
-    def send_now(self, frame: str | Shared) -> bool:
+    def send_now(self, frame: str | Shared | SharedRun) -> bool:
         send_now = self._send_now
         if send_now is None:
             return False
@@ -114,7 +114,11 @@ class LitestarSocket:
             return send_now(text_frame(frame))
         wire = frame.wire  # type: ignore[union-attr]
         if wire is None:
-            wire = frame.wire = text_frame(frame.text)  # type: ignore[union-attr]
+            if type(frame) is Shared:
+                wire = frame.wire = text_frame(frame.text)
+            else:
+                texts = frame.texts  # type: ignore[union-attr]
+                wire = frame.wire = b"".join([text_frame(text) for text in texts])  # type: ignore[union-attr]
         return send_now(wire)
 
     async def close(self, code: int, reason: str) -> None:
