@@ -495,7 +495,12 @@ class Chat(Application[UUID]):
         return self._write_locks[stream_id.int % len(self._write_locks)]
 
     def _update(
-        self, stream_id: UUID, load: Callable[[], _A], act: Callable[[_A], _R]
+        self,
+        stream_id: UUID,
+        load: Callable[[], _A],
+        act: Callable[[_A], _R],
+        *,
+        combine: bool = False,
     ) -> tuple[_R, int | None]:
         """Load → act → save under ``stream_id``'s lock, again after a back-off on a
         conflict with another process (see the class docstring). Returns what ``act``
@@ -503,16 +508,22 @@ class Chat(Application[UUID]):
         recorded none). Raises what ``load`` / ``act`` raise, ``ConcurrentUpdate`` after
         ``max_attempts`` conflicts.
 
-        Commands on one stream that arrive while it is being written are combined: the
-        thread that takes the lock next loads the stream once, acts for every command
-        waiting (in arrival order, each on the state the previous ones left) and saves
-        all their events in one transaction, so a busy room costs one load and one commit
-        per batch instead of per message. ``load`` must be the same for every command on
-        ``stream_id`` (the stream's kind)."""
+        ``combine``: commands on one stream that arrive while it is being written are
+        combined: the thread that takes the lock next loads the stream once, acts for
+        every command waiting (in arrival order, each on the state the previous ones left)
+        and saves all their events in one transaction, so a busy room costs one load and
+        one commit per batch instead of per message. ``load`` must be the same for every
+        command on ``stream_id`` (the stream's kind). Only room sends combine: they come
+        from sockets, never with an ``Idempotency-Key``, whose mark the combined save
+        would record for the saving thread's request only (``api.adapters.eventstore``)."""
         pending = _Pending(act)
-        with self._combining_lock:
-            self._combining.setdefault(stream_id, []).append(pending)
+        if combine:
+            with self._combining_lock:
+                self._combining.setdefault(stream_id, []).append(pending)
         with self._write_lock(stream_id):
+            if not combine:
+                self._write_batch(load, [pending])
+                return pending.outcome()
             if not pending.done:  # not taken by an earlier holder: run what waits now
                 with self._combining_lock:
                     batch = self._combining.pop(stream_id)
@@ -652,6 +663,7 @@ class Chat(Application[UUID]):
             lambda room: room.send(
                 command.sender_id, command.text, command.client_msg_id, command.media
             ),
+            combine=True,
         )
         return _message_recorded(command.room_id, sent, position, command.media)
 

@@ -206,3 +206,43 @@ def test_a_refused_send_among_sends_saved_together_fails_alone(apps: tuple[Chat,
     assert all(isinstance(r, cc.MessageRecorded) and r.created for r in sends)
     assert sorted(r.seq for r in sends) == [1, 2, 3, 4]  # type: ignore[union-attr]
     assert first.room(room_id).last_seq == 4
+
+
+def test_conversation_sends_waiting_for_the_stream_are_saved_one_by_one(
+    apps: tuple[Chat, Chat],
+) -> None:
+    """Conversation commands may carry an ``Idempotency-Key`` (HTTP), which a save marks
+    for the saving thread's request only: they are never combined (room sends are)."""
+    first, _ = apps
+    ann, ben = uuid4(), uuid4()
+    conversation = first.handle(cc.OpenConversation(reader_id=ann, peer_id=ben)).id
+    saves = 0
+    save = first.save
+
+    def counting_save(*args: object, **kwargs: object) -> object:
+        nonlocal saves
+        saves += 1
+        return save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def sender(k: int) -> cc.MessageRecorded:
+        return first.send(
+            cc.SendMessage(
+                conversation_id=conversation,
+                sender_id=ann if k % 2 else ben,
+                text=f"held {k}",
+                client_msg_id=f"held-{k}",
+            )
+        )
+
+    first.save = counting_save  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            with first._write_lock(conversation):
+                outcomes = [pool.submit(sender, k) for k in range(4)]
+                time.sleep(0.2)  # all four wait for the lock
+                assert conversation not in first._combining
+            sent = [outcome.result(10) for outcome in outcomes]
+    finally:
+        del first.save
+    assert saves == 4
+    assert sorted(r.seq for r in sent) == [1, 2, 3, 4]
