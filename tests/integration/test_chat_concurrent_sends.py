@@ -8,6 +8,7 @@ after a back-off; with and without group commit."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -132,19 +133,29 @@ def test_concurrent_sends_to_one_conversation_are_all_recorded(apps: tuple[Chat,
     assert first.conversation(conversation).last_seq == 40
 
 
+@contextlib.contextmanager
+def _counting_saves(app: Chat) -> Iterator[list[int]]:
+    """Count ``app``'s saves in the block: the list's one item."""
+    saves = [0]
+    save = app.save
+
+    def counting_save(*args: object, **kwargs: object) -> object:
+        saves[0] += 1
+        return save(*args, **kwargs)  # type: ignore[arg-type]
+
+    app.save = counting_save  # type: ignore[method-assign]
+    try:
+        yield saves
+    finally:
+        del app.save
+
+
 def _send_while_the_stream_is_held(
     app: Chat, room_id: UUID, texts: list[str]
 ) -> tuple[list[cc.MessageRecorded | Exception], int]:
     """Send ``texts`` to the room from one thread each while this thread holds the room's
     write lock, so that all of them wait for it; then let them go. Returns each send's
     outcome (in ``texts``' order) and how many saves the application made."""
-    saves = 0
-    save = app.save
-
-    def counting_save(*args: object, **kwargs: object) -> object:
-        nonlocal saves
-        saves += 1
-        return save(*args, **kwargs)  # type: ignore[arg-type]
 
     def sender(k: int) -> cc.MessageRecorded | Exception:
         try:
@@ -159,19 +170,15 @@ def _send_while_the_stream_is_held(
         except Exception as exc:
             return exc
 
-    app.save = counting_save  # type: ignore[method-assign]
-    try:
-        with ThreadPoolExecutor(len(texts)) as pool:
-            with app._write_lock(room_id):
-                outcomes = [pool.submit(sender, k) for k in range(len(texts))]
-                deadline = time.monotonic() + 10
-                while len(app._combining.get(room_id, ())) < len(texts):
-                    assert time.monotonic() < deadline, "the sends never queued"
-                    time.sleep(0.001)
-            results = [outcome.result(10) for outcome in outcomes]
-    finally:
-        del app.save
-    return results, saves
+    with _counting_saves(app) as saves, ThreadPoolExecutor(len(texts)) as pool:
+        with app._write_lock(room_id):
+            outcomes = [pool.submit(sender, k) for k in range(len(texts))]
+            deadline = time.monotonic() + 10
+            while len(app._combining.get(room_id, ())) < len(texts):
+                assert time.monotonic() < deadline, "the sends never queued"
+                time.sleep(0.001)
+        results = [outcome.result(10) for outcome in outcomes]
+    return results, saves[0]
 
 
 def test_room_sends_waiting_for_the_stream_are_saved_together_each_with_its_own_position(
@@ -216,13 +223,6 @@ def test_conversation_sends_waiting_for_the_stream_are_saved_one_by_one(
     first, _ = apps
     ann, ben = uuid4(), uuid4()
     conversation = first.handle(cc.OpenConversation(reader_id=ann, peer_id=ben)).id
-    saves = 0
-    save = first.save
-
-    def counting_save(*args: object, **kwargs: object) -> object:
-        nonlocal saves
-        saves += 1
-        return save(*args, **kwargs)  # type: ignore[arg-type]
 
     def sender(k: int) -> cc.MessageRecorded:
         return first.send(
@@ -234,15 +234,11 @@ def test_conversation_sends_waiting_for_the_stream_are_saved_one_by_one(
             )
         )
 
-    first.save = counting_save  # type: ignore[method-assign]
-    try:
-        with ThreadPoolExecutor(4) as pool:
-            with first._write_lock(conversation):
-                outcomes = [pool.submit(sender, k) for k in range(4)]
-                time.sleep(0.2)  # all four wait for the lock
-                assert conversation not in first._combining
-            sent = [outcome.result(10) for outcome in outcomes]
-    finally:
-        del first.save
-    assert saves == 4
+    with _counting_saves(first) as saves, ThreadPoolExecutor(4) as pool:
+        with first._write_lock(conversation):
+            outcomes = [pool.submit(sender, k) for k in range(4)]
+            time.sleep(0.2)  # all four wait for the lock
+            assert conversation not in first._combining
+        sent = [outcome.result(10) for outcome in outcomes]
+    assert saves == [4]
     assert sorted(r.seq for r in sent) == [1, 2, 3, 4]
