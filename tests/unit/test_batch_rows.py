@@ -49,3 +49,14 @@ def test_no_column_named_means_all_of_them() -> None:
     query, params = _update(_changed_book(()))
     assert '"title" = s."title"' in query
     assert params[0]["title"] == "三体"
+
+
+def test_every_shelf_event_that_changes_a_row_names_the_columns_it_changes() -> None:
+    """A folded shelf page UPDATEs only the columns its events' kinds name (``_CHANGES``): a
+    kind the fold applies to existing rows but ``_CHANGES`` left out would lose its changes.
+    Only the creating kinds (their rows go whole by COPY) may be absent."""
+    from projections.shelf.projection import _CHANGES, _TABLE_OF
+
+    creating = {"Reader.Registered", "Book.Published", "Loan.Requested"}
+    assert set(_TABLE_OF) - creating == set(_CHANGES)
+    assert all(_CHANGES[kind][0] == _TABLE_OF[kind] for kind in _CHANGES)
