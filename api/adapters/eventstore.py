@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
 
 RECORDER_TOPIC = "api.adapters.eventstore:MarkingRecorder"
 
@@ -98,6 +100,30 @@ class MarkingRecorder(PostgresApplicationRecorder):
     def log_name(self) -> str:
         """``library`` for ``library_events``: the name positions carry in the API."""
         return self.events_table_name.rsplit(".", 1)[-1].removesuffix("_events")
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """The events of each ``(originator_id, version)`` pair with a higher version, each
+        aggregate's in version order: the fast-forward of several cached aggregates in one
+        statement (``domain.library.Library``) where ``select_events(gt=…)`` takes one
+        each. Retried like eventsourcing's own ``select_events``."""
+        one = SQL(
+            "(SELECT originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        statement = SQL(" UNION ALL ").join([one] * len(versions))
+        params = [value for pair in versions for value in pair]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
